@@ -370,6 +370,9 @@ def _open_mne(path: Path) -> Recording:
     import mne
     from mne.io.constants import FIFF
 
+    mne_logger = logging.getLogger("mne")
+    mute = logging.Filter("closedloop.mute")  # a name no record has: rejects every record
+    mne_logger.addFilter(mute)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -385,6 +388,8 @@ def _open_mne(path: Path) -> Recording:
             raise _unreadable(path, exc) from exc
         except Exception as exc:  # MNE's readers raise many kinds on damaged files
             raise _unreadable(path, exc) from exc
+        finally:
+            mne_logger.removeFilter(mute)
     messages = [str(w.message) for w in caught]
     if any(_TRUNCATED_EDF in m for m in messages) and _edf_header_records(path) not in (None, -1):
         declared = _edf_header_records(path)
@@ -435,7 +440,9 @@ def _open_mne(path: Path) -> Recording:
 
 
 def _unreadable(path: Path, exc: BaseException) -> DataError:
-    reason = str(exc).strip().rstrip(".") or type(exc).__name__
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    reason = "".join(c if c.isprintable() else "?" for c in reason)
+    reason = (reason[:117] + "...") if len(reason) > 120 else reason.rstrip(".")
     return DataError(
         f"could not read recording {str(path)!r}: {reason}. It may be damaged or truncated, or "
         f"not a recording. Accepted formats: {ACCEPTED_FORMATS}."
