@@ -1,0 +1,816 @@
+"""Protocols: what to listen to and when to stimulate, loaded from TOML files or presets.
+
+A protocol is a tree of frozen dataclasses (:class:`Protocol` and its sections). Every value
+is checked when a section is built, so an invalid protocol cannot exist; loading a file adds
+the file's name to the message and rejects unknown keys with a "did you mean". The file
+format is the protocol section of ../shared/CONTRACTS.md; presets live in
+``closedloop/presets/*.toml``.
+
+Absolute limits that no protocol can raise (enforced again at delivery by
+:class:`closedloop.safety.SafetyGate`):
+
+- ``MIN_INTERVAL_FLOOR_S`` = 0.1 s: no two triggers (or bursts) closer than this, so the
+  trigger rate never exceeds ``MAX_TRIGGER_RATE_HZ`` = 10 Hz;
+- ``MIN_PULSE_INTERVAL_S`` = 0.005 s and ``MAX_PULSES_PER_TRIGGER`` = 10 for pulse patterns;
+  a burst must end at least ``MIN_INTERVAL_FLOOR_S`` before the next trigger may start.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from closedloop.channels import normalize_name
+from closedloop.errors import ProtocolError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+__all__ = [
+    "MAX_PULSES_PER_TRIGGER",
+    "MAX_TRIGGER_RATE_HZ",
+    "MIN_INTERVAL_FLOOR_S",
+    "MIN_PULSE_INTERVAL_S",
+    "ArtifactSettings",
+    "BandSettings",
+    "EstimatorSettings",
+    "FeedbackSettings",
+    "Protocol",
+    "SignalSettings",
+    "TriggerSettings",
+    "list_presets",
+    "load_protocol",
+    "parse_protocol",
+    "preset_text",
+    "protocol_to_toml",
+]
+
+MIN_INTERVAL_FLOOR_S = 0.1
+MAX_TRIGGER_RATE_HZ = 1.0 / MIN_INTERVAL_FLOOR_S
+MIN_PULSE_INTERVAL_S = 0.005
+MAX_PULSES_PER_TRIGGER = 10
+MAX_TECHNICAL_DELAY_S = 1.0
+
+REFERENCES = ("none", "average", "hjorth", "bipolar", "weights")
+KINDS = ("phase", "feedback")
+MEASURES = ("power", "ratio", "asymmetry")
+NOTCH_HZ = (0.0, 50.0, 60.0)
+
+_GATE = re.compile(r"^\s*(percentile|uv)\s*:\s*([^\s]+)\s*$", re.IGNORECASE)
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+_MISSING = object()
+
+
+class _FieldError(ProtocolError):
+    """A bad value in one section; :func:`parse_protocol` prefixes the file's name."""
+
+    def __init__(self, key: str, value: Any, accepted: str) -> None:
+        self.key = key
+        self.value = value
+        self.accepted = accepted
+        if value is _MISSING:
+            super().__init__(f"{key} is missing: {accepted}.")
+        else:
+            super().__init__(f"{key} = {_show(value)} is not accepted: {accepted}.")
+
+
+def _show(value: Any) -> str:
+    """A value as the user wrote it in TOML (strings quoted, lists bracketed)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_show(v)}" for k, v in value.items()) + "}"
+    return repr(value)
+
+
+# -- value checks: each returns the normalised value or raises _FieldError -------------------
+
+
+def _number(key: str, value: Any, *, low: float | None = None, high: float | None = None,
+            low_open: bool = False, what: str = "a number", note: str = "") -> float:
+    accepted = f"expected {what}{_range_text(low, high, low_open)}{note}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _FieldError(key, value, accepted)
+    value = float(value)
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and value > high
+    if too_low or too_high:
+        raise _FieldError(key, value, accepted)
+    return value
+
+
+def _range_text(low: float | None, high: float | None, low_open: bool) -> str:
+    if low is not None and high is not None:
+        return f" in {'(' if low_open else '['}{low:g}, {high:g}]"
+    if low is not None:
+        return f" {'>' if low_open else '>='} {low:g}"
+    if high is not None:
+        return f" <= {high:g}"
+    return ""
+
+
+def _integer(key: str, value: Any, *, low: int, high: int | None = None) -> int:
+    ok = isinstance(value, int) and not isinstance(value, bool)
+    if not ok or value < low or (high is not None and value > high):
+        bound = f"from {low} to {high}" if high is not None else f">= {low}"
+        raise _FieldError(key, value, f"expected a whole number {bound}")
+    return int(value)
+
+
+def _boolean(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _FieldError(key, value, "expected true or false")
+    return value
+
+
+def _text(key: str, value: Any, *, allow_empty: bool = False) -> str:
+    if not isinstance(value, str) or (not allow_empty and not value.strip()):
+        raise _FieldError(key, value, "expected a non-empty string" if not allow_empty
+                          else "expected a string")
+    return value.strip() if not allow_empty else value
+
+
+def _choice(key: str, value: Any, choices: tuple[str, ...]) -> str:
+    options = " | ".join(f'"{c}"' for c in choices)
+    if not isinstance(value, str):
+        raise _FieldError(key, value, f"expected one of {options}")
+    lowered = value.strip().lower()
+    if lowered not in choices:
+        raise _FieldError(key, value, f"expected one of {options}{_did_you_mean(lowered, choices)}")
+    return lowered
+
+
+def _channel_list(key: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise _FieldError(key, value, 'expected a list of channel names, e.g. ["F4", "F3"]')
+    names = []
+    for item in value:
+        if not isinstance(item, str) or not item.strip():
+            raise _FieldError(key, value, "expected a list of non-empty channel names")
+        names.append(item.strip())
+    seen = [normalize_name(n) for n in names]
+    if len(set(seen)) != len(seen):
+        raise _FieldError(key, value, "expected each channel once")
+    return tuple(names)
+
+
+def _band_pair(key: str, value: Any) -> tuple[float, float]:
+    accepted = "expected two frequencies [low, high] in Hz with 0 < low < high"
+    if isinstance(value, str) or not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise _FieldError(key, value, accepted)
+    low, high = value
+    for v in (low, high):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise _FieldError(key, value, accepted)
+    if not 0 < low < high:
+        raise _FieldError(key, value, accepted)
+    return (float(low), float(high))
+
+
+def _did_you_mean(word: str, options) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f' (did you mean "{close[0]}"?)' if close else ""
+
+
+def _set(obj: Any, name: str, value: Any) -> None:
+    object.__setattr__(obj, name, value)
+
+
+# -- the sections ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SignalSettings:
+    """Which signal to listen to: one channel and its spatial reference.
+
+    Parameters
+    ----------
+    channel : str
+        Channel name, matched across vendor spellings (``closedloop.channels``).
+    reference : str
+        ``"none"``, ``"average"``, ``"hjorth"`` (channel minus the mean of its neighbours),
+        ``"bipolar"`` (channel minus ``bipolar_with``) or ``"weights"`` (the weighted sum of
+        the channels in ``weights``).
+    neighbors : tuple of str
+        Hjorth neighbours; empty means the default from the standard 10-05 layout.
+    bipolar_with : str or None
+        The second channel of a bipolar derivation; required for ``"bipolar"`` only.
+    weights : dict of str to float
+        ``{channel: weight}`` for ``"weights"`` only.
+    notch_hz : float
+        Line-noise notch (with harmonics): 0 (off), 50 or 60.
+    """
+
+    channel: str
+    reference: str = "none"
+    neighbors: tuple[str, ...] = ()
+    bipolar_with: str | None = None
+    weights: dict[str, float] = field(default_factory=dict)
+    notch_hz: float = 0.0
+
+    def __post_init__(self) -> None:
+        _set(self, "channel", _text("channel", self.channel))
+        ref = _choice("reference", self.reference, REFERENCES)
+        _set(self, "reference", ref)
+        neighbors = _channel_list("neighbors", self.neighbors)
+        if neighbors and ref != "hjorth":
+            raise _FieldError("neighbors", list(neighbors),
+                              f'neighbors are used only with reference = "hjorth" (here "{ref}"); '
+                              "remove them or change the reference")
+        if normalize_name(self.channel) in {normalize_name(n) for n in neighbors}:
+            raise _FieldError("neighbors", list(neighbors),
+                              f'expected channels around "{self.channel}", not the channel itself')
+        _set(self, "neighbors", neighbors)
+        if ref == "bipolar":
+            if self.bipolar_with is None:
+                raise _FieldError("bipolar_with", _MISSING,
+                                  'reference = "bipolar" needs bipolar_with, the second channel')
+            other = _text("bipolar_with", self.bipolar_with)
+            if normalize_name(other) == normalize_name(self.channel):
+                raise _FieldError("bipolar_with", other,
+                                  f'expected a channel other than "{self.channel}"')
+            _set(self, "bipolar_with", other)
+        elif self.bipolar_with is not None:
+            raise _FieldError("bipolar_with", self.bipolar_with,
+                              f'bipolar_with is used only with reference = "bipolar" (here "{ref}")')
+        weights = self.weights
+        if not isinstance(weights, dict):
+            raise _FieldError("weights", weights, "expected a table {channel = weight}")
+        if ref == "weights":
+            if not weights:
+                raise _FieldError("weights", _MISSING,
+                                  'reference = "weights" needs a [signal.weights] table, '
+                                  "e.g. C3 = 1.0, FC3 = -0.25")
+            clean: dict[str, float] = {}
+            for name, w in weights.items():
+                if not isinstance(name, str) or not name.strip():
+                    raise _FieldError("weights", weights, "expected channel names as keys")
+                clean[name.strip()] = _number(f"weights.{name}", w, what="a finite weight")
+            if all(w == 0.0 for w in clean.values()):
+                raise _FieldError("weights", weights, "expected at least one non-zero weight")
+            _set(self, "weights", clean)
+        elif weights:
+            raise _FieldError("weights", weights,
+                              f'weights are used only with reference = "weights" (here "{ref}")')
+        notch = _number("notch_hz", self.notch_hz, what="0 (off), 50 or 60")
+        if notch not in NOTCH_HZ:
+            raise _FieldError("notch_hz", self.notch_hz, "expected 0 (off), 50 or 60")
+        _set(self, "notch_hz", notch)
+
+
+@dataclass(frozen=True)
+class BandSettings:
+    """The frequency band whose phase (or power) the protocol follows.
+
+    ``low_hz``/``high_hz`` are the band, or the fallback when ``individual`` is true and the
+    baseline shows no peak in ``peak_search_hz``; an individual band is peak +/-
+    ``half_width_hz``. The upper limit (below sfreq/2) is checked against the data.
+    """
+
+    low_hz: float
+    high_hz: float
+    individual: bool = False
+    peak_search_hz: tuple[float, float] = (7.0, 14.0)
+    half_width_hz: float = 2.0
+
+    def __post_init__(self) -> None:
+        low = _number("low_hz", self.low_hz, low=0.0, low_open=True, what="a frequency in Hz")
+        high = _number("high_hz", self.high_hz, low=0.0, low_open=True, what="a frequency in Hz")
+        if high <= low:
+            raise _FieldError("high_hz", self.high_hz,
+                              f"expected a frequency above low_hz = {low:g} Hz")
+        _set(self, "low_hz", low)
+        _set(self, "high_hz", high)
+        _set(self, "individual", _boolean("individual", self.individual))
+        _set(self, "peak_search_hz", _band_pair("peak_search_hz", self.peak_search_hz))
+        half = _number("half_width_hz", self.half_width_hz, low=0.0, low_open=True,
+                       what="a half width in Hz")
+        if self.individual and half >= self.peak_search_hz[0]:
+            raise _FieldError("half_width_hz", self.half_width_hz,
+                              "expected a half width below the lowest searched peak "
+                              f"({self.peak_search_hz[0]:g} Hz), so that the band stays above 0 Hz")
+        _set(self, "half_width_hz", half)
+
+
+@dataclass(frozen=True)
+class EstimatorSettings:
+    """The phase estimator: a name from ``closedloop.estimators`` and its parameters."""
+
+    method: str = "auto"
+    params: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        method = _text("method", self.method).lower()
+        known = _available_methods()
+        if known is not None and method not in known:
+            options = " | ".join(f'"{m}"' for m in known)
+            raise _FieldError("method", self.method,
+                              f"expected one of {options}{_did_you_mean(method, known)}")
+        _set(self, "method", method)
+        if not isinstance(self.params, dict):
+            raise _FieldError("params", self.params, "expected a table of estimator parameters")
+        _set(self, "params", dict(self.params))
+
+
+def _available_methods() -> tuple[str, ...] | None:
+    """Names ``closedloop.estimators`` accepts, or None while that package cannot say."""
+    try:
+        from closedloop.estimators import available_methods
+    except ImportError:
+        return None
+    names = tuple(str(m).lower() for m in available_methods())
+    return names if "auto" in names else ("auto", *names)
+
+
+@dataclass(frozen=True)
+class TriggerSettings:
+    """When to trigger: target phase, gates, timing and the pulse pattern.
+
+    ``amplitude_gate`` is ``"percentile:P"`` (P in [0, 100] of the baseline band amplitude),
+    ``"uv:X"`` (X > 0 µV) or ``"none"``; :attr:`gate_kind` and :attr:`gate_value` give it
+    parsed. A target phase of -180 is stored as 180.
+    """
+
+    target_phase_deg: float = 0.0
+    phase_tolerance_deg: float = 30.0
+    min_interval_s: float = 2.0
+    min_interval_jitter_s: float = 0.0
+    amplitude_gate: str = "percentile:50"
+    baseline_s: float = 30.0
+    max_triggers: int = 0
+    technical_delay_s: float = 0.0
+    event: str = "stim"
+    random_phase: bool = False
+    pulses: int = 1
+    pulse_interval_s: float = 0.01
+
+    def __post_init__(self) -> None:
+        phase = _number("target_phase_deg", self.target_phase_deg, low=-180.0, high=180.0,
+                        what="a phase in degrees (0 = peak, 180 = trough)")
+        _set(self, "target_phase_deg", 180.0 if phase == -180.0 else phase)
+        _set(self, "phase_tolerance_deg",
+             _number("phase_tolerance_deg", self.phase_tolerance_deg, low=0.0, high=180.0,
+                     low_open=True, what="an angle in degrees"))
+        _set(self, "min_interval_s",
+             _number("min_interval_s", self.min_interval_s, low=MIN_INTERVAL_FLOOR_S,
+                     what="seconds",
+                     note=" (the absolute floor, MIN_INTERVAL_FLOOR_S; at most "
+                          f"{MAX_TRIGGER_RATE_HZ:g} triggers per second)"))
+        _set(self, "min_interval_jitter_s",
+             _number("min_interval_jitter_s", self.min_interval_jitter_s, low=0.0,
+                     what="seconds"))
+        _set(self, "amplitude_gate", _parse_gate(self.amplitude_gate)[0])
+        _set(self, "baseline_s", _number("baseline_s", self.baseline_s, low=0.0, what="seconds"))
+        _set(self, "max_triggers", _integer("max_triggers", self.max_triggers, low=0))
+        _set(self, "technical_delay_s",
+             _number("technical_delay_s", self.technical_delay_s, low=0.0,
+                     high=MAX_TECHNICAL_DELAY_S, what="seconds"))
+        event = _text("event", self.event)
+        if any(not ch.isprintable() for ch in event):
+            raise _FieldError("event", self.event, "expected printable text")
+        _set(self, "event", event)
+        _set(self, "random_phase", _boolean("random_phase", self.random_phase))
+        pulses = _integer("pulses", self.pulses, low=1, high=MAX_PULSES_PER_TRIGGER)
+        _set(self, "pulses", pulses)
+        spacing = _number("pulse_interval_s", self.pulse_interval_s, low=MIN_PULSE_INTERVAL_S,
+                          what="seconds",
+                          note=" (the absolute floor, MIN_PULSE_INTERVAL_S)")
+        _set(self, "pulse_interval_s", spacing)
+        shortest = self.burst_duration_s + MIN_INTERVAL_FLOOR_S
+        if pulses > 1 and self.min_interval_s < shortest - 1e-12:
+            raise _FieldError(
+                "min_interval_s", self.min_interval_s,
+                f"a burst of {pulses} pulses {spacing:g} s apart lasts "
+                f"{self.burst_duration_s:g} s, so min_interval_s must be at least {shortest:g} s "
+                f"(the burst plus MIN_INTERVAL_FLOOR_S = {MIN_INTERVAL_FLOOR_S:g} s)")
+
+    @property
+    def gate_kind(self) -> str:
+        """``"percentile"``, ``"uv"`` or ``"none"``."""
+        return _parse_gate(self.amplitude_gate)[1]
+
+    @property
+    def gate_value(self) -> float:
+        """The percentile (0-100) or the microvolt threshold; 0.0 for ``"none"``."""
+        return _parse_gate(self.amplitude_gate)[2]
+
+    @property
+    def burst_duration_s(self) -> float:
+        """Time from the first to the last pulse of one trigger."""
+        return (self.pulses - 1) * self.pulse_interval_s
+
+
+def _parse_gate(value: Any) -> tuple[str, str, float]:
+    """``(normalised text, kind, value)`` of an amplitude gate."""
+    accepted = ('expected "percentile:P" with P from 0 to 100, "uv:X" with X > 0 '
+                '(microvolts), or "none"')
+    if not isinstance(value, str):
+        raise _FieldError("amplitude_gate", value, accepted)
+    if value.strip().lower() == "none":
+        return "none", "none", 0.0
+    match = _GATE.match(value)
+    if match is None:
+        raise _FieldError("amplitude_gate", value, accepted)
+    kind = match.group(1).lower()
+    try:
+        number = float(match.group(2))
+    except ValueError:
+        raise _FieldError("amplitude_gate", value, accepted) from None
+    if not math.isfinite(number):
+        raise _FieldError("amplitude_gate", value, accepted)
+    if kind == "percentile" and not 0.0 <= number <= 100.0:
+        raise _FieldError("amplitude_gate", value, accepted)
+    if kind == "uv" and number <= 0.0:
+        raise _FieldError("amplitude_gate", value, accepted)
+    return f"{kind}:{number:g}", kind, number
+
+
+@dataclass(frozen=True)
+class ArtifactSettings:
+    """Artifact hold-off: triggering stops for ``hold_s`` after the last bad sample.
+
+    A sample is bad when it is NaN/Inf, above ``max_abs_uv`` on the derived DC-removed
+    signal, on a channel flatter than ``flat_uv`` peak-to-peak over ``flat_window_s``, or
+    at/above ``saturation_uv`` in the raw data (0 = no saturation check).
+    """
+
+    enabled: bool = True
+    max_abs_uv: float = 200.0
+    flat_uv: float = 0.5
+    flat_window_s: float = 0.5
+    saturation_uv: float = 0.0
+    hold_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        _set(self, "enabled", _boolean("enabled", self.enabled))
+        _set(self, "max_abs_uv", _number("max_abs_uv", self.max_abs_uv, low=0.0, low_open=True,
+                                         what="microvolts"))
+        _set(self, "flat_uv", _number("flat_uv", self.flat_uv, low=0.0,
+                                      what="microvolts (0 = no flat check)"))
+        _set(self, "flat_window_s", _number("flat_window_s", self.flat_window_s, low=0.0,
+                                            low_open=True, what="seconds"))
+        _set(self, "saturation_uv", _number("saturation_uv", self.saturation_uv, low=0.0,
+                                            what="microvolts (0 = off)"))
+        _set(self, "hold_s", _number("hold_s", self.hold_s, low=0.0, what="seconds"))
+
+
+@dataclass(frozen=True)
+class FeedbackSettings:
+    """Neurofeedback value for ``kind = "feedback"``.
+
+    ``"power"``: mean band power over ``channels`` (empty: the signal channel);
+    ``"ratio"``: power in the band / power in ``ratio_band_hz``; ``"asymmetry"``:
+    ln P(channels[0]) - ln P(channels[1]). Computed over ``window_s``, smoothed with time
+    constant ``smoothing_s`` (0 = none), z-scored against the baseline if ``zscore``.
+    """
+
+    measure: str = "power"
+    channels: tuple[str, ...] = ()
+    window_s: float = 1.0
+    smoothing_s: float = 0.5
+    zscore: bool = True
+    ratio_band_hz: tuple[float, float] = (4.0, 8.0)
+
+    def __post_init__(self) -> None:
+        measure = _choice("measure", self.measure, MEASURES)
+        _set(self, "measure", measure)
+        channels = _channel_list("channels", self.channels)
+        if measure == "asymmetry" and len(channels) != 2:
+            raise _FieldError("channels", list(channels),
+                              'measure = "asymmetry" needs exactly two channels, '
+                              'e.g. ["F4", "F3"] for ln P(F4) - ln P(F3)')
+        _set(self, "channels", channels)
+        _set(self, "window_s", _number("window_s", self.window_s, low=0.0, low_open=True,
+                                       what="seconds"))
+        _set(self, "smoothing_s", _number("smoothing_s", self.smoothing_s, low=0.0,
+                                          what="seconds (0 = no smoothing)"))
+        _set(self, "zscore", _boolean("zscore", self.zscore))
+        _set(self, "ratio_band_hz", _band_pair("ratio_band_hz", self.ratio_band_hz))
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A complete, validated protocol.
+
+    Parameters
+    ----------
+    name : str
+        Free text; names the protocol in markers and outputs.
+    kind : str
+        ``"phase"`` (phase-locked triggers) or ``"feedback"`` (neurofeedback values).
+    signal, band, estimator, trigger, artifact, feedback
+        The sections. A feedback protocol reads only ``baseline_s`` from ``trigger``.
+    description : str
+        One or more lines; the first is the summary in ``closedloop protocols``.
+    source : str
+        Where it came from: the file path or the preset name.
+    """
+
+    name: str
+    kind: str
+    signal: SignalSettings
+    band: BandSettings
+    estimator: EstimatorSettings = field(default_factory=EstimatorSettings)
+    trigger: TriggerSettings = field(default_factory=TriggerSettings)
+    artifact: ArtifactSettings = field(default_factory=ArtifactSettings)
+    feedback: FeedbackSettings = field(default_factory=FeedbackSettings)
+    description: str = ""
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        _set(self, "name", _text("name", self.name))
+        _set(self, "kind", _choice("kind", self.kind, KINDS))
+        _set(self, "description", _text("description", self.description, allow_empty=True))
+        for name, cls in _SECTIONS.items():
+            if not isinstance(getattr(self, name), cls):
+                raise ProtocolError(f"[{name}] must be a {cls.__name__}, "
+                                    f"not {type(getattr(self, name)).__name__}.")
+        trigger = self.trigger
+        needs = []
+        if self.kind == "phase" and trigger.gate_kind == "percentile":
+            needs.append(f'amplitude_gate = "{trigger.amplitude_gate}"')
+        if self.band.individual:
+            needs.append("[band] individual = true")
+        if self.kind == "feedback" and self.feedback.zscore:
+            needs.append("[feedback] zscore = true")
+        if needs and trigger.baseline_s <= 0.0:
+            raise ProtocolError(
+                f"[trigger] baseline_s = {trigger.baseline_s:g} is not accepted: "
+                f"{' and '.join(needs)} require a baseline; expected seconds > 0.")
+
+    @property
+    def baseline_s(self) -> float:
+        """Seconds of data collected before triggering or feedback starts."""
+        return self.trigger.baseline_s
+
+    @property
+    def summary(self) -> str:
+        """The first line of the description (or the name)."""
+        lines = [ln.strip() for ln in self.description.strip().splitlines() if ln.strip()]
+        return lines[0] if lines else self.name
+
+
+_SECTIONS: dict[str, type] = {
+    "signal": SignalSettings,
+    "band": BandSettings,
+    "estimator": EstimatorSettings,
+    "trigger": TriggerSettings,
+    "artifact": ArtifactSettings,
+    "feedback": FeedbackSettings,
+}
+_TOP_KEYS = ("name", "kind", "description")
+# sub-tables whose keys are free (channel names, estimator parameters)
+_FREE_TABLES = {("signal", "weights"), ("estimator", "params")}
+# the only [trigger] key a feedback protocol reads
+_FEEDBACK_TRIGGER_KEYS = {"baseline_s"}
+
+
+def _section_keys(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def _unknown(where: str, key: str, options: list[str]) -> str:
+    hint = _did_you_mean(key, options)
+    listed = ", ".join(options)
+    return f"unknown key {where}{key}{hint}; accepted here: {listed}."
+
+
+# -- parsing -----------------------------------------------------------------------------------
+
+
+def parse_protocol(data: dict, source: str) -> Protocol:
+    """Build a :class:`Protocol` from parsed TOML.
+
+    Parameters
+    ----------
+    data : dict
+        The TOML document as a dict (``tomllib.loads``).
+    source : str
+        The file path or preset name, used in messages and stored in ``Protocol.source``.
+
+    Raises
+    ------
+    ProtocolError
+        Naming ``source``, the key, the bad value and what is accepted.
+    """
+    where = f"{source}: " if source else ""
+    if not isinstance(data, dict):
+        raise ProtocolError(f"{where}expected a TOML table of protocol settings.")
+    allowed = [*_TOP_KEYS, *_SECTIONS]
+    for key in data:
+        if key not in allowed:
+            raise ProtocolError(where + _unknown("", key, allowed))
+    for key in ("name", "kind"):
+        if key not in data:
+            accepted = '"phase" or "feedback"' if key == "kind" else "free text"
+            raise ProtocolError(f"{where}missing required key {key} (top level, {accepted}).")
+    try:
+        kind = _choice("kind", data["kind"], KINDS)
+    except _FieldError as exc:
+        raise ProtocolError(f"{where}{exc}") from None
+    sections: dict[str, Any] = {}
+    for name, cls in _SECTIONS.items():
+        table = data.get(name, {})
+        if not isinstance(table, dict):
+            raise ProtocolError(f"{where}{name} must be a [{name}] section (a TOML table), "
+                                f"not {_show(table)}.")
+        keys = _section_keys(cls)
+        for key, value in table.items():
+            if key not in keys:
+                raise ProtocolError(where + _unknown(f"[{name}] ", key, keys))
+            if isinstance(value, dict) and (name, key) not in _FREE_TABLES:
+                raise ProtocolError(f"{where}[{name}] {key} must be a value, not a table.")
+        if kind == "feedback" and name == "trigger":
+            extra = [k for k in table if k not in _FEEDBACK_TRIGGER_KEYS]
+            if extra:
+                raise ProtocolError(
+                    f'{where}[trigger] {extra[0]} has no effect in a protocol with kind = '
+                    f'"feedback" (only [trigger] baseline_s is read there); remove it or set '
+                    f'kind = "phase".')
+        if kind == "phase" and name == "feedback" and table:
+            raise ProtocolError(
+                f'{where}[feedback] has no effect in a protocol with kind = "phase"; remove '
+                f'the section or set kind = "feedback".')
+        if name == "signal" and "channel" not in table:
+            raise ProtocolError(f'{where}missing required key [signal] channel '
+                                f'(the channel to listen to, e.g. "C3").')
+        if name == "band" and kind == "phase":
+            for key in ("low_hz", "high_hz"):
+                if key not in table:
+                    raise ProtocolError(f"{where}missing required key [band] {key} "
+                                        f"(a phase protocol needs its band in Hz).")
+        if name == "band" and not table:
+            table = {"low_hz": 8.0, "high_hz": 13.0}  # feedback defaults to alpha
+        try:
+            sections[name] = cls(**table)
+        except _FieldError as exc:
+            raise ProtocolError(f"{where}[{name}] {exc}") from None
+        except TypeError as exc:  # a required key of a section that has one
+            raise ProtocolError(f"{where}[{name}] is incomplete: {exc}.") from None
+    try:
+        return Protocol(
+            name=data["name"],
+            kind=kind,
+            description=data.get("description", ""),
+            source=str(source),
+            **sections,
+        )
+    except _FieldError as exc:
+        raise ProtocolError(f"{where}{exc}") from None
+    except ProtocolError as exc:
+        raise ProtocolError(f"{where}{exc}") from None
+
+
+def _presets_dir():
+    return resources.files("closedloop") / "presets"
+
+
+def _preset_names() -> list[str]:
+    return sorted(p.name[:-5] for p in _presets_dir().iterdir() if p.name.endswith(".toml"))
+
+
+def _unknown_preset(name: str) -> ProtocolError:
+    names = _preset_names()
+    hint = _did_you_mean(name.lower(), names)
+    return ProtocolError(
+        f'"{name}" is neither a protocol file nor a preset{hint}. '
+        f"Presets: {', '.join(names)}; or give the path of a .toml file.")
+
+
+def preset_text(name: str) -> str:
+    """The commented TOML of preset ``name`` (a file to start a protocol from).
+
+    Raises
+    ------
+    ProtocolError
+        For an unknown name, listing the presets and the nearest name.
+    """
+    key = str(name).strip().lower()
+    if key not in _preset_names():
+        raise _unknown_preset(str(name))
+    return (_presets_dir() / f"{key}.toml").read_text(encoding="utf-8")
+
+
+def list_presets() -> list[tuple[str, str]]:
+    """``(name, one-line summary)`` of every preset, sorted by name."""
+    return [(name, load_protocol(name).summary) for name in _preset_names()]
+
+
+def _looks_like_path(spec: str) -> bool:
+    return spec.lower().endswith(".toml") or os.sep in spec or "/" in spec
+
+
+def load_protocol(spec: str | os.PathLike) -> Protocol:
+    """Load a protocol from a TOML file path or a preset name.
+
+    A string is a file when such a file exists, or when it ends in ``.toml`` or contains a
+    path separator; otherwise it is a preset name (``closedloop protocols`` lists them).
+
+    Raises
+    ------
+    ProtocolError
+        Missing or unreadable file, TOML syntax error, unknown preset, or any invalid value.
+    """
+    if isinstance(spec, os.PathLike) or Path(str(spec)).is_file() or _looks_like_path(str(spec)):
+        path = Path(spec)
+        if not path.is_file():
+            raise ProtocolError(f"protocol file {str(path)!r} does not exist "
+                                f"(give a .toml file or a preset name).")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ProtocolError(f"protocol file {str(path)!r} cannot be read: {exc}.") from None
+        return _parse_text(text, str(path))
+    return _parse_text(preset_text(str(spec)), str(spec).strip().lower())
+
+
+def _parse_text(text: str, source: str) -> Protocol:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ProtocolError(f"{source}: not valid TOML: {exc}.") from None
+    return parse_protocol(data, source)
+
+
+# -- writing -----------------------------------------------------------------------------------
+
+
+def _toml_key(key: str) -> str:
+    return key if _BARE_KEY.match(key) else _toml_value(key)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+        return repr(value)
+    if isinstance(value, str):
+        escaped = (value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+                   .replace("\t", "\\t").replace("\r", "\\r"))
+        escaped = "".join(c if c.isprintable() else f"\\U{ord(c):08x}" for c in escaped)
+        return f'"{escaped}"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_toml_key(str(k))} = {_toml_value(v)}"
+                               for k, v in value.items()) + "}"
+    raise ProtocolError(f"cannot write {value!r} ({type(value).__name__}) to TOML.")
+
+
+def _write_table(lines: list[str], header: str, table: dict[str, Any]) -> None:
+    lines.append(f"[{header}]")
+    nested = []
+    for key, value in table.items():
+        if isinstance(value, dict):
+            nested.append((key, value))
+        else:
+            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
+    lines.append("")
+    for key, value in nested:
+        _write_table(lines, f"{header}.{_toml_key(key)}", value)
+
+
+def protocol_to_toml(p: Protocol) -> str:
+    """A complete TOML file for ``p``; :func:`load_protocol` reads it back to an equal protocol.
+
+    ``source`` is not written (it says where a protocol was read from).
+    """
+    lines = [f"name = {_toml_value(p.name)}", f"kind = {_toml_value(p.kind)}"]
+    if p.description:
+        lines.append(f"description = {_toml_value(p.description)}")
+    lines.append("")
+    for name in _SECTIONS:
+        section = getattr(p, name)
+        table: dict[str, Any] = {}
+        for f in dataclasses.fields(section):
+            value = getattr(section, f.name)
+            if value is None or (isinstance(value, dict) and not value):
+                continue
+            if isinstance(value, tuple) and not value:
+                continue
+            table[f.name] = list(value) if isinstance(value, tuple) else value
+        if name == "feedback" and p.kind == "phase":
+            continue
+        if name == "trigger" and p.kind == "feedback":
+            table = {"baseline_s": table["baseline_s"]}
+        _write_table(lines, name, table)
+    return "\n".join(lines).rstrip() + "\n"
