@@ -1,0 +1,178 @@
+"""Windowed spectral power (Welch) for neurofeedback, and the individual alpha peak."""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+from scipy import signal
+
+from closedloop.dsp._checks import SettingsError, band, positive_float, positive_int
+from closedloop.dsp.ringbuffer import RingBuffer
+from closedloop.errors import DataError
+
+
+def welch_psd(
+    data: np.ndarray, sfreq: float, nperseg: int, noverlap: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Welch PSD of ``data`` (n_channels, n) along the last axis: Hann window, mean removed per
+    segment, one-sided density (units^2 / Hz), as ``scipy.signal.welch`` with those settings."""
+    window = signal.get_window("hann", nperseg)
+    step = nperseg - noverlap
+    segments = sliding_window_view(data, nperseg, axis=-1)[..., ::step, :]
+    segments = segments - segments.mean(axis=-1, keepdims=True)
+    spectra = np.fft.rfft(segments * window, axis=-1)
+    psd = (spectra.real**2 + spectra.imag**2).mean(axis=-2)
+    psd /= sfreq * np.sum(window**2)
+    if nperseg % 2:
+        psd[..., 1:] *= 2.0
+    else:
+        psd[..., 1:-1] *= 2.0
+    return np.fft.rfftfreq(nperseg, 1.0 / sfreq), psd
+
+
+class BandPower:
+    """Welch power spectrum over the newest ``window_s`` seconds, per channel.
+
+    Parameters
+    ----------
+    sfreq : float
+        Sampling rate, Hz.
+    window_s : float
+        Length of the analysed window, seconds.
+    n_channels : int
+        Channels per chunk.
+    segment_s : float, optional
+        Welch segment length (default: the window, up to 1 s); 50 % overlap, Hann taper.
+
+    Notes
+    -----
+    Until ``segment_s`` of data have arrived, and while a NaN or Inf lies in the window,
+    ``power`` and ``spectrum`` return NaN. ``last_bad`` counts non-finite values per chunk.
+    """
+
+    def __init__(
+        self, sfreq: float, window_s: float, n_channels: int, *, segment_s: float | None = None
+    ) -> None:
+        self.sfreq = positive_float(sfreq, "sfreq")
+        self.window_s = positive_float(window_s, "window_s")
+        self.n_channels = positive_int(n_channels, "n_channels")
+        self.n_window = int(round(self.window_s * self.sfreq))
+        if segment_s is None:
+            segment_s = min(self.window_s, 1.0)
+        self.segment_s = positive_float(segment_s, "segment_s")
+        self.nperseg = int(round(self.segment_s * self.sfreq))
+        if self.nperseg < 8:
+            raise SettingsError(
+                f"segment_s must hold at least 8 samples at {self.sfreq:g} Hz; got"
+                f" {self.segment_s:g} s."
+            )
+        if self.nperseg > self.n_window:
+            raise SettingsError(
+                f"segment_s ({self.segment_s:g} s) must not exceed window_s ({self.window_s:g} s)."
+            )
+        self.noverlap = self.nperseg // 2
+        self.freqs = np.fft.rfftfreq(self.nperseg, 1.0 / self.sfreq)
+        self._buffer = RingBuffer(self.n_channels, self.n_window)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the window."""
+        self._buffer.reset()
+        self._cache_at = -1
+        self._psd = np.full((self.n_channels, len(self.freqs)), np.nan)
+        self.last_bad = 0
+        self.n_bad = 0
+
+    def process(self, chunk: np.ndarray) -> None:
+        """Add ``chunk`` (n_channels, n_samples) to the window."""
+        self._buffer.write(chunk)
+        bad = chunk.size - int(np.count_nonzero(np.isfinite(chunk))) if chunk.size else 0
+        self.last_bad = bad
+        self.n_bad += bad
+
+    @property
+    def n_available(self) -> int:
+        """Samples currently in the window."""
+        return self._buffer.n_available
+
+    def spectrum(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(freqs, psd)``: Welch density (units^2/Hz), psd shape (n_channels, n_freqs)."""
+        if self._cache_at != self._buffer.n_written:
+            self._cache_at = self._buffer.n_written
+            data = self._buffer.latest(self.n_window)
+            if data.shape[1] < self.nperseg:
+                self._psd = np.full((self.n_channels, len(self.freqs)), np.nan)
+            else:
+                usable = (data.shape[1] - self.noverlap) // (self.nperseg - self.noverlap)
+                n = usable * (self.nperseg - self.noverlap) + self.noverlap
+                _, self._psd = welch_psd(data[:, -n:], self.sfreq, self.nperseg, self.noverlap)
+        return self.freqs, self._psd.copy()
+
+    def power(self, low_hz: float, high_hz: float) -> np.ndarray:
+        """Power in ``[low_hz, high_hz]`` (density summed over those bins times the bin width),
+        per channel, units^2."""
+        low, high = band(low_hz, high_hz, self.sfreq)
+        freqs, psd = self.spectrum()
+        mask = (freqs >= low) & (freqs <= high)
+        if not mask.any():
+            raise SettingsError(
+                f"no frequency bin between {low:g} and {high:g} Hz at"
+                f" {freqs[1]:g} Hz resolution; widen the band or lengthen segment_s."
+            )
+        return psd[:, mask].sum(axis=1) * (freqs[1] - freqs[0])
+
+
+def individual_peak_hz(
+    signal_1d: np.ndarray,
+    sfreq: float,
+    search_hz: tuple[float, float] = (7.0, 14.0),
+    *,
+    segment_s: float = 4.0,
+) -> float:
+    """Frequency of the spectral peak (individual alpha peak) in ``search_hz``.
+
+    Welch spectrum (Hann, ``segment_s`` segments, 50 % overlap); the 1/f background is a line
+    fitted to log power against log frequency over 2-40 Hz outside the search range; the peak
+    is the largest local maximum above that line inside the range, refined by a parabola
+    through the log power of the three bins around it.
+
+    Raises
+    ------
+    DataError
+        Too short or non-finite signal, or no peak above the background inside the range.
+    """
+    sfreq = positive_float(sfreq, "sfreq")
+    low, high = band(search_hz[0], search_hz[1], sfreq)
+    x = np.asarray(signal_1d, dtype=np.float64)
+    if x.ndim != 1:
+        raise ValueError(f"individual_peak_hz expects a 1-D signal; got shape {x.shape}.")
+    if not np.isfinite(x).all():
+        raise DataError("the signal for the individual peak contains NaN or Inf.")
+    nperseg = int(round(positive_float(segment_s, "segment_s") * sfreq))
+    if x.size < nperseg:
+        raise DataError(
+            f"the individual peak needs at least {segment_s:g} s of signal; got"
+            f" {x.size / sfreq:.2f} s."
+        )
+    freqs, psd = signal.welch(x, fs=sfreq, nperseg=nperseg, noverlap=nperseg // 2)
+    log_psd = np.log10(np.maximum(psd, np.finfo(float).tiny))
+    fit = (freqs >= 2.0) & (freqs <= min(40.0, sfreq / 2)) & ((freqs < low) | (freqs > high))
+    if fit.sum() >= 3:
+        slope, intercept = np.polyfit(np.log10(freqs[fit]), log_psd[fit], 1)
+        residual = log_psd - (intercept + slope * np.log10(np.maximum(freqs, 1e-12)))
+    else:
+        residual = log_psd.copy()
+    inside = np.flatnonzero((freqs >= low) & (freqs <= high))
+    best = None
+    for i in inside:
+        if 0 < i < len(freqs) - 1 and residual[i] > residual[i - 1] and residual[i] >= residual[i + 1]:
+            if residual[i] > 0 and (best is None or residual[i] > residual[best]):
+                best = i
+    if best is None:
+        raise DataError(
+            f"no spectral peak above the 1/f background between {low:g} and {high:g} Hz."
+        )
+    a, b, c = log_psd[best - 1], log_psd[best], log_psd[best + 1]
+    denominator = a - 2 * b + c
+    shift = 0.5 * (a - c) / denominator if denominator != 0 else 0.0
+    return float(freqs[best] + np.clip(shift, -0.5, 0.5) * (freqs[1] - freqs[0]))

@@ -1,0 +1,32 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Streaming decimation kernel: IIR anti-alias filter on every input sample, keep every
+``factor``-th output. ``closedloop.dsp.decimate`` owns the state and the sample phase."""
+
+from _dsp_sos cimport sos_run
+
+
+cdef class DecimateKernel:
+    """Bound views of the anti-alias ``sos``, ``zi_unit``, ``zi`` and ``pending`` arrays."""
+
+    cdef const double[:, ::1] sos
+    cdef const double[:, ::1] zi_unit
+    cdef double[:, :, ::1] zi
+    cdef unsigned char[::1] pending
+
+    def __init__(self, const double[:, ::1] sos, const double[:, ::1] zi_unit,
+                 double[:, :, ::1] zi, unsigned char[::1] pending):
+        self.sos = sos
+        self.zi_unit = zi_unit
+        self.zi = zi
+        self.pending = pending
+
+    def run(self, const double[:, ::1] x, double[:, ::1] y, Py_ssize_t start,
+            Py_ssize_t factor) -> int:
+        """Filter ``x``; write input sample ``start + j * factor`` of the output to ``y[:, j]``.
+
+        ``y`` must have exactly the number of kept samples. Returns the bad-value count.
+        """
+        cdef Py_ssize_t bad
+        with nogil:
+            bad = sos_run(self.sos, self.zi_unit, self.zi, self.pending, x, y, start, factor)
+        return bad
