@@ -1,0 +1,597 @@
+"""The decision pipeline shared by the live loop and replay.
+
+``Engine.process(chunk, newest_ts)`` takes one chunk of raw samples (float64 microvolts,
+``(n_channels, n_samples)``) and the timestamp of its newest sample, and returns an
+:class:`EngineState`: phase, amplitude, feedback, gate, and possibly a :class:`TriggerPlan`, a
+trigger the caller must deliver at ``plan.time_s``. Whoever delivers it (the live loop's precise
+wait, or replay's sample clock) asks :meth:`Engine.deliver` at the moment of delivery, where the
+safety limits are applied whatever the estimator asked for.
+
+Times are seconds in the input stream's clock (live: LSL local clock after time correction;
+replay: ``sample_index / sfreq``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from closedloop.dsp import (
+    Decimator,
+    Envelope,
+    SOSFilter,
+    SpatialFilter,
+    BandPower,
+    design_highpass,
+    design_notch,
+    individual_peak_hz,
+    spatial_weights,
+)
+from closedloop.errors import DataError, ProtocolError
+from closedloop.estimators import make_estimator
+from closedloop.protocol import Protocol
+from closedloop.safety import SafetyGate
+
+#: Estimators run at or below this rate; faster amplifiers are decimated by an integer factor.
+WORKING_RATE_MAX_HZ = 1000.0
+#: After a reset (NaN run, gap) the estimator's filters need this long to settle before triggering.
+SETTLE_S = 1.0
+#: A band's upper edge must stay below this fraction of the working Nyquist frequency.
+NYQUIST_MARGIN = 0.9
+#: Feedback values are recomputed at most this often (seconds of data).
+FEEDBACK_STEP_S = 0.05
+
+
+def wrap_deg(angle: float) -> float:
+    """Wrap an angle to (-180, 180] degrees."""
+    wrapped = math.fmod(angle + 180.0, 360.0)
+    if wrapped <= 0.0:
+        wrapped += 360.0
+    return wrapped - 180.0
+
+
+@dataclass
+class TriggerPlan:
+    """A trigger the engine wants delivered at ``time_s``."""
+
+    time_s: float  # delivery time: predicted crossing minus the stimulator's technical delay
+    crossing_s: float  # predicted time of the target phase
+    target_phase_deg: float
+    phase_deg: float  # estimated phase at the delivery time
+    amplitude: float
+    sample_ts: float  # newest input sample the decision used
+    tolerance_s: float  # how late delivery may be before the trigger must be dropped
+    event: str
+    pulses: int = 1
+    pulse_interval_s: float = 0.0
+    seq: int = 0  # set on delivery
+
+
+@dataclass
+class EngineState:
+    """What the engine knows after one chunk (one State stream sample)."""
+
+    sample_ts: float
+    phase_deg: float
+    amplitude: float
+    feedback: float
+    gate: bool
+    plan: TriggerPlan | None = None
+    n_bad: int = 0
+
+
+@dataclass
+class EngineCounters:
+    n_chunks: int = 0
+    n_samples: int = 0
+    n_bad_samples: int = 0
+    n_gaps: int = 0
+    n_missing_samples: int = 0
+    n_nonmonotonic: int = 0
+    n_planned: int = 0
+    n_delivered: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def n_dropped(self) -> int:
+        return sum(self.dropped.values())
+
+
+class Engine:
+    """The closed-loop decision pipeline for one protocol and one input layout.
+
+    Parameters
+    ----------
+    protocol : Protocol
+        A validated protocol (``closedloop.protocol.load_protocol``).
+    ch_names : list of str
+        Channel labels of the input, in order.
+    sfreq : float
+        Nominal sampling rate of the input (Hz).
+    seed : int
+        Seed for everything random (sham phases, interval jitter), so replay is deterministic.
+    """
+
+    def __init__(self, protocol: Protocol, ch_names: list[str], sfreq: float, *, seed: int = 0) -> None:
+        if not (sfreq > 0 and math.isfinite(sfreq)):
+            raise DataError(f"the input sampling rate {sfreq!r} Hz is not usable; a positive rate is needed.")
+        self.protocol = protocol
+        self.ch_names = list(ch_names)
+        self.n_channels = len(self.ch_names)
+        self.sfreq = float(sfreq)
+        self.kind = protocol.kind
+        self.rng = np.random.default_rng(seed)
+        self.counters = EngineCounters()
+
+        self.factor = max(1, int(math.ceil(self.sfreq / WORKING_RATE_MAX_HZ - 1e-9)))
+        self.sfreq_work = self.sfreq / self.factor
+        self._check_rate()
+
+        sig = protocol.signal
+        if self.kind == "feedback":
+            targets = list(protocol.feedback.channels) or [sig.channel]
+        else:
+            targets = [sig.channel]
+        weights = spatial_weights(
+            self.ch_names,
+            targets,
+            sig.reference,
+            neighbors=list(sig.neighbors) or None,
+            bipolar_with=sig.bipolar_with,
+            weights=dict(sig.weights) or None,
+        )
+        self.n_derived = weights.shape[0]
+        self.used_channels = np.flatnonzero(np.any(weights != 0, axis=0))
+        self.spatial = SpatialFilter(weights)
+        self.decimator = Decimator(self.factor, self.n_derived, self.sfreq) if self.factor > 1 else None
+        self.delay_s = self.decimator.delay_s if self.decimator is not None else 0.0
+        self.notch = (
+            SOSFilter(design_notch(sig.notch_hz, self.sfreq_work), self.n_derived)
+            if sig.notch_hz
+            else None
+        )
+        band = protocol.band
+        self.band_hz = (float(band.low_hz), float(band.high_hz))
+        hp_cut = min(0.5, self.band_hz[0] / 4.0)
+        self.highpass = SOSFilter(design_highpass(hp_cut, self.sfreq_work), self.n_derived)
+        self.envelope = Envelope(self.sfreq_work, *self.band_hz, self.n_derived)
+
+        trig = protocol.trigger
+        self.baseline_n = int(round(trig.baseline_s * self.sfreq_work))
+        self._baseline = np.empty((self.n_derived, max(self.baseline_n, 1)))
+        self._baseline_env = np.empty((self.n_derived, max(self.baseline_n, 1)))
+        self._baseline_fill = 0
+        self.baseline_done = self.baseline_n == 0
+        self.gate_threshold = 0.0
+        self.individual_peak_hz: float | None = None
+
+        self.estimator = None
+        self._estimator_kwargs = dict(protocol.estimator.params)
+        self.safety = SafetyGate(trig, seed=seed)
+        self.pending: TriggerPlan | None = None
+        self.delivered: list[TriggerPlan] = []
+
+        art = protocol.artifact
+        self._hold_until = -math.inf
+        self._flat_block_n = max(1, int(round(art.flat_window_s * self.sfreq / 2)))
+        self._flat_acc_min = np.full(len(self.used_channels), np.inf)
+        self._flat_acc_max = np.full(len(self.used_channels), -np.inf)
+        self._flat_acc_n = 0
+        self._flat_prev: tuple[np.ndarray, np.ndarray] | None = None
+
+        self._last_ts: float | None = None
+        self._n_work_total = 0  # working-rate samples produced so far
+        self._newest_work_ts = -math.inf
+        self.phase_deg = math.nan
+        self.amplitude = math.nan
+        self.frequency_hz = math.nan
+        self.gate = False
+
+        self.feedback_value = math.nan
+        if self.kind == "feedback":
+            fb = protocol.feedback
+            if fb.measure == "asymmetry" and self.n_derived != 2:
+                raise ProtocolError(
+                    f"{protocol.source}: [feedback] channels must name exactly two channels for "
+                    f"measure = 'asymmetry' (got {list(fb.channels)})."
+                )
+            self.bandpower = BandPower(self.sfreq_work, fb.window_s, self.n_derived)
+            self._fb_step_n = max(1, int(round(FEEDBACK_STEP_S * self.sfreq_work)))
+            self._fb_since = 0
+            self._fb_smooth = math.nan
+            self._fb_baseline: list[float] = []
+            self._fb_mean = 0.0
+            self._fb_std = 1.0
+            self._fb_seen_s = 0.0
+        if self.baseline_done:
+            self._finish_baseline()
+
+    # ------------------------------------------------------------------ set-up
+    def _check_rate(self) -> None:
+        band = self.protocol.band
+        high = band.high_hz
+        if band.individual:
+            high = max(high, band.peak_search_hz[1] + band.half_width_hz)
+        nyquist = self.sfreq_work / 2.0
+        if high >= NYQUIST_MARGIN * nyquist:
+            raise DataError(
+                f"a sampling rate of {self.sfreq:g} Hz cannot carry the protocol's band up to {high:g} Hz; "
+                f"the band must stay below {NYQUIST_MARGIN:g} x Nyquist ({NYQUIST_MARGIN * nyquist:g} Hz), "
+                f"so at least {high / NYQUIST_MARGIN * 2:g} Hz is needed."
+            )
+
+    def _make_estimator(self):
+        try:
+            return make_estimator(
+                self.protocol.estimator.method, self.sfreq_work, self.band_hz, **self._estimator_kwargs
+            )
+        except TypeError as exc:
+            raise ProtocolError(
+                f"{self.protocol.source}: [estimator.params] does not suit method "
+                f"{self.protocol.estimator.method!r}: {exc}."
+            ) from exc
+
+    def _finish_baseline(self) -> None:
+        """Turn the collected baseline into the gate threshold, band, estimator and feedback reference."""
+        n = self._baseline_fill
+        base = self._baseline[:, :n]
+        band = self.protocol.band
+        main = base[0]
+        finite = main[np.isfinite(main)]
+        if band.individual and finite.size >= int(2 * self.sfreq_work):
+            peak = individual_peak_hz(finite, self.sfreq_work, tuple(band.peak_search_hz))
+            if math.isfinite(peak):
+                self.individual_peak_hz = float(peak)
+                self.band_hz = (max(0.1, peak - band.half_width_hz), peak + band.half_width_hz)
+                self.envelope = Envelope(self.sfreq_work, *self.band_hz, self.n_derived)
+                if finite.size:
+                    env = self.envelope.process(np.ascontiguousarray(finite[None, :]))
+                    self._baseline_env[0, : env.shape[1]] = env[0]
+                    n = env.shape[1]
+        if self.kind == "phase":
+            self.gate_threshold = self._gate_threshold(self._baseline_env[0, :n])
+            self.estimator = self._make_estimator()
+            if finite.size:
+                self.estimator.fit(finite)
+                warm = finite[-int(min(finite.size, 2 * self.sfreq_work)) :]
+                self.estimator.process(np.ascontiguousarray(warm))
+        elif self._fb_baseline:
+            values = np.asarray(self._fb_baseline)
+            values = values[np.isfinite(values)]
+            if values.size >= 2:
+                self._fb_mean = float(values.mean())
+                self._fb_std = float(values.std()) or 1.0
+        self.baseline_done = True
+        self._baseline = self._baseline[:, :0]
+
+    def _gate_threshold(self, env: np.ndarray) -> float:
+        trig = self.protocol.trigger
+        kind, value = trig.gate_kind, trig.gate_value
+        if kind == "none":
+            return 0.0
+        if kind == "uv":
+            return float(value)
+        # skip the envelope filter's own settling at the start of the baseline
+        settle = min(env.size // 4, int(self.sfreq_work))
+        values = env[settle:]
+        values = values[np.isfinite(values)]
+        if values.size == 0:
+            return math.inf
+        return float(np.percentile(values, value))
+
+    # ------------------------------------------------------------------ per chunk
+    def process(self, chunk: np.ndarray, newest_ts: float, horizon_s: float | None = None) -> EngineState:
+        """Process one chunk and return the state after it.
+
+        Parameters
+        ----------
+        chunk : ndarray, shape (n_channels, n_samples), float64
+            Raw samples in microvolts.
+        newest_ts : float
+            Time of the chunk's newest sample (seconds, input clock).
+        horizon_s : float, optional
+            How long until the next chunk is expected; a trigger is planned only if its delivery
+            falls before then (otherwise the next chunk gives a better estimate). Default: this
+            chunk's duration.
+        """
+        if chunk.ndim != 2 or chunk.shape[0] != self.n_channels:
+            raise ValueError(
+                f"expected a chunk of shape ({self.n_channels}, n_samples), got {chunk.shape}"
+            )
+        n = chunk.shape[1]
+        c = self.counters
+        if n == 0:
+            return self._state(newest_ts)
+        c.n_chunks += 1
+        c.n_samples += n
+        dt = 1.0 / self.sfreq
+        if horizon_s is None:
+            horizon_s = n * dt
+        if self._last_ts is not None:
+            first_ts = newest_ts - (n - 1) * dt
+            step = first_ts - self._last_ts
+            if step < -0.5 * dt:
+                c.n_nonmonotonic += 1
+            elif step > 2.5 * dt:
+                missing = int(round(step * self.sfreq)) - 1
+                c.n_gaps += 1
+                c.n_missing_samples += missing
+                self._reset_signal(newest_ts)
+        self._last_ts = newest_ts
+
+        bad_mask = self._artifact_mask(chunk)
+        n_bad = int(bad_mask.sum()) if bad_mask is not None else 0
+        if n_bad:
+            c.n_bad_samples += n_bad
+            last_bad = int(np.flatnonzero(bad_mask)[-1])
+            bad_ts = newest_ts - (n - 1 - last_bad) * dt
+            self._hold(bad_ts + max(self.protocol.artifact.hold_s, SETTLE_S))
+            if not np.isfinite(chunk[self.used_channels]).all():
+                # never feed NaN/Inf forward: restart the chain from the next good sample
+                self._reset_signal(None)
+                chunk = chunk[:, last_bad + 1 :]
+                if chunk.shape[1] == 0:
+                    return self._state(newest_ts)
+
+        derived = self.spatial.process(np.ascontiguousarray(chunk))
+        if self.decimator is not None:
+            self._n_in_total += derived.shape[1]
+            derived = self.decimator.process(derived)
+        m = derived.shape[1]
+        if m == 0:
+            return self._state(newest_ts)
+        if self.notch is not None:
+            derived = self.notch.process(derived)
+        self._n_work_total += m
+        if self.decimator is not None:
+            # the newest output corresponds to an input sample some way back from the newest input
+            newest_in = (self._n_work_total - 1) * self.factor + self._dec_offset
+            back = (self._n_in_total - 1) - newest_in
+            self._newest_work_ts = newest_ts - back * dt - self.delay_s
+        else:
+            self._newest_work_ts = newest_ts
+
+        if self.protocol.artifact.enabled:
+            hp = self.highpass.process(derived)
+            over = np.abs(hp[0]) > self.protocol.artifact.max_abs_uv
+            if over.any():
+                c.n_bad_samples += int(over.sum())
+                self._hold(newest_ts + self.protocol.artifact.hold_s)
+        env = self.envelope.process(derived)
+
+        if not self.baseline_done:
+            take = min(m, self.baseline_n - self._baseline_fill)
+            self._baseline[:, self._baseline_fill : self._baseline_fill + take] = derived[:, :take]
+            self._baseline_env[:, self._baseline_fill : self._baseline_fill + take] = env[:, :take]
+            self._baseline_fill += take
+            if self.kind == "feedback":
+                self._update_feedback(derived, collecting=True)
+            if self._baseline_fill >= self.baseline_n:
+                self._finish_baseline()
+                rest = derived[:, take:]
+                if rest.shape[1] and self.estimator is not None:
+                    self.estimator.process(np.ascontiguousarray(rest[0]))
+            self.amplitude = float(env[0, -1])
+            return self._state(newest_ts)
+
+        self.amplitude = float(env[0, -1])
+        if self.kind == "feedback":
+            self._update_feedback(derived, collecting=False)
+            self.gate = False
+            return self._state(newest_ts)
+
+        est = self.estimator
+        est.process(np.ascontiguousarray(derived[0]))
+        if not est.ready:
+            self.gate = False
+            self.phase_deg = math.nan
+            return self._state(newest_ts)
+        self.frequency_hz = float(est.frequency_hz)
+        lag = newest_ts - self._newest_work_ts
+        self.phase_deg = wrap_deg(est.phase_deg + 360.0 * self.frequency_hz * lag)
+        held = newest_ts < self._hold_until
+        self.gate = (not held) and self.amplitude >= self.gate_threshold
+        state = self._state(newest_ts)
+        if self.gate and self.pending is None:
+            state.plan = self._plan(newest_ts, horizon_s)
+        return state
+
+    def _state(self, newest_ts: float) -> EngineState:
+        return EngineState(
+            sample_ts=newest_ts,
+            phase_deg=self.phase_deg,
+            amplitude=self.amplitude,
+            feedback=self.feedback_value,
+            gate=self.gate,
+        )
+
+    def _plan(self, newest_ts: float, horizon_s: float) -> TriggerPlan | None:
+        trig = self.protocol.trigger
+        est = self.estimator
+        target = trig.target_phase_deg
+        if trig.random_phase:
+            target = wrap_deg(float(self.rng.uniform(-180.0, 180.0)))
+        wait = float(est.next_crossing_s(target))
+        if not math.isfinite(wait) or wait < 0:
+            return None
+        crossing = self._newest_work_ts + wait
+        fire = crossing - trig.technical_delay_s
+        if fire > newest_ts + horizon_s:
+            return None
+        freq = self.frequency_hz if self.frequency_hz > 0 else sum(self.band_hz) / 2
+        tolerance_s = trig.phase_tolerance_deg / (360.0 * freq)
+        if fire < newest_ts - tolerance_s:
+            return None
+        if self.safety.check(max(fire, newest_ts), input_ok=True) is not None:
+            return None
+        phase_at_fire = wrap_deg(est.phase_deg + 360.0 * freq * (fire - self._newest_work_ts))
+        plan = TriggerPlan(
+            time_s=fire,
+            crossing_s=crossing,
+            target_phase_deg=target,
+            phase_deg=phase_at_fire,
+            amplitude=float(est.amplitude) if math.isfinite(est.amplitude) else self.amplitude,
+            sample_ts=newest_ts,
+            tolerance_s=tolerance_s,
+            event=trig.event,
+            pulses=trig.pulses,
+            pulse_interval_s=trig.pulse_interval_s,
+        )
+        self.pending = plan
+        self.counters.n_planned += 1
+        return plan
+
+    # ------------------------------------------------------------------ delivery
+    def deliver(self, plan: TriggerPlan, time_s: float) -> bool:
+        """Ask to deliver ``plan`` now (``time_s``); the safety limits decide. True = fire it."""
+        if plan is self.pending:
+            self.pending = None
+        if time_s - plan.time_s > plan.tolerance_s:
+            self._count_drop("late")
+            return False
+        reason = self.safety.check(time_s, input_ok=time_s >= self._hold_until)
+        if reason is not None:
+            self._count_drop(reason)
+            return False
+        self.safety.record(time_s)
+        self.counters.n_delivered += 1
+        plan.seq = self.counters.n_delivered
+        self.delivered.append(plan)
+        return True
+
+    def drop(self, plan: TriggerPlan, reason: str) -> None:
+        """The caller could not deliver ``plan`` (stream stalled, stopped ...)."""
+        if plan is self.pending:
+            self.pending = None
+        self._count_drop(reason)
+
+    def _count_drop(self, reason: str) -> None:
+        key = reason.split(":")[0].split(" (")[0]
+        self.counters.dropped[key] = self.counters.dropped.get(key, 0) + 1
+
+    # ------------------------------------------------------------------ holds and resets
+    def _hold(self, until_ts: float) -> None:
+        if until_ts > self._hold_until:
+            self._hold_until = until_ts
+        self.gate = False
+
+    def hold(self, seconds: float, now_ts: float | None = None) -> None:
+        """Hold triggering for ``seconds`` after ``now_ts`` (default: after the newest sample)."""
+        base = now_ts if now_ts is not None else (self._last_ts if self._last_ts is not None else 0.0)
+        self._hold(base + seconds)
+
+    def stream_gap(self, now_ts: float | None = None) -> None:
+        """The input stalled or reconnected: restart the signal chain and hold until it settles."""
+        self._reset_signal(now_ts)
+
+    def _reset_signal(self, now_ts: float | None) -> None:
+        self.spatial.reset() if hasattr(self.spatial, "reset") else None
+        for stage in (self.decimator, self.notch, self.highpass, self.envelope):
+            if stage is not None:
+                stage.reset()
+        self._n_in_total = 0
+        self._n_work_total = 0
+        if self.estimator is not None:
+            self.estimator.reset()
+        base = now_ts if now_ts is not None else (self._last_ts if self._last_ts is not None else 0.0)
+        self._hold(base + max(SETTLE_S, self.protocol.artifact.hold_s))
+        self.phase_deg = math.nan
+
+    _n_in_total = 0
+
+    @property
+    def _dec_offset(self) -> int:
+        return int(getattr(self.decimator, "offset", 0))
+
+    def _artifact_mask(self, chunk: np.ndarray) -> np.ndarray | None:
+        """Samples that are bad on any used channel: NaN/Inf, saturated, or a flat channel."""
+        used = chunk[self.used_channels]
+        finite = np.isfinite(used)
+        all_finite = bool(finite.all())
+        mask = None
+        if not all_finite:
+            mask = ~finite.all(axis=0)
+        art = self.protocol.artifact
+        if not art.enabled:
+            return mask
+        if art.saturation_uv > 0:
+            sat = (np.abs(np.where(finite, used, 0.0)) >= art.saturation_uv).any(axis=0)
+            mask = sat if mask is None else (mask | sat)
+        if art.flat_uv > 0 and all_finite:
+            self._flat_acc_min = np.minimum(self._flat_acc_min, used.min(axis=1))
+            self._flat_acc_max = np.maximum(self._flat_acc_max, used.max(axis=1))
+            self._flat_acc_n += used.shape[1]
+            if self._flat_acc_n >= self._flat_block_n:
+                block = (self._flat_acc_min, self._flat_acc_max)
+                if self._flat_prev is not None:
+                    lo = np.minimum(block[0], self._flat_prev[0])
+                    hi = np.maximum(block[1], self._flat_prev[1])
+                    if ((hi - lo) < art.flat_uv).any():
+                        flat = np.ones(used.shape[1], dtype=bool)
+                        mask = flat if mask is None else (mask | flat)
+                self._flat_prev = block
+                self._flat_acc_min = np.full(len(self.used_channels), np.inf)
+                self._flat_acc_max = np.full(len(self.used_channels), -np.inf)
+                self._flat_acc_n = 0
+        if mask is not None and not mask.any():
+            return None
+        return mask
+
+    # ------------------------------------------------------------------ feedback
+    def _update_feedback(self, derived: np.ndarray, collecting: bool) -> None:
+        fb = self.protocol.feedback
+        self.bandpower.process(derived)
+        m = derived.shape[1]
+        self._fb_since += m
+        self._fb_seen_s += m / self.sfreq_work
+        if self._fb_since < self._fb_step_n or self._fb_seen_s < fb.window_s:
+            return
+        step_s = self._fb_since / self.sfreq_work
+        self._fb_since = 0
+        low, high = self.band_hz
+        power = self.bandpower.power(low, high)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if fb.measure == "asymmetry":
+                value = float(np.log(power[0]) - np.log(power[1]))
+            elif fb.measure == "ratio":
+                other = self.bandpower.power(*fb.ratio_band_hz)
+                value = float(np.mean(power) / np.mean(other))
+            else:
+                value = float(np.mean(power))
+        if not math.isfinite(value):
+            return
+        if math.isnan(self._fb_smooth) or fb.smoothing_s <= 0:
+            self._fb_smooth = value
+        else:
+            alpha = 1.0 - math.exp(-step_s / fb.smoothing_s)
+            self._fb_smooth += alpha * (value - self._fb_smooth)
+        if collecting:
+            self._fb_baseline.append(self._fb_smooth)
+            self.feedback_value = math.nan if fb.zscore else self._fb_smooth
+        elif fb.zscore:
+            self.feedback_value = (self._fb_smooth - self._fb_mean) / self._fb_std
+        else:
+            self.feedback_value = self._fb_smooth
+
+    # ------------------------------------------------------------------ summary
+    def summary(self) -> dict:
+        c = self.counters
+        return {
+            "chunks": c.n_chunks,
+            "samples": c.n_samples,
+            "bad_samples": c.n_bad_samples,
+            "gaps": c.n_gaps,
+            "missing_samples": c.n_missing_samples,
+            "nonmonotonic_timestamps": c.n_nonmonotonic,
+            "triggers_planned": c.n_planned,
+            "triggers_delivered": c.n_delivered,
+            "triggers_dropped": c.n_dropped,
+            "dropped_by_reason": dict(c.dropped),
+            "working_sfreq": self.sfreq_work,
+            "band_hz": list(self.band_hz),
+            "individual_peak_hz": self.individual_peak_hz,
+            "gate_threshold_uv": self.gate_threshold,
+            "estimator": getattr(self.estimator, "name", None),
+        }

@@ -1,0 +1,413 @@
+"""``closedloop run``: the live loop on an LSL stream.
+
+One thread does everything that decides timing: it blocks in liblsl until new samples arrive,
+runs the engine on them, publishes a State sample, and delivers planned triggers on time (sleep,
+then a short precise wait for the last fraction of a millisecond). Recording, TTL output and the
+monitor run on their own threads and never hold it up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import queue
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from closedloop.errors import StreamError, UsageError
+
+#: The last stretch before a trigger is waited out by spinning on the clock (sleep overshoots).
+SPIN_S = 0.0004
+#: Below this much time to a planned trigger, the loop stops pulling data and waits it out.
+GUARD_S = 0.0012
+#: Longest single wait for data, so stop requests and stalls are noticed promptly.
+POLL_S = 0.05
+#: Time correction is refreshed (and written to the recording) this often.
+CLOCK_REFRESH_S = 5.0
+
+
+@dataclass
+class LiveStats:
+    """Running figures of one live session (also what the monitor shows)."""
+
+    started: float = 0.0
+    samples: int = 0
+    chunks: int = 0
+    stalls: int = 0
+    stall_s: float = 0.0
+    stalled: bool = False
+    triggers: int = 0
+    dropped: int = 0
+    latency_s: list[float] = field(default_factory=list)  # newest sample -> State pushed
+    delivery_error_s: list[float] = field(default_factory=list)  # actual - scheduled
+    last_state: object = None
+    record_error: str | None = None
+    marker_log: list[dict] = field(default_factory=list)
+
+
+class Recorder:
+    """Writes the session to XDF from its own thread (input samples, markers, state, clock offsets)."""
+
+    EEG, MARKERS, STATE = 1, 2, 3
+
+    def __init__(self, path: str, source, outlets) -> None:
+        from closedloop.xdf import XDFWriter
+
+        self.writer = XDFWriter(path)
+        self.writer.add_stream(self.EEG, source.layout.xml)
+        self.writer.add_stream(self.MARKERS, outlets.marker_info.as_xml())
+        self.writer.add_stream(self.STATE, outlets.state_info.as_xml())
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._run, name="closedloop-recorder", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            kind, sid, a, b = item
+            if kind == "samples":
+                self.writer.write_samples(sid, a, b)
+            elif kind == "offset":
+                self.writer.write_clock_offset(sid, a, b)
+            elif kind == "boundary":
+                self.writer.write_boundary()
+
+    def samples(self, stream_id: int, timestamps, values) -> None:
+        self.queue.put(("samples", stream_id, timestamps, values))
+
+    def clock_offset(self, stream_id: int, collected: float, offset: float) -> None:
+        self.queue.put(("offset", stream_id, collected, offset))
+
+    def boundary(self) -> None:
+        self.queue.put(("boundary", 0, None, None))
+
+    @property
+    def error(self):
+        return getattr(self.writer, "error", None)
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join(timeout=10)
+        self.writer.close()
+
+
+class LiveSession:
+    """The live closed loop for one protocol on one resolved LSL source."""
+
+    def __init__(
+        self,
+        protocol,
+        source,
+        outlets,
+        *,
+        duration_s: float | None = None,
+        stall_timeout_s: float = 30.0,
+        record: str | None = None,
+        ttl=None,
+        seed: int = 0,
+        keep_latencies: bool = True,
+    ) -> None:
+        from closedloop.engine import Engine
+
+        self.protocol = protocol
+        self.source = source
+        self.outlets = outlets
+        self.engine = Engine(protocol, source.layout.ch_names, source.sfreq, seed=seed)
+        self.duration_s = duration_s
+        self.stall_timeout_s = stall_timeout_s
+        self.ttl = ttl
+        self.stats = LiveStats()
+        self.keep_latencies = keep_latencies
+        self.stop_event = threading.Event()
+        self.recorder = Recorder(record, source, outlets) if record else None
+        self.end_reason = ""
+
+    # --------------------------------------------------------------- signals
+    def install_signal_handlers(self) -> None:
+        def handler(signum, frame):
+            self.stop_event.set()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                signal.signal(sig, handler)
+            except ValueError:  # not the main thread
+                pass
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    # --------------------------------------------------------------- the loop
+    def run(self) -> dict:
+        import pylsl
+
+        clock = pylsl.local_clock
+        engine, source, outlets, stats = self.engine, self.source, self.outlets, self.stats
+        sfreq = source.sfreq
+        stats.started = clock()
+        deadline = stats.started + self.duration_s if self.duration_s else math.inf
+        last_data = stats.started
+        next_clock = stats.started
+        chunk_interval = 0.0  # typical time between chunks, learnt as we go
+        stall_after = 0.1
+        pending = None
+        pulses: list[float] = []
+        correction = source.correction
+        rec = self.recorder
+        try:
+            while not self.stop_event.is_set():
+                now = clock()
+                if now >= deadline:
+                    self.end_reason = "duration reached"
+                    break
+                if pulses and now >= pulses[0] - SPIN_S:
+                    self._wait_until(pulses[0], clock)
+                    pulses.pop(0)
+                    if self.ttl is not None:
+                        self.ttl.fire(self._ttl_code())
+                    continue
+                if pending is not None:
+                    to_fire = pending.time_s - now
+                    if to_fire <= GUARD_S:
+                        fired_at = self._deliver(pending, clock)
+                        if fired_at is not None and pending.pulses > 1:
+                            pulses = [fired_at + k * pending.pulse_interval_s for k in range(1, pending.pulses)]
+                        pending = None
+                        continue
+                    timeout = min(to_fire - GUARD_S, POLL_S)
+                elif pulses:
+                    timeout = min(max(pulses[0] - SPIN_S - now, 0.0), POLL_S)
+                else:
+                    timeout = POLL_S
+                chunk, stamps = source.pull(timeout)
+                now = clock()
+                if chunk is None:
+                    silent = now - last_data
+                    if not stats.stalled and silent > stall_after and stats.chunks:
+                        stats.stalled = True
+                        stats.stalls += 1
+                        engine.stream_gap(now)
+                        if pending is not None:
+                            engine.drop(pending, "stream stalled")
+                            pending = None
+                        print(f"closedloop run: the input stream stalled ({silent:.2f} s without data); triggering held.", file=sys.stderr)
+                    if silent > self.stall_timeout_s:
+                        raise StreamError(
+                            f"no data from stream {source.layout.name!r} for {silent:.1f} s "
+                            f"(--timeout {self.stall_timeout_s:g} s); the recording was closed cleanly."
+                        )
+                    continue
+                if stats.stalled:
+                    stats.stalled = False
+                    stats.stall_s += now - last_data
+                    correction = source.refresh_time_correction()
+                    if rec is not None:
+                        rec.boundary()
+                    print(f"closedloop run: data resumed after {now - last_data:.2f} s; waiting for the filters to settle.", file=sys.stderr)
+                if stats.chunks:
+                    gap = now - last_data
+                    chunk_interval = gap if chunk_interval == 0.0 else 0.95 * chunk_interval + 0.05 * gap
+                    stall_after = max(0.1, 4.0 * chunk_interval)
+                last_data = now
+                n = chunk.shape[1]
+                stats.samples += n
+                stats.chunks += 1
+                if rec is not None:
+                    rec.samples(Recorder.EEG, stamps, source.last_raw())
+                newest_ts = stamps[-1] + correction
+                horizon = max(chunk_interval, n / sfreq)
+                state = engine.process(chunk, newest_ts, horizon)
+                pushed = outlets.push_state(state)
+                if self.keep_latencies:
+                    stats.latency_s.append(pushed - newest_ts)
+                stats.last_state = state
+                if rec is not None:
+                    rec.samples(Recorder.STATE, np.array([pushed]), np.array([[state.sample_ts, state.phase_deg, state.amplitude, state.feedback, float(state.gate)]]))
+                if state.plan is not None:
+                    pending = state.plan
+                if now >= next_clock:
+                    correction = source.refresh_time_correction()
+                    if rec is not None:
+                        rec.clock_offset(Recorder.EEG, now, correction)
+                    next_clock = now + CLOCK_REFRESH_S
+        finally:
+            if pending is not None:
+                engine.drop(pending, "session ended")
+            self._close()
+        if not self.end_reason:
+            self.end_reason = "stopped"
+        return self.summary()
+
+    def _wait_until(self, target: float, clock) -> float:
+        """Sleep most of the way, then spin for the last fraction of a millisecond."""
+        remaining = target - clock()
+        if remaining > SPIN_S:
+            time.sleep(remaining - SPIN_S)
+        while True:
+            now = clock()
+            if now >= target:
+                return now
+        # unreachable
+
+    def _deliver(self, plan, clock) -> float | None:
+        engine, stats = self.engine, self.stats
+        if clock() <= plan.time_s:
+            self._wait_until(plan.time_s, clock)
+        fired_at = clock()
+        if not engine.deliver(plan, fired_at):
+            stats.dropped += 1
+            return None
+        if self.ttl is not None:
+            self.ttl.fire(self._ttl_code())
+        from closedloop.lsl.outputs import marker_payload
+
+        text = marker_payload(plan, self.protocol.name)
+        self.outlets.push_marker(text, fired_at)
+        stats.triggers += 1
+        stats.delivery_error_s.append(fired_at - plan.time_s)
+        stats.marker_log.append({"time": fired_at, "scheduled": plan.time_s, "sample_ts": plan.sample_ts, "phase_deg": plan.phase_deg, "target_phase_deg": plan.target_phase_deg, "seq": plan.seq})
+        if self.recorder is not None:
+            self.recorder.samples(Recorder.MARKERS, np.array([fired_at]), [text])
+        return fired_at
+
+    def _ttl_code(self) -> int:
+        return 2 if self.protocol.trigger.event == "sham" else 1
+
+    def _close(self) -> None:
+        if self.recorder is not None:
+            try:
+                self.recorder.close()
+            finally:
+                self.stats.record_error = str(self.recorder.error) if self.recorder.error else None
+        if self.ttl is not None:
+            self.ttl.close()
+
+    # --------------------------------------------------------------- figures
+    def summary(self) -> dict:
+        stats, engine = self.stats, self.engine
+        lat = np.asarray(stats.latency_s) * 1e3
+        err = np.asarray(stats.delivery_error_s) * 1e3
+
+        def pct(values, q):
+            return float(np.percentile(values, q)) if values.size else math.nan
+
+        counts = engine.summary()
+        return {
+            "end_reason": self.end_reason,
+            "samples": stats.samples,
+            "chunks": stats.chunks,
+            "dropped_samples": counts["missing_samples"],
+            "gaps": counts["gaps"],
+            "stalls": stats.stalls,
+            "triggers": stats.triggers,
+            "triggers_dropped": counts["triggers_dropped"],
+            "dropped_by_reason": counts["dropped_by_reason"],
+            "latency_ms_p50": pct(lat, 50),
+            "latency_ms_p99": pct(lat, 99),
+            "delivery_error_ms_p50": pct(np.abs(err), 50),
+            "delivery_error_ms_p99": pct(np.abs(err), 99),
+            "record_error": stats.record_error,
+            "engine": counts,
+        }
+
+
+# ---------------------------------------------------------------------- command
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--protocol", "-p", required=True, help="protocol file (.toml) or preset name")
+    src = p.add_argument_group("source (one of)")
+    src.add_argument("--stream-name", help="the input stream's name")
+    src.add_argument("--stream-type", help="the input stream's type (default EEG)")
+    src.add_argument("--source-id", help="the input stream's source_id (most specific)")
+    p.add_argument("--resolve-timeout", type=float, default=10.0, help="seconds to wait for the stream (default 10)")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--timeout", type=float, default=30.0, help="end with exit 4 after this long without data (default 30 s)")
+    p.add_argument("--record", help="record the session to this XDF file")
+    p.add_argument("--marker-name", help="Markers stream name (default closedloop-markers)")
+    p.add_argument("--marker-source-id", help="Markers stream source_id")
+    p.add_argument("--state-name", help="State stream name (default closedloop-state)")
+    p.add_argument("--state-source-id", help="State stream source_id")
+    p.add_argument("--serial", help="serial port for TTL pulses (e.g. /dev/ttyUSB0)")
+    p.add_argument("--ttl-width", type=float, default=0.005, help="TTL pulse width in seconds (default 0.005)")
+    p.add_argument("--monitor", action="store_true", help="live terminal monitor")
+    p.add_argument("--seed", type=int, default=0, help="seed for sham phases and interval jitter")
+    p.add_argument("--summary-json", help="write the end-of-run summary to this JSON file")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    import json
+
+    from closedloop.lsl.outputs import EngineOutlets
+    from closedloop.lsl.source import LSLSource, resolve_stream
+    from closedloop.protocol import load_protocol
+
+    protocol = load_protocol(args.protocol)
+    if args.duration is not None and not args.duration > 0:
+        raise UsageError(f"--duration must be a positive number of seconds, got {args.duration}.")
+    ttl = None
+    if args.serial:
+        from closedloop.ttl import SerialTTL
+
+        ttl = SerialTTL(args.serial, pulse_width_s=args.ttl_width)
+    info = resolve_stream(
+        name=args.stream_name, stype=args.stream_type, source_id=args.source_id, timeout=args.resolve_timeout
+    )
+    source = LSLSource(info)
+    for note in source.layout.notes:
+        print(f"closedloop run: note: {note}.", file=sys.stderr)
+    outlets = EngineOutlets(
+        protocol.name,
+        marker_name=args.marker_name,
+        marker_source_id=args.marker_source_id,
+        state_name=args.state_name,
+        state_source_id=args.state_source_id,
+    )
+    try:
+        session = LiveSession(
+            protocol,
+            source,
+            outlets,
+            duration_s=args.duration,
+            stall_timeout_s=args.timeout,
+            record=args.record,
+            ttl=ttl,
+            seed=args.seed,
+        )
+        session.install_signal_handlers()
+        print(
+            f"closedloop run: {protocol.name!r} on {source.layout.name!r} "
+            f"({source.n_channels} ch, {source.sfreq:g} Hz); baseline {protocol.trigger.baseline_s:g} s.",
+            file=sys.stderr,
+        )
+        monitor = None
+        if args.monitor:
+            from closedloop.monitor import Monitor
+
+            monitor = Monitor(session)
+            monitor.start()
+        try:
+            summary = session.run()
+        finally:
+            if monitor is not None:
+                monitor.stop()
+    finally:
+        source.close()
+        outlets.close()
+    print(
+        f"closedloop run: {summary['end_reason']}; {summary['samples']} samples, "
+        f"{summary['dropped_samples']} dropped, {summary['triggers']} triggers "
+        f"({summary['triggers_dropped']} dropped); latency p50 {summary['latency_ms_p50']:.3f} ms, "
+        f"p99 {summary['latency_ms_p99']:.3f} ms.",
+        file=sys.stderr,
+    )
+    if summary["record_error"]:
+        print(f"closedloop run: the recording stopped early: {summary['record_error']}", file=sys.stderr)
+    if args.summary_json:
+        with open(args.summary_json, "w") as fh:
+            json.dump(summary, fh, indent=2, default=str)
+    return 0

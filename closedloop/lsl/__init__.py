@@ -1,0 +1,1 @@
+"""Lab Streaming Layer plumbing: configuration, acquisition, outlets, the ``streams`` command."""
