@@ -436,7 +436,12 @@ class XDFWriter:
             )
         out = []
         for sample in samples:
-            row = [sample] if isinstance(sample, str) else list(sample)
+            if isinstance(sample, str):
+                row = [sample]
+            elif isinstance(sample, Sequence | np.ndarray):
+                row = list(sample)
+            else:
+                row = [sample]
             if len(row) != stream.n_channels or not all(isinstance(v, str) for v in row):
                 raise ValueError(
                     f"string stream {stream.stream_id} has {stream.n_channels} channel(s); "
