@@ -106,12 +106,12 @@ def _number(key: str, value: Any, *, low: float | None = None, high: float | Non
     accepted = f"expected {what}{_range_text(low, high, low_open)}{note}"
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise _FieldError(key, value, accepted)
-    value = float(value)
-    too_low = low is not None and (value <= low if low_open else value < low)
-    too_high = high is not None and value > high
+    number = float(value)
+    too_low = low is not None and (number <= low if low_open else number < low)
+    too_high = high is not None and number > high
     if too_low or too_high:
         raise _FieldError(key, value, accepted)
-    return value
+    return number
 
 
 def _range_text(low: float | None, high: float | None, low_open: bool) -> str:
@@ -227,46 +227,37 @@ class SignalSettings:
         _set(self, "channel", _text("channel", self.channel))
         ref = _choice("reference", self.reference, REFERENCES)
         _set(self, "reference", ref)
+        # Keys for another reference are checked and kept but not used (the contract's
+        # example lists bipolar_with beside reference = "hjorth").
         neighbors = _channel_list("neighbors", self.neighbors)
-        if neighbors and ref != "hjorth":
-            raise _FieldError("neighbors", list(neighbors),
-                              f'neighbors are used only with reference = "hjorth" (here "{ref}"); '
-                              "remove them or change the reference")
         if normalize_name(self.channel) in {normalize_name(n) for n in neighbors}:
             raise _FieldError("neighbors", list(neighbors),
                               f'expected channels around "{self.channel}", not the channel itself')
         _set(self, "neighbors", neighbors)
-        if ref == "bipolar":
-            if self.bipolar_with is None:
-                raise _FieldError("bipolar_with", _MISSING,
-                                  'reference = "bipolar" needs bipolar_with, the second channel')
+        if self.bipolar_with is not None:
             other = _text("bipolar_with", self.bipolar_with)
             if normalize_name(other) == normalize_name(self.channel):
                 raise _FieldError("bipolar_with", other,
                                   f'expected a channel other than "{self.channel}"')
             _set(self, "bipolar_with", other)
-        elif self.bipolar_with is not None:
-            raise _FieldError("bipolar_with", self.bipolar_with,
-                              f'bipolar_with is used only with reference = "bipolar" (here "{ref}")')
+        elif ref == "bipolar":
+            raise _FieldError("bipolar_with", _MISSING,
+                              'reference = "bipolar" needs bipolar_with, the second channel')
         weights = self.weights
         if not isinstance(weights, dict):
             raise _FieldError("weights", weights, "expected a table {channel = weight}")
-        if ref == "weights":
-            if not weights:
-                raise _FieldError("weights", _MISSING,
-                                  'reference = "weights" needs a [signal.weights] table, '
-                                  "e.g. C3 = 1.0, FC3 = -0.25")
-            clean: dict[str, float] = {}
-            for name, w in weights.items():
-                if not isinstance(name, str) or not name.strip():
-                    raise _FieldError("weights", weights, "expected channel names as keys")
-                clean[name.strip()] = _number(f"weights.{name}", w, what="a finite weight")
-            if all(w == 0.0 for w in clean.values()):
-                raise _FieldError("weights", weights, "expected at least one non-zero weight")
-            _set(self, "weights", clean)
-        elif weights:
-            raise _FieldError("weights", weights,
-                              f'weights are used only with reference = "weights" (here "{ref}")')
+        clean: dict[str, float] = {}
+        for name, w in weights.items():
+            if not isinstance(name, str) or not name.strip():
+                raise _FieldError("weights", weights, "expected channel names as keys")
+            clean[name.strip()] = _number(f"weights.{name}", w, what="a finite weight")
+        if ref == "weights" and not clean:
+            raise _FieldError("weights", _MISSING,
+                              'reference = "weights" needs a [signal.weights] table, '
+                              "e.g. C3 = 1.0, FC3 = -0.25")
+        if ref == "weights" and all(w == 0.0 for w in clean.values()):
+            raise _FieldError("weights", weights, "expected at least one non-zero weight")
+        _set(self, "weights", clean)
         notch = _number("notch_hz", self.notch_hz, what="0 (off), 50 or 60")
         if notch not in NOTCH_HZ:
             raise _FieldError("notch_hz", self.notch_hz, "expected 0 (off), 50 or 60")
@@ -514,7 +505,8 @@ class Protocol:
     kind : str
         ``"phase"`` (phase-locked triggers) or ``"feedback"`` (neurofeedback values).
     signal, band, estimator, trigger, artifact, feedback
-        The sections. A feedback protocol reads only ``baseline_s`` from ``trigger``.
+        The sections. Every protocol has all of them; a feedback protocol uses only
+        ``baseline_s`` from ``trigger``, a phase protocol does not use ``feedback``.
     description : str
         One or more lines; the first is the summary in ``closedloop protocols``.
     source : str
@@ -576,8 +568,6 @@ _SECTIONS: dict[str, type] = {
 _TOP_KEYS = ("name", "kind", "description")
 # sub-tables whose keys are free (channel names, estimator parameters)
 _FREE_TABLES = {("signal", "weights"), ("estimator", "params")}
-# the only [trigger] key a feedback protocol reads
-_FEEDBACK_TRIGGER_KEYS = {"baseline_s"}
 
 
 def _section_keys(cls: type) -> list[str]:
@@ -635,17 +625,6 @@ def parse_protocol(data: dict, source: str) -> Protocol:
                 raise ProtocolError(where + _unknown(f"[{name}] ", key, keys))
             if isinstance(value, dict) and (name, key) not in _FREE_TABLES:
                 raise ProtocolError(f"{where}[{name}] {key} must be a value, not a table.")
-        if kind == "feedback" and name == "trigger":
-            extra = [k for k in table if k not in _FEEDBACK_TRIGGER_KEYS]
-            if extra:
-                raise ProtocolError(
-                    f'{where}[trigger] {extra[0]} has no effect in a protocol with kind = '
-                    f'"feedback" (only [trigger] baseline_s is read there); remove it or set '
-                    f'kind = "phase".')
-        if kind == "phase" and name == "feedback" and table:
-            raise ProtocolError(
-                f'{where}[feedback] has no effect in a protocol with kind = "phase"; remove '
-                f'the section or set kind = "feedback".')
         if name == "signal" and "channel" not in table:
             raise ProtocolError(f'{where}missing required key [signal] channel '
                                 f'(the channel to listen to, e.g. "C3").')
@@ -808,9 +787,5 @@ def protocol_to_toml(p: Protocol) -> str:
             if isinstance(value, tuple) and not value:
                 continue
             table[f.name] = list(value) if isinstance(value, tuple) else value
-        if name == "feedback" and p.kind == "phase":
-            continue
-        if name == "trigger" and p.kind == "feedback":
-            table = {"baseline_s": table["baseline_s"]}
         _write_table(lines, name, table)
     return "\n".join(lines).rstrip() + "\n"
