@@ -129,50 +129,57 @@ def individual_peak_hz(
     *,
     segment_s: float = 4.0,
 ) -> float:
-    """Frequency of the spectral peak (individual alpha peak) in ``search_hz``.
+    """Frequency of the spectral peak (individual alpha peak) in ``search_hz``, or NaN.
 
-    Welch spectrum (Hann, ``segment_s`` segments, 50 % overlap); the 1/f background is a line
-    fitted to log power against log frequency over 2-40 Hz outside the search range; the peak
-    is the largest local maximum above that line inside the range, refined by a parabola
-    through the log power of the three bins around it.
+    Welch spectrum (Hann, segments of ``segment_s`` or the whole signal if shorter, 50 %
+    overlap); the 1/f background is a line fitted to log power against log frequency over
+    2-40 Hz outside the search range; the peak is the largest local maximum above that line
+    inside the range, refined by a parabola through the log power of the three bins around it.
+
+    Returns
+    -------
+    float
+        The peak frequency in Hz; NaN when the range holds no peak above the background.
 
     Raises
     ------
     DataError
-        Too short or non-finite signal, or no peak above the background inside the range.
+        Shorter than 2 s, or containing NaN or Inf.
     """
     sfreq = positive_float(sfreq, "sfreq")
+    if len(search_hz) != 2:
+        raise SettingsError(f"search_hz must be (low_hz, high_hz); got {search_hz!r}.")
     low, high = band(search_hz[0], search_hz[1], sfreq)
     x = np.asarray(signal_1d, dtype=np.float64)
     if x.ndim != 1:
         raise ValueError(f"individual_peak_hz expects a 1-D signal; got shape {x.shape}.")
     if not np.isfinite(x).all():
         raise DataError("the signal for the individual peak contains NaN or Inf.")
-    nperseg = int(round(positive_float(segment_s, "segment_s") * sfreq))
-    if x.size < nperseg:
+    minimum = int(round(2.0 * sfreq))
+    if x.size < minimum:
         raise DataError(
-            f"the individual peak needs at least {segment_s:g} s of signal; got"
-            f" {x.size / sfreq:.2f} s."
+            f"the individual peak needs at least 2 s of signal; got {x.size / sfreq:.2f} s."
         )
+    nperseg = min(x.size, int(round(positive_float(segment_s, "segment_s") * sfreq)))
     freqs, psd = signal.welch(x, fs=sfreq, nperseg=nperseg, noverlap=nperseg // 2)
     log_psd = np.log10(np.maximum(psd, np.finfo(float).tiny))
+    positive = np.maximum(freqs, freqs[1])
     fit = (freqs >= 2.0) & (freqs <= min(40.0, sfreq / 2)) & ((freqs < low) | (freqs > high))
     if fit.sum() >= 3:
         slope, intercept = np.polyfit(np.log10(freqs[fit]), log_psd[fit], 1)
-        residual = log_psd - (intercept + slope * np.log10(np.maximum(freqs, 1e-12)))
+        residual = log_psd - (intercept + slope * np.log10(positive))
     else:
-        residual = log_psd.copy()
-    inside = np.flatnonzero((freqs >= low) & (freqs <= high))
+        residual = log_psd - np.median(log_psd)
     best = None
-    for i in inside:
-        if 0 < i < len(freqs) - 1 and residual[i] > residual[i - 1] and residual[i] >= residual[i + 1]:
-            if residual[i] > 0 and (best is None or residual[i] > residual[best]):
+    for i in np.flatnonzero((freqs >= low) & (freqs <= high)):
+        if not 0 < i < len(freqs) - 1:
+            continue
+        if residual[i] > residual[i - 1] and residual[i] >= residual[i + 1] and residual[i] > 0:
+            if best is None or residual[i] > residual[best]:
                 best = i
     if best is None:
-        raise DataError(
-            f"no spectral peak above the 1/f background between {low:g} and {high:g} Hz."
-        )
-    a, b, c = log_psd[best - 1], log_psd[best], log_psd[best + 1]
+        return float("nan")
+    a, b, c = residual[best - 1], residual[best], residual[best + 1]
     denominator = a - 2 * b + c
     shift = 0.5 * (a - c) / denominator if denominator != 0 else 0.0
     return float(freqs[best] + np.clip(shift, -0.5, 0.5) * (freqs[1] - freqs[0]))
