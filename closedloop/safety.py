@@ -18,7 +18,12 @@ import numpy as np
 
 from closedloop.protocol import MIN_INTERVAL_FLOOR_S, TriggerSettings
 
-__all__ = ["SafetyGate"]
+__all__ = ["TIME_TOLERANCE_S", "SafetyGate"]
+
+# Protocol intervals are compared with this slack so that a delivery planned at exactly
+# last + interval is not refused for a rounding error; far below any stimulator's resolution.
+# MIN_INTERVAL_FLOOR_S is compared without it.
+TIME_TOLERANCE_S = 1e-9
 
 
 class SafetyGate:
@@ -60,7 +65,7 @@ class SafetyGate:
         self.min_interval_s = max(
             float(trigger.min_interval_s),
             MIN_INTERVAL_FLOOR_S,
-            trigger.burst_duration_s + MIN_INTERVAL_FLOOR_S - 1e-12,
+            trigger.burst_duration_s + MIN_INTERVAL_FLOOR_S,
         )
         self.jitter_s = max(0.0, float(trigger.min_interval_jitter_s))
         self.max_triggers = max(0, int(trigger.max_triggers))
@@ -115,7 +120,9 @@ class SafetyGate:
             return f"max_triggers = {self.max_triggers} reached"
         if self.last_time_s is not None:
             since = time_s - self.last_time_s
-            if since < self.required_interval_s:
+            # the floor itself gets no slack: the rate ceiling is exact
+            limit = max(self.required_interval_s - TIME_TOLERANCE_S, MIN_INTERVAL_FLOOR_S)
+            if since < limit:
                 return (f"{since:.3f} s since the last trigger, "
                         f"{self.required_interval_s:.3f} s required")
         return None
