@@ -78,6 +78,8 @@ def check_chunk(chunk: Any, n_channels: int, stage: str) -> np.ndarray:
             if chunk.shape[0] == n_channels:
                 return np.ascontiguousarray(chunk)
         raise chunk_error(chunk, n_channels, stage)
+    if not chunk.flags.c_contiguous:
+        return np.ascontiguousarray(chunk)
     return chunk
 
 
