@@ -27,6 +27,8 @@ SPIN_S = 0.0004
 GUARD_S = 0.0012
 #: Longest single wait for data, so stop requests and stalls are noticed promptly.
 POLL_S = 0.05
+#: GIL switch interval while the loop runs (Python's default is 5 ms).
+SWITCH_INTERVAL_S = 0.0001
 #: Time correction is refreshed (and written to the recording) this often.
 CLOCK_REFRESH_S = 5.0
 
@@ -160,6 +162,10 @@ class LiveSession:
         pulses: list[float] = []
         correction = source.correction
         rec = self.recorder
+        # Helper threads (recorder, TTL, monitor) must hand the GIL back quickly, or a waiting
+        # delivery can be late by a whole default switch interval (5 ms).
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         try:
             while not self.stop_event.is_set():
                 now = clock()
@@ -237,6 +243,7 @@ class LiveSession:
                         rec.clock_offset(Recorder.EEG, now, correction)
                     next_clock = now + CLOCK_REFRESH_S
         finally:
+            sys.setswitchinterval(switch_interval)
             if pending is not None:
                 engine.drop(pending, "session ended")
             self._close()

@@ -16,11 +16,14 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from closedloop.engine import Engine, TriggerPlan
 from closedloop.errors import UsageError
+
+if TYPE_CHECKING:
+    from closedloop.engine import Engine, TriggerPlan
 
 #: Default chunking: the samples in about 10 ms, what LSL amplifiers typically push.
 DEFAULT_CHUNK_S = 0.010
@@ -145,6 +148,8 @@ def run_offline(
     """
     if chunk_size < 1:
         raise UsageError(f"--chunk-size must be a whole number of samples >= 1, got {chunk_size}.")
+    from closedloop.engine import Engine
+
     engine = Engine(protocol, ch_names, sfreq, seed=seed)
     return run_engine(engine, iter_array_chunks(data, chunk_size), chunk_size=chunk_size, keep_state=keep_state)
 
@@ -200,6 +205,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    from closedloop.engine import Engine
     from closedloop.io import open_recording
     from closedloop.progress import progress_bar
     from closedloop.protocol import load_protocol

@@ -61,6 +61,7 @@ class OutletThread:
             ch.append_child_value("type", "EEG")
         self.outlet = pylsl.StreamOutlet(info, chunk_size=self.chunk_size, max_buffered=60)
         self.sent = 0
+        self.t0: float | None = None  # LSL time of sample 0
         self.push_times: list[tuple[int, float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -71,7 +72,8 @@ class OutletThread:
 
     def _run(self) -> None:
         n = self.data.shape[1]
-        start = pylsl.local_clock()
+        start = pylsl.local_clock() + 0.05
+        self.t0 = start
         k = 0
         while not self._stop.is_set():
             if k >= n and not self.loop:
