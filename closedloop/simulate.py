@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import numbers
 from pathlib import Path
 from typing import NamedTuple
 
@@ -62,11 +63,11 @@ MIN_SECONDS = 1.0
 MAX_SECONDS = 3600.0
 MAX_VALUES = 50_000_000  # channels x samples, about 400 MB as float64
 RESOLUTION_UV = 0.1  # of the 16-bit files
-SOURCE_DEPTH = 0.45
-BACKGROUND_UV = 10.0
-ALPHA_UV = 25.0
-MU_UV = 15.0
-EXP_LO, EXP_HI = 1.5, 2.2
+_SOURCE_DEPTH = 0.45  # of the head radius, below the electrodes
+_BACKGROUND_UV = 10.0  # std of one background source at the electrode straight above it
+_BACKGROUND_EXPONENTS = (1.5, 2.2)  # range of the 1/f^a power exponents
+_ALPHA_UV = 25.0  # burst amplitude at the strongest electrode (before the +-30 % draws)
+_MU_UV = 15.0
 FORMATS = {".edf": "EDF+", ".vhdr": "BrainVision"}
 
 # The 64-channel 10-10 set, front to back, left to right: the order channels are returned in.
@@ -145,10 +146,21 @@ def electrode_positions() -> dict[str, np.ndarray]:
     pos: dict[str, np.ndarray] = {}
     ring_lat = 0.0  # Fpz, T7, Oz, T8 on the equator, Cz at the pole
     step = (90.0 - ring_lat) / 4.0  # 10 % of the nasion-inion arc along the midline
-    ring = {"Fp": 18, "AF": 36, "F": 54, "FT": 72, "T": 90, "TP": 108, "P": 126, "PO": 144, "O": 162}
+    ring = {
+        "Fp": 18,
+        "AF": 36,
+        "F": 54,
+        "FT": 72,
+        "T": 90,
+        "TP": 108,
+        "P": 126,
+        "PO": 144,
+        "O": 162,
+    }
     for stem, az in ring.items():
-        left_name, right_name = (f"{stem}1", f"{stem}2") if stem in ("Fp", "O") else (
-            f"{stem}7", f"{stem}8")
+        left_name, right_name = (
+            (f"{stem}1", f"{stem}2") if stem in ("Fp", "O") else (f"{stem}7", f"{stem}8")
+        )
         pos[left_name] = _on_sphere(ring_lat, -az)
         pos[right_name] = _on_sphere(ring_lat, az)
     pos["Fpz"] = _on_sphere(ring_lat, 0.0)
@@ -186,8 +198,8 @@ def _patch_gain(electrodes: np.ndarray, patch: tuple[tuple[float, float], ...]) 
     """Gain of dipoles (lat, az) acting together, scaled to 1 at their strongest electrode."""
     directions = [_on_sphere(lat, az) for lat, az in patch]
     everywhere = np.array(list(electrode_positions().values()))
-    peak = max(sum(dipole_gain(everywhere, d, SOURCE_DEPTH) for d in directions))
-    return sum(dipole_gain(electrodes, d, SOURCE_DEPTH) for d in directions) / peak
+    peak = max(sum(dipole_gain(everywhere, d, _SOURCE_DEPTH) for d in directions))
+    return sum(dipole_gain(electrodes, d, _SOURCE_DEPTH) for d in directions) / peak
 
 
 def _angle_deg(electrodes: np.ndarray, direction: np.ndarray) -> np.ndarray:
@@ -252,15 +264,15 @@ def _burst_rhythm(
     envelope = np.full(n, tonic)
     bursts: list[tuple[float, float]] = []
     t = rng.uniform(0.0, gap_s[1])
+    edge = 0.3  # fraction of a burst spent rising, and again falling
     while True:
         duration = rng.uniform(0.5, 3.0)
         height = rng.uniform(0.7, 1.3)
         gap = rng.uniform(*gap_s)
         if t + duration > seconds:
             break
-        start, stop = int(round(t * sfreq)), int(round((t + duration) * sfreq))
+        start, stop = round(t * sfreq), round((t + duration) * sfreq)
         u = np.linspace(0.0, 1.0, stop - start, endpoint=False)
-        edge = 0.3  # fraction of the burst spent rising, and again falling
         shape = np.ones_like(u)
         rise, fall = u < edge, u > 1.0 - edge
         shape[rise] = 0.5 - 0.5 * np.cos(math.pi * u[rise] / edge)
@@ -286,7 +298,7 @@ def _blinks(
         gap = rng.uniform(7.0, 15.0)
         if t + duration > seconds:
             break
-        start, stop = int(round(t * sfreq)), int(round((t + duration) * sfreq))
+        start, stop = round(t * sfreq), round((t + duration) * sfreq)
         u = np.linspace(0.0, 1.0, stop - start, endpoint=False)
         bump = u**1.5 * (1.0 - u) ** 2.5  # fast rise, slower fall
         wave[start:stop] += height * bump / bump.max()
@@ -296,14 +308,18 @@ def _blinks(
 
 
 def _check_arguments(seconds: float, sfreq: float, seed: int, n_channels: int) -> None:
-    if not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or not (
-        MIN_SECONDS <= seconds <= MAX_SECONDS
+    if (
+        not isinstance(seconds, numbers.Real)
+        or not math.isfinite(seconds)
+        or not (MIN_SECONDS <= seconds <= MAX_SECONDS)
     ):
         raise UsageError(
             f"seconds must be between {MIN_SECONDS:g} and {MAX_SECONDS:g}; got {seconds!r}."
         )
-    if not isinstance(sfreq, (int, float)) or not math.isfinite(sfreq) or not (
-        MIN_SFREQ <= sfreq <= MAX_SFREQ
+    if (
+        not isinstance(sfreq, numbers.Real)
+        or not math.isfinite(sfreq)
+        or not (MIN_SFREQ <= sfreq <= MAX_SFREQ)
     ):
         raise UsageError(
             f"sfreq must be between {MIN_SFREQ:g} and {MAX_SFREQ:g} Hz (the {LINE_HZ:g} Hz line "
@@ -311,13 +327,16 @@ def _check_arguments(seconds: float, sfreq: float, seed: int, n_channels: int) -
         )
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise UsageError(f"seed must be a whole number >= 0; got {seed!r}.")
-    if isinstance(n_channels, bool) or not isinstance(n_channels, (int, np.integer)) or not (
-        1 <= n_channels <= len(MONTAGE_64)
+    if (
+        isinstance(n_channels, bool)
+        or not isinstance(n_channels, (int, np.integer))
+        or not (1 <= n_channels <= len(MONTAGE_64))
     ):
         raise UsageError(
-            f"n_channels must be a whole number from 1 to {len(MONTAGE_64)}; got {n_channels!r}."
+            f"the channel count (n_channels, --channels) must be a whole number from 1 to "
+            f"{len(MONTAGE_64)}; got {n_channels!r}."
         )
-    n_samples = int(round(seconds * sfreq))
+    n_samples = round(seconds * sfreq)
     if n_samples * n_channels > MAX_VALUES:
         raise UsageError(
             f"{n_channels} channels x {n_samples} samples is too much to simulate at once "
@@ -367,7 +386,7 @@ def simulate_eeg(
     _check_arguments(seconds, sfreq, seed, n_channels)
     sfreq = float(sfreq)
     seed = int(seed)
-    n = int(round(seconds * sfreq))
+    n = round(seconds * sfreq)
     keep = set(_PRIORITY[:n_channels])
     ch_names = [name for name in MONTAGE_64 if name in keep]
     canonical = [MONTAGE_64.index(name) for name in ch_names]
@@ -379,24 +398,24 @@ def simulate_eeg(
     n_background = 72
     directions = _fibonacci_directions(n_background, min_z=-0.35)
     set_rng = _rng(seed, _KEY_BACKGROUND_SET)
-    exponents = set_rng.uniform(EXP_LO, EXP_HI, n_background)
-    gains = np.column_stack([dipole_gain(electrodes, d, SOURCE_DEPTH) for d in directions])
+    exponents = set_rng.uniform(*_BACKGROUND_EXPONENTS, n_background)
+    gains = np.column_stack([dipole_gain(electrodes, d, _SOURCE_DEPTH) for d in directions])
     block = 8
     for first in range(0, n_background, block):
         idx = range(first, min(first + block, n_background))
         sources = np.array(
             [_pink_noise(_rng(seed, _KEY_BACKGROUND, k), n, sfreq, exponents[k]) for k in idx]
         )
-        data += gains[:, list(idx)] @ sources * BACKGROUND_UV
+        data += gains[:, list(idx)] @ sources * _BACKGROUND_UV
 
     # Rhythms: occipital alpha, left and right mu.
     events: list[SimEvent] = []
     rhythms = (
         # label, patch of radial dipoles (lat, az), amplitude µV, centre Hz, gaps s, tonic,
         # second harmonic
-        ("alpha", ((10.0, -162.0), (10.0, 162.0)), ALPHA_UV, (9.5, 10.5), (0.3, 2.0), 0.15, 0.0),
-        ("mu-left", ((45.0, -90.0),), MU_UV, (10.0, 11.5), (0.5, 2.5), 0.1, 0.2),
-        ("mu-right", ((45.0, 90.0),), MU_UV, (10.0, 11.5), (0.5, 2.5), 0.1, 0.2),
+        ("alpha", ((10.0, -162.0), (10.0, 162.0)), _ALPHA_UV, (9.5, 10.5), (0.3, 2.0), 0.15, 0.0),
+        ("mu-left", ((45.0, -90.0),), _MU_UV, (10.0, 11.5), (0.5, 2.5), 0.1, 0.2),
+        ("mu-right", ((45.0, 90.0),), _MU_UV, (10.0, 11.5), (0.5, 2.5), 0.1, 0.2),
     )
     for k, (label, patch, amplitude, centre, gaps, tonic, harmonic) in enumerate(rhythms):
         rhythm, bursts = _burst_rhythm(
@@ -483,7 +502,7 @@ def write_edf(
     """
     data_uv = np.asarray(data_uv)
     n_channels, n = data_uv.shape
-    spr = int(round(sfreq))
+    spr = round(sfreq)
     if abs(sfreq - spr) > 1e-9:
         raise UsageError(f"EDF needs a whole number of samples per second; got sfreq={sfreq!r}.")
     if n == 0 or n % spr:
@@ -532,9 +551,7 @@ def write_edf(
         ]
     )
     samples = _to_int16(data_uv).reshape(n_channels, n_records, spr).transpose(1, 0, 2)
-    records = np.concatenate(
-        [samples.reshape(n_records, -1).view(np.uint8), annotations], axis=1
-    )
+    records = np.concatenate([samples.reshape(n_records, -1).view(np.uint8), annotations], axis=1)
     with open(path, "wb") as f:
         f.write(header)
         f.write(records.tobytes())
@@ -556,9 +573,7 @@ def write_brainvision(
     data_uv = np.asarray(data_uv)
     n_channels = data_uv.shape[0]
     interval_us = 1e6 / sfreq
-    channel_lines = [
-        f"Ch{i + 1}={name},,{RESOLUTION_UV:g},µV" for i, name in enumerate(ch_names)
-    ]
+    channel_lines = [f"Ch{i + 1}={name},,{RESOLUTION_UV:g},µV" for i, name in enumerate(ch_names)]
     vhdr.write_text(
         "Brain Vision Data Exchange Header File Version 1.0\n"
         "; simulated EEG written by closedloop simulate\n\n"
@@ -572,8 +587,8 @@ def write_brainvision(
     )
     markers = ["Mk1=New Segment,,1,1,0"]
     for k, event in enumerate(events, start=2):
-        position = int(round(event.onset_s * sfreq)) + 1
-        length = max(1, int(round(event.duration_s * sfreq)))
+        position = round(event.onset_s * sfreq) + 1
+        length = max(1, round(event.duration_s * sfreq))
         markers.append(f"Mk{k}=Comment,{event.description},{position},{length},0")
     vmrk.write_text(
         "Brain Vision Data Exchange Marker File, Version 1.0\n\n"
@@ -582,6 +597,18 @@ def write_brainvision(
         encoding="utf-8",
     )
     eeg.write_bytes(np.ascontiguousarray(_to_int16(data_uv).T).tobytes())
+
+
+def _check_output(path: str | Path) -> Path:
+    path = Path(path)
+    if path.suffix.lower() not in FORMATS:
+        accepted = ", ".join(f"{ext} ({name})" for ext, name in FORMATS.items())
+        raise UsageError(f"cannot write {path.name!r}: the output extension must be {accepted}.")
+    if not path.parent.is_dir():
+        raise UsageError(
+            f"cannot write {str(path)!r}: the folder {str(path.parent)!r} does not exist."
+        )
+    return path
 
 
 def write_recording(
@@ -603,13 +630,8 @@ def write_recording(
     UsageError
         For another extension, a missing folder, or data the format cannot hold.
     """
-    path = Path(path)
+    path = _check_output(path)
     suffix = path.suffix.lower()
-    if suffix not in FORMATS:
-        accepted = ", ".join(f"{ext} ({name})" for ext, name in FORMATS.items())
-        raise UsageError(f"cannot write {path.name!r}: the output extension must be {accepted}.")
-    if not path.parent.is_dir():
-        raise UsageError(f"cannot write {str(path)!r}: the folder {str(path.parent)!r} does not exist.")
     if suffix == ".edf":
         write_edf(path, data_uv, ch_names, sfreq, events)
         return [path]
@@ -627,27 +649,49 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "occipital alpha and central mu bursts with drifting 8-12 Hz peaks, 50 Hz line noise "
         "and blinks. Same arguments, same file, bit for bit."
     )
-    parser.add_argument("out", metavar="OUT", help="output file: .edf (EDF+) or .vhdr (BrainVision)")
-    parser.add_argument("--seconds", type=float, default=DEFAULT_SECONDS, metavar="S",
-                        help=f"duration in seconds (default {DEFAULT_SECONDS:g})")
-    parser.add_argument("--sfreq", type=float, default=DEFAULT_SFREQ, metavar="F",
-                        help=f"sampling rate in Hz, at least {MIN_SFREQ:g} (default {DEFAULT_SFREQ:g})")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, metavar="N",
-                        help=f"random seed >= 0 (default {DEFAULT_SEED})")
-    parser.add_argument("--channels", type=int, default=DEFAULT_N_CHANNELS, metavar="N",
-                        help=f"number of 10-10 channels, 1-64 (default {DEFAULT_N_CHANNELS})")
+    parser.add_argument(
+        "out", metavar="OUT", help="output file: .edf (EDF+) or .vhdr (BrainVision)"
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=DEFAULT_SECONDS,
+        metavar="S",
+        help=f"duration in seconds (default {DEFAULT_SECONDS:g})",
+    )
+    parser.add_argument(
+        "--sfreq",
+        type=float,
+        default=DEFAULT_SFREQ,
+        metavar="F",
+        help=f"sampling rate in Hz, at least {MIN_SFREQ:g} (default {DEFAULT_SFREQ:g})",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=DEFAULT_SEED,
+        metavar="N",
+        help=f"random seed >= 0 (default {DEFAULT_SEED})",
+    )
+    parser.add_argument(
+        "--channels",
+        type=int,
+        default=DEFAULT_N_CHANNELS,
+        metavar="N",
+        help=f"number of 10-10 channels, 1-64 (default {DEFAULT_N_CHANNELS})",
+    )
 
 
 def run_command(args: argparse.Namespace) -> int:
     """Simulate and write; prints one line describing the file."""
-    out = Path(args.out)
+    out = _check_output(args.out)
     suffix = out.suffix.lower()
-    if suffix not in FORMATS:
-        accepted = ", ".join(f"{ext} ({name})" for ext, name in FORMATS.items())
-        raise UsageError(f"cannot write {out.name!r}: the output extension must be {accepted}.")
     if suffix == ".edf":
         _check_arguments(args.seconds, args.sfreq, args.seed, args.channels)
-        if abs(args.sfreq - round(args.sfreq)) > 1e-9 or abs(args.seconds - round(args.seconds)) > 1e-9:
+        if (
+            abs(args.sfreq - round(args.sfreq)) > 1e-9
+            or abs(args.seconds - round(args.seconds)) > 1e-9
+        ):
             raise UsageError(
                 f"EDF stores whole seconds at a whole number of Hz; got --seconds {args.seconds:g} "
                 f"and --sfreq {args.sfreq:g}. Round them, or write BrainVision (.vhdr)."

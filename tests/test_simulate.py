@@ -43,7 +43,9 @@ def _alpha_ratio(data: np.ndarray, sfreq: float) -> np.ndarray:
 
 def _template_positions() -> dict[str, np.ndarray]:
     """MNE's template 10-20 positions (the montage was renamed in MNE 1.13)."""
-    name = "colin27_1020" if "colin27_1020" in mne.channels.get_builtin_montages() else "standard_1020"
+    name = (
+        "colin27_1020" if "colin27_1020" in mne.channels.get_builtin_montages() else "standard_1020"
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         montage = mne.channels.make_standard_montage(name)
@@ -72,9 +74,13 @@ def test_same_seed_same_bytes_brainvision(tmp_path: Path) -> None:
     for name in ("a", "b"):
         out = tmp_path / name / "sim.vhdr"
         out.parent.mkdir()
-        assert main(["simulate", str(out), "--seconds", "4.5", "--sfreq", "512", "--seed", "9"]) == 0
+        assert (
+            main(["simulate", str(out), "--seconds", "4.5", "--sfreq", "512", "--seed", "9"]) == 0
+        )
     files = ("sim.vhdr", "sim.vmrk", "sim.eeg")
-    assert _sha256(*(tmp_path / "a" / f for f in files)) == _sha256(*(tmp_path / "b" / f for f in files))
+    assert _sha256(*(tmp_path / "a" / f for f in files)) == _sha256(
+        *(tmp_path / "b" / f for f in files)
+    )
 
 
 def test_channel_does_not_depend_on_montage_size() -> None:
@@ -93,11 +99,12 @@ def test_mne_reads_edf_back(tmp_path: Path, capsys: pytest.CaptureFixture) -> No
     out = tmp_path / "sim.edf"
     assert main(["simulate", str(out), "--seconds", "8", "--sfreq", "500", "--seed", "5"]) == 0
     assert "simulated" in capsys.readouterr().out
-    data, names, sfreq, events = simulate_eeg(8.0, 500.0, 5)
+    data, names, _sfreq, events = simulate_eeg(8.0, 500.0, 5)
     raw = mne.io.read_raw(out, preload=True, verbose="error")
     assert raw.ch_names == names
     assert len(names) == 32
     assert set(names) <= set(_template_positions())
+    assert set(names) == set(mne.channels.make_standard_montage("biosemi32").ch_names)
     assert raw.info["sfreq"] == 500.0
     assert raw.n_times == 4000
     assert raw.info["meas_date"].year == 1985
@@ -144,7 +151,7 @@ def test_geometry_close_to_mne_template() -> None:
 
 
 def test_shape_units_and_amplitude(sim60) -> None:
-    data, names, sfreq, events = sim60
+    data, names, _sfreq, _events = sim60
     assert data.shape == (32, 30000)
     assert data.dtype == np.float64 and data.flags.c_contiguous
     assert names[:2] == ["Fp1", "Fp2"] and names[-3:] == ["O1", "Oz", "O2"]
@@ -171,9 +178,9 @@ def test_alpha_peak_occipital_over_frontal(sim60) -> None:
 
 
 def test_line_noise_peak_at_50_hz(sim60) -> None:
-    data, names, sfreq, _ = sim60
+    data, _names, sfreq, _ = sim60
     freqs, psd = welch(data, sfreq, nperseg=int(2 * sfreq))
-    at = lambda hz: psd[:, np.argmin(np.abs(freqs - hz))]  # noqa: E731
+    at = lambda hz: psd[:, np.argmin(np.abs(freqs - hz))]
     assert np.all(at(50.0) > 4.0 * np.maximum(at(45.0), at(55.0)))
     window = (freqs >= 42) & (freqs <= 58)
     assert np.all(freqs[window][np.argmax(psd[:, window], axis=1)] == 50.0)
@@ -193,7 +200,9 @@ def test_alpha_bursts_wax_and_wane_with_drifting_frequency(sim60) -> None:
     assert envelope[inside].mean() > 2.0 * envelope[~inside].mean()
     inst_hz = np.diff(np.unwrap(np.angle(analytic))) * sfreq / (2 * np.pi)
     window = int(5 * sfreq)
-    medians = np.array([np.median(inst_hz[k : k + window]) for k in range(0, inst_hz.size - window, window)])
+    medians = np.array(
+        [np.median(inst_hz[k : k + window]) for k in range(0, inst_hz.size - window, window)]
+    )
     assert np.all((medians > 8.0) & (medians < 12.0)), medians
     assert np.ptp(medians) > 0.4, medians
 
@@ -229,7 +238,10 @@ def test_blinks_frontal(sim60) -> None:
         (["--seconds", "nan"], r"seconds must be between"),
         (["--sfreq", "100"], r"sfreq must be between 200 and 20000 Hz .*50 Hz line noise.*got 100"),
         (["--seed", "-1"], r"seed must be a whole number >= 0; got -1"),
-        (["--channels", "65"], r"n_channels must be a whole number from 1 to 64; got 65"),
+        (
+            ["--channels", "65"],
+            r"channel count \(n_channels, --channels\) must be a whole number from 1 to 64; got 65",
+        ),
         (["--seconds", "2.5"], r"EDF stores whole seconds.*BrainVision \(\.vhdr\)"),
         (["--sfreq", "512.5"], r"EDF stores whole seconds at a whole number of Hz"),
     ],
@@ -245,7 +257,9 @@ def test_bad_arguments_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture, ext
 
 def test_bad_output_paths_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["simulate", str(tmp_path / "x.fif"), "--seconds", "2"]) == 2
-    assert re.search(r"extension must be \.edf \(EDF\+\), \.vhdr \(BrainVision\)", capsys.readouterr().err)
+    assert re.search(
+        r"extension must be \.edf \(EDF\+\), \.vhdr \(BrainVision\)", capsys.readouterr().err
+    )
     missing = tmp_path / "no" / "such" / "x.edf"
     assert main(["simulate", str(missing), "--seconds", "2"]) == 2
     assert "does not exist" in capsys.readouterr().err
