@@ -125,6 +125,9 @@ class SerialTTL:
         self.check_code(code)
         if self._closed:
             raise UsageError(f"the TTL port {self.port!r} is closed; no pulse was sent.")
+        return self._pulse(code)
+
+    def _pulse(self, code: int) -> float:
         with self._io_lock:
             self._serial.write(bytes((code,)))
             t_written = _local_clock()
@@ -153,7 +156,7 @@ class SerialTTL:
                 self.pulses_dropped += 1
                 continue
             try:
-                t_written = self.send(code)
+                t_written = self._pulse(code)
             except Exception as exc:  # a serial fault must not end the pulse thread
                 self.error = exc
                 self.pulses_dropped += 1
