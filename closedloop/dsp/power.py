@@ -135,6 +135,8 @@ def individual_peak_hz(
     overlap); the 1/f background is a line fitted to log power against log frequency over
     2-40 Hz outside the search range; the peak is the largest local maximum above that line
     inside the range, refined by a parabola through the log power of the three bins around it.
+    A peak counts only if it rises above the background by more than three times the spread
+    of the fit residuals (robust estimate), and by at least 0.05 (12 %).
 
     Returns
     -------
@@ -168,13 +170,16 @@ def individual_peak_hz(
     if fit.sum() >= 3:
         slope, intercept = np.polyfit(np.log10(freqs[fit]), log_psd[fit], 1)
         residual = log_psd - (intercept + slope * np.log10(positive))
+        spread = 1.4826 * np.median(np.abs(residual[fit] - np.median(residual[fit])))
     else:
         residual = log_psd - np.median(log_psd)
+        spread = 0.0
+    threshold = max(0.05, 3.0 * spread)
     best = None
     for i in np.flatnonzero((freqs >= low) & (freqs <= high)):
         if not 0 < i < len(freqs) - 1:
             continue
-        if residual[i] > residual[i - 1] and residual[i] >= residual[i + 1] and residual[i] > 0:
+        if residual[i] > residual[i - 1] and residual[i] >= residual[i + 1] and residual[i] > threshold:
             if best is None or residual[i] > residual[best]:
                 best = i
     if best is None:
