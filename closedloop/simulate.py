@@ -657,7 +657,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=DEFAULT_SECONDS,
         metavar="S",
-        help=f"duration in seconds (default {DEFAULT_SECONDS:g})",
+        help=f"duration in seconds, whole seconds for .edf (default {DEFAULT_SECONDS:g})",
     )
     parser.add_argument(
         "--sfreq",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import re
 import shlex
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -263,6 +265,21 @@ def test_bad_output_paths_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) 
     missing = tmp_path / "no" / "such" / "x.edf"
     assert main(["simulate", str(missing), "--seconds", "2"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_entry_point_exit_code(tmp_path: Path) -> None:
+    out = tmp_path / "x.edf"
+    result = subprocess.run(
+        [sys.executable, "-m", "closedloop", "simulate", str(out), "--seconds", "-1"],
+        check=False,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "seconds must be between 1 and 3600; got -1" in result.stderr
+    assert not out.exists()
 
 
 def test_api_rejects_bad_values() -> None:
