@@ -33,7 +33,17 @@ def truth_fir(sfreq: float, band_hz: tuple[float, float], transition_hz: float |
         )
     tw = transition_hz if transition_hz is not None else min(2.0, low / 2.0)
     numtaps = int(math.ceil(3.3 / tw * sfreq)) | 1
-    return firwin(numtaps, [low, high], pass_zero=False, window="hamming", fs=sfreq)
+    return zero_dc(firwin(numtaps, [low, high], pass_zero=False, window="hamming", fs=sfreq))
+
+
+def zero_dc(h: np.ndarray) -> np.ndarray:
+    """Make a windowed band-pass FIR's gain at 0 Hz exactly zero, keeping it symmetric.
+
+    A window design leaves a small DC gain; with electrode offsets of thousands of µV that
+    leak is as large as the rhythm. A scaled Hann taper is subtracted to cancel it.
+    """
+    taper = np.hanning(h.shape[0] + 2)[1:-1]
+    return h - taper * (h.sum() / taper.sum())
 
 
 def band_analytic(x: np.ndarray, sfreq: float, band_hz: tuple[float, float],

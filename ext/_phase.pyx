@@ -15,7 +15,7 @@ cpdef void complex_fir(const double[::1] buf, Py_ssize_t end, Py_ssize_t n_out,
     cdef Py_ssize_t j, k, start
     cdef double acc_re, acc_im, v
     for j in range(n_out):
-        start = end - n_out + j + 1 - L
+        start = end - n_out + j + 2 - L
         acc_re = 0.0
         acc_im = 0.0
         for k in range(L):

@@ -10,12 +10,18 @@ from typing import Any
 
 from closedloop.errors import ProtocolError
 from closedloop.estimators.base import PhaseEstimator
+from closedloop.estimators.ar import AREstimator
 from closedloop.estimators.echt import ECHTEstimator
+from closedloop.estimators.etp import ETPEstimator
+from closedloop.estimators.wiener import WienerEstimator
 
 _REGISTRY: dict[str, type[PhaseEstimator]] = {
+    "ar": AREstimator,
     "echt": ECHTEstimator,
+    "etp": ETPEstimator,
+    "wiener": WienerEstimator,
 }
-AUTO_METHOD = "echt"
+AUTO_METHOD = "wiener"
 
 
 def available_methods() -> tuple[str, ...]:

@@ -259,3 +259,20 @@ def bias_from_truth(z_est: np.ndarray, z_true: np.ndarray) -> complex:
     est_amp = np.median(np.abs(ze))
     scale = float(np.median(np.abs(zt)) / est_amp) if est_amp > 0 else 1.0
     return complex(rot * scale)
+
+
+def track(estimator: PhaseEstimator, x: np.ndarray, max_updates: int = 3000) -> np.ndarray:
+    """Run ``estimator`` over ``x`` from a reset and return its analytic estimate per sample.
+
+    The signal is fed in equal chunks so that at most ``max_updates`` answers are computed;
+    samples between chunk ends are NaN. The estimator is reset before and left after ``x``.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    out = np.full(x.shape[0], np.nan + 0j)
+    step = max(1, int(math.ceil(x.shape[0] / max_updates)))
+    estimator.reset()
+    for end in range(step, x.shape[0] + 1, step):
+        estimator.process(x[end - step : end])
+        if estimator.ready:
+            out[end - 1] = estimator.amplitude * np.exp(1j * np.radians(estimator.phase_deg))
+    return out

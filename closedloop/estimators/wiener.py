@@ -1,0 +1,315 @@
+"""Per-person causal Wiener predictor of the analytic signal, self-calibrating (our design).
+
+Training (``fit``): from the baseline, ridge least squares finds complex FIR weights on the
+most recent raw derived samples that best reproduce the offline ground-truth analytic signal
+(zero-phase band-pass + Hilbert) at the newest sample. That is the linear minimum-mean-square
+causal estimate of the analytic signal for this person's spectrum, noise and rhythm: the
+filter's delay, bias and band shape are learnt, not assumed. The weights ignore offsets and
+linear drifts inside the window (the band excludes them); the ridge strength is chosen on a
+held-out last part of the baseline by the circular spread of the phase error where the rhythm
+is strong.
+
+Run time: one complex dot product per sample. Two slow corrections keep it unbiased when the
+rhythm drifts away from the baseline (alpha frequency, waveform, noise):
+
+- the offline truth becomes available ``D`` samples late (``D`` = half the truth filter), so
+  the estimator computes it for the sample ``D`` back and tracks the mean rotation between
+  its own estimate and the truth there (exponential forgetting over ``adapt_s``);
+- every predicted crossing (``next_crossing_s`` falling before the next sample) is checked
+  against the delayed truth at that exact moment, and the mean error as a function of the
+  phase aimed at is tracked on a 30-degree grid. ``next_crossing_s`` aims at the phase whose
+  expected outcome is the target. The grid starts from a pass over the baseline in ``fit``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.fft import fft, ifft, next_fast_len
+
+from closedloop.errors import DataError
+from closedloop.estimators import kernels
+from closedloop.estimators.base import History, wrap_deg
+from closedloop.estimators.linear import ComplexFIREstimator
+from closedloop.groundtruth import interior_analytic, truth_fir
+
+RIDGE_GRID = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+GRID_STEP_DEG = 30.0
+
+
+def analytic_fir(h: np.ndarray) -> np.ndarray:
+    """Complex FIR whose output is the analytic signal of the real linear-phase FIR ``h``'s."""
+    n_fft = next_fast_len(8 * h.shape[0])
+    spec = fft(h, n_fft)
+    spec[1 : (n_fft + 1) // 2] *= 2.0
+    spec[(n_fft + 2) // 2 :] = 0.0
+    return ifft(spec)[: h.shape[0]]
+
+
+def _normal_equations(x: np.ndarray, z: np.ndarray, n_taps: int, proj: np.ndarray,
+                      rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """X^T X and X^T z for detrended windows ending at ``rows`` (accumulated in blocks)."""
+    windows = np.lib.stride_tricks.sliding_window_view(x, n_taps)
+    xtx = np.zeros((n_taps, n_taps))
+    xtz = np.zeros(n_taps, dtype=np.complex128)
+    for start in range(0, rows.shape[0], 4096):
+        idx = rows[start : start + 4096]
+        block = windows[idx - n_taps + 1] @ proj
+        xtx += block.T @ block
+        xtz += block.T @ z[idx]
+    return xtx, xtz
+
+
+def _phase_spread(z_est: np.ndarray, z_true: np.ndarray) -> float:
+    amp = np.abs(z_true)
+    strong = amp >= np.median(amp)
+    err = np.angle(z_true[strong] * np.conj(z_est[strong]))
+    r = abs(np.mean(np.exp(1j * err)))
+    return math.sqrt(-2.0 * math.log(r)) if r > 0 else math.inf
+
+
+class WienerEstimator(ComplexFIREstimator):
+    """Causal Wiener filter for the analytic signal, trained on the person's baseline.
+
+    Parameters (``**params``)
+    -------------------------
+    window_s : float
+        Length of the FIR over the raw signal (default 0.5 s).
+    ridge : float or "auto"
+        Ridge strength relative to the mean input power; "auto" (default) chooses it on the
+        held-out last quarter of the baseline.
+    holdout : float
+        Share of the baseline held out to choose the ridge (default 0.25).
+    adapt_s : float
+        Time constant of the delayed-truth corrections, s (default 20; 0 turns them off).
+    """
+
+    name = "wiener"
+    defaults = {"window_s": 0.5, "ridge": "auto", "holdout": 0.25, "adapt_s": 20.0}
+    needs_fit = True
+
+    # -- set-up ----------------------------------------------------------------------------
+    def _init_params(self) -> None:
+        window_s = self._param_number("window_s", 0.05, 5.0)
+        self._param_number("holdout", 0.05, 0.5)
+        if self.params["ridge"] != "auto":
+            self._param_number("ridge", 0.0, 1e6)
+        self.adapt_s = self._param_number("adapt_s", 0.0, 3600.0)
+        n = max(4, int(round(window_s * self.sfreq)))
+        # until fitted: a plain quadrature pair at the band centre (answers, but not ready)
+        t = (np.arange(n) - (n - 1)) / self.sfreq
+        taper = np.hanning(n + 2)[1:-1]
+        self.correction = 1.0 + 0.0j
+        self.chosen_ridge = math.nan
+        h_truth = analytic_fir(truth_fir(self.sfreq, self.band_hz))[::-1]
+        self.delay = h_truth.shape[0] // 2
+        self._t_re = np.ascontiguousarray(h_truth.real)
+        self._t_im = np.ascontiguousarray(h_truth.imag)
+        self.grid_deg = np.arange(-180.0, 180.0, GRID_STEP_DEG)
+        self.grid = np.zeros(self.grid_deg.shape[0], dtype=np.complex128)
+        self.rotation_acc = 0.0 + 0.0j
+        self._setup_fir(2.0 * taper * np.exp(2j * np.pi * self.center_hz * t) / taper.sum())
+
+    def _setup_fir(self, weights: np.ndarray) -> None:
+        super()._setup_fir(weights)
+        self.piece = max(1, int(self.sfreq))  # samples handled per kernel call
+        span = max(self.n_taps + self.freq_lag, self._t_re.shape[0])
+        self.history = History(span + self.piece)
+        self.ring_size = self.delay + 2 * self.piece + 2
+        self._z_ring = np.full(self.ring_size, np.nan + 0j)
+        self._t_ring = np.full(self.ring_size, np.nan + 0j)
+        self._pend: list[tuple[float, float, float]] = []
+        self._last_query: tuple[int, float] | None = None
+
+    def _reset_state(self) -> None:
+        super()._reset_state()
+        if hasattr(self, "_z_ring"):
+            self._z_ring[:] = np.nan
+            self._t_ring[:] = np.nan
+            self._pend = []
+            self._last_query = None
+
+    @property
+    def rotation(self) -> complex:
+        """Unit rotation applied to the raw estimate (delayed-truth phase tracking)."""
+        acc = self.rotation_acc
+        return acc / abs(acc) if abs(acc) > 0 else 1.0 + 0.0j
+
+    # -- run time --------------------------------------------------------------------------
+    def _process_good(self, x: np.ndarray) -> None:
+        for start in range(0, x.shape[0], self.piece):
+            self._process_piece(x[start : start + self.piece])
+        hist = self.history
+        if hist.count < self.n_taps:
+            return
+        newest = hist.count - 1
+        zh = self._z_ring
+        z_now = complex(zh[newest % self.ring_size]) * self.rotation * self.correction
+        self.phase_deg = math.degrees(math.atan2(z_now.imag, z_now.real))
+        self.amplitude = abs(z_now)
+        self.ready = self.fitted
+        lag = self.freq_lag
+        z_then = complex(zh[(newest - lag) % self.ring_size])
+        if hist.count >= self.n_taps + lag and z_then == z_then:
+            dz = z_now * (z_then * self.rotation * self.correction).conjugate()
+            freq = math.atan2(dz.imag, dz.real) * self.sfreq / (2.0 * math.pi * lag)
+            self.frequency_hz = min(max(freq, self.band_hz[0]), self.band_hz[1])
+        else:
+            self.frequency_hz = self.center_hz
+
+    def _process_piece(self, x: np.ndarray) -> None:
+        hist = self.history
+        hist.push(x)
+        m = x.shape[0]
+        newest = hist.count - 1
+        end = hist.index + hist.size
+        ring = self.ring_size
+        idx = np.arange(newest - m + 1, newest + 1)
+        n_est = min(m, hist.count - self.n_taps + 1)
+        if n_est > 0:
+            self._ensure_out(m)
+            kernels.complex_fir(hist.buf, end, n_est, self._w_re, self._w_im,
+                                self._out_re, self._out_im)
+            self._z_ring[idx[m - n_est :] % ring] = self._out_re[:n_est] + 1j * self._out_im[:n_est]
+        n_truth = min(m, hist.count - self._t_re.shape[0] + 1)
+        if self.adapt_s <= 0 or n_truth <= 0:
+            return
+        self._ensure_out(m)
+        kernels.complex_fir(hist.buf, end, n_truth, self._t_re, self._t_im,
+                            self._out_re, self._out_im)
+        t_idx = idx[m - n_truth :] - self.delay
+        truth = self._out_re[:n_truth] + 1j * self._out_im[:n_truth]
+        self._t_ring[t_idx % ring] = truth
+        # rotation tracking: weight ~ |truth| |estimate|, forgetting per sample
+        prod = truth * np.conj(self._z_ring[t_idx % ring])
+        prod = np.where(np.isfinite(prod), prod, 0.0)
+        keep = math.exp(-1.0 / (self.adapt_s * self.sfreq))
+        decay = keep ** np.arange(n_truth - 1, -1, -1)
+        self.rotation_acc = self.rotation_acc * keep**n_truth + (1.0 - keep) * np.dot(decay, prod)
+        if self._pend:
+            self._check_crossings(t_idx[-1])
+
+    def _check_crossings(self, last_truth: int) -> None:
+        """Score pending crossings whose truth is known now; update the grid."""
+        ring = self.ring_size
+        still = []
+        keep = math.exp(-1.0 / (self.adapt_s * self.center_hz))  # per crossing: ~1 a cycle
+        for t, aimed, weight in self._pend:
+            k = int(math.floor(t))
+            if k + 1 > last_truth:
+                still.append((t, aimed, weight))
+                continue
+            if k < last_truth - ring + 2:
+                continue
+            frac = t - k
+            z = self._t_ring[k % ring] * (1.0 - frac) + self._t_ring[(k + 1) % ring] * frac
+            if not np.isfinite(z):
+                continue
+            err = z * abs(z) * complex(math.cos(math.radians(aimed)), -math.sin(math.radians(aimed)))
+            self._grid_update(aimed, err, keep)
+        self._pend = still
+
+    def _grid_update(self, aimed: float, err: complex, keep: float) -> None:
+        pos = (wrap_deg(aimed) + 180.0) / GRID_STEP_DEG
+        i = int(math.floor(pos)) % self.grid.shape[0]
+        u = pos - math.floor(pos)
+        j = (i + 1) % self.grid.shape[0]
+        for g, w in ((i, 1.0 - u), (j, u)):
+            if w > 0:
+                a = 1.0 - keep ** w
+                self.grid[g] = (1.0 - a) * self.grid[g] + a * err
+
+    def _grid_bias_deg(self, aimed: float) -> float:
+        pos = (wrap_deg(aimed) + 180.0) / GRID_STEP_DEG
+        i = int(math.floor(pos)) % self.grid.shape[0]
+        u = pos - math.floor(pos)
+        v = self.grid[i] * (1.0 - u) + self.grid[(i + 1) % self.grid.shape[0]] * u
+        return math.degrees(math.atan2(v.imag, v.real)) if abs(v) > 0 else 0.0
+
+    def aimed_phase_deg(self, target_phase_deg: float) -> float:
+        """The estimated phase to fire at so that the true phase at delivery is the target."""
+        aimed = float(target_phase_deg)
+        if self.adapt_s > 0:
+            for _ in range(2):
+                aimed = target_phase_deg - self._grid_bias_deg(aimed)
+        return aimed
+
+    def next_crossing_s(self, target_phase_deg: float) -> float:
+        """Seconds to the next crossing of the target, aimed so that it hits on average."""
+        if not self.ready or not math.isfinite(self.phase_deg):
+            return math.nan
+        aimed = self.aimed_phase_deg(target_phase_deg)
+        ahead = ((aimed - self.phase_deg) % 360.0) / (360.0 * self.frequency_hz)
+        self._note_crossing(ahead, aimed)
+        return ahead
+
+    def _note_crossing(self, ahead: float, aimed: float) -> None:
+        if self.adapt_s <= 0 or ahead * self.sfreq >= 1.0:
+            return
+        newest = self.history.count - 1
+        key = (newest, round(aimed, 6))
+        if key == self._last_query:
+            return
+        self._last_query = key
+        if len(self._pend) < 10_000:
+            self._pend.append((newest + ahead * self.sfreq, aimed, 1.0))
+
+    # -- training --------------------------------------------------------------------------
+    def _projection(self) -> np.ndarray:
+        n = self.n_taps
+        basis = np.vstack([np.ones(n), np.linspace(-1.0, 1.0, n)]).T
+        q, _ = np.linalg.qr(basis)
+        return np.eye(n) - q @ q.T
+
+    def _solve(self, xtx: np.ndarray, xtz: np.ndarray, ridge: float, proj: np.ndarray) -> np.ndarray:
+        scale = np.trace(xtx) / xtx.shape[0]
+        w = np.linalg.solve(xtx + ridge * scale * np.eye(xtx.shape[0]), xtz)
+        return proj @ w
+
+    def fit(self, baseline: np.ndarray) -> None:
+        """Train the weights on the baseline, then calibrate the corrections on a pass over it."""
+        x = self._check_baseline(baseline, min_seconds=max(4.0, 8.0 * self.n_taps / self.sfreq))
+        z = interior_analytic(x, self.sfreq, self.band_hz)
+        rows = np.arange(self.n_taps - 1, x.shape[0])
+        rows = rows[np.isfinite(z[rows])]
+        if rows.shape[0] < 4 * self.n_taps:
+            raise DataError(
+                f"the baseline is too short to train 'wiener' with a {self.n_taps}-sample window: "
+                f"{rows.shape[0]} usable samples; record a longer baseline (30 s or more)."
+            )
+        proj = self._projection()
+        ridge = self.params["ridge"]
+        if ridge == "auto":
+            split = rows[int(rows.shape[0] * (1.0 - float(self.params["holdout"])))]
+            train, test = rows[rows < split], rows[rows >= split + self.n_taps]
+            xtx, xtz = _normal_equations(x, z, self.n_taps, proj, train)
+            windows = np.lib.stride_tricks.sliding_window_view(x, self.n_taps)[test - self.n_taps + 1]
+            scores = [_phase_spread(windows @ self._solve(xtx, xtz, c, proj), z[test]) for c in RIDGE_GRID]
+            ridge = RIDGE_GRID[int(np.argmin(scores))]
+        ridge = float(ridge)
+        xtx, xtz = _normal_equations(x, z, self.n_taps, proj, rows)
+        self.chosen_ridge = ridge
+        self.correction = 1.0 + 0.0j
+        self.rotation_acc = 0.0 + 0.0j
+        self.grid[:] = 0.0
+        self._setup_fir(self._solve(xtx, xtz, ridge, proj))
+        self.fitted = True
+        self.reset()
+        if self.adapt_s > 0:
+            self._calibrate_pass(x)
+            self.reset()
+
+    def _calibrate_pass(self, x: np.ndarray) -> None:
+        """Run over the baseline sample by sample, noting crossings of every grid phase."""
+        dt_deg = 360.0 / self.sfreq
+        for n in range(x.shape[0]):
+            self._process_good(x[n : n + 1])
+            if not self.ready:
+                continue
+            ahead_deg = (self.grid_deg - self.phase_deg) % 360.0
+            hits = np.flatnonzero(ahead_deg < dt_deg * self.frequency_hz)
+            newest = self.history.count - 1
+            for i in hits:
+                ahead = ahead_deg[i] / (360.0 * self.frequency_hz)
+                self._pend.append((newest + ahead * self.sfreq, float(self.grid_deg[i]), 1.0))
