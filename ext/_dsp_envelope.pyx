@@ -8,25 +8,29 @@ the centre), and the amplitude is 2 |low-passed|. ``closedloop.dsp.envelope`` ow
 
 from libc.math cimport cos, sin, sqrt, NAN
 
-from _dsp_sos cimport _finite, sos_steady, sos_step
+from _dsp_sos cimport _finite, sos_sections, sos_steady
 
 
 cdef class EnvelopeKernel:
-    """Bound views of the low-pass ``sos``, ``zi_unit``, ``zi`` (n_channels, 2, n_sections, 2)
-    and ``pending`` (n_channels,) uint8; ``omega`` is the band centre in radians per sample."""
+    """Bound views of the low-pass ``sos``, ``zi_unit``, ``zi`` (n_sections, 2, 2 * n_channels:
+    in-phase lanes, then quadrature lanes), ``pending`` (n_channels,) uint8 and ``work``
+    (2 * n_channels,) scratch; ``omega`` is the band centre in radians per sample."""
 
     cdef const double[:, ::1] sos
     cdef const double[:, ::1] zi_unit
-    cdef double[:, :, :, ::1] zi
+    cdef double[:, :, ::1] zi
     cdef unsigned char[::1] pending
+    cdef double[::1] work
     cdef double omega
 
     def __init__(self, const double[:, ::1] sos, const double[:, ::1] zi_unit,
-                 double[:, :, :, ::1] zi, unsigned char[::1] pending, double omega):
+                 double[:, :, ::1] zi, unsigned char[::1] pending, double[::1] work,
+                 double omega):
         self.sos = sos
         self.zi_unit = zi_unit
         self.zi = zi
         self.pending = pending
+        self.work = work
         self.omega = omega
 
     def run(self, const double[:, ::1] x, double[:, ::1] y, long long index0) -> int:
@@ -34,12 +38,10 @@ cdef class EnvelopeKernel:
         ``x[:, 0]`` (the demodulation phase). Returns the bad-value count."""
         cdef Py_ssize_t n_channels = x.shape[0]
         cdef Py_ssize_t n = x.shape[1]
-        cdef Py_ssize_t n_sections = self.sos.shape[0]
         cdef Py_ssize_t c, i
         cdef Py_ssize_t bad = 0
         cdef double v, re, im, cs, sn, arg
-        cdef double* zr
-        cdef double* zq
+        cdef double* w = &self.work[0]
         with nogil:
             for i in range(n):
                 arg = self.omega * <double>(index0 + i)
@@ -47,25 +49,29 @@ cdef class EnvelopeKernel:
                 sn = sin(arg)
                 for c in range(n_channels):
                     v = x[c, i]
-                    zr = &self.zi[c, 0, 0, 0]
-                    zq = &self.zi[c, 1, 0, 0]
-                    if not _finite(v):
+                    if _finite(v):
+                        re = v * cs
+                        im = -v * sn
+                        if self.pending[c]:
+                            sos_steady(self.zi_unit, self.zi, c, re)
+                            sos_steady(self.zi_unit, self.zi, n_channels + c, im)
+                            self.pending[c] = 0
+                    else:
                         self.pending[c] = 1
                         bad += 1
-                        y[c, i] = NAN
-                        continue
-                    re = v * cs
-                    im = -v * sn
-                    if self.pending[c]:
-                        sos_steady(self.zi_unit, zr, re, n_sections)
-                        sos_steady(self.zi_unit, zq, im, n_sections)
-                        self.pending[c] = 0
-                    re = sos_step(self.sos, zr, re, n_sections)
-                    im = sos_step(self.sos, zq, im, n_sections)
+                        re = NAN
+                        im = NAN
+                    w[c] = re
+                    w[n_channels + c] = im
+                sos_sections(self.sos, self.zi, w, 2 * n_channels)
+                for c in range(n_channels):
+                    re = w[c]
+                    im = w[n_channels + c]
                     v = 2.0 * sqrt(re * re + im * im)
                     if not _finite(v):
-                        self.pending[c] = 1
-                        bad += 1
+                        if not self.pending[c]:
+                            self.pending[c] = 1
+                            bad += 1
                         v = NAN
                     y[c, i] = v
         return bad

@@ -195,3 +195,18 @@ def test_ringbuffer_edges_and_errors() -> None:
         RingBuffer(2, 0)
     buffer.reset()
     assert buffer.n_written == 0 and buffer.latest(4).shape == (2, 0)
+
+
+def test_average_of_every_channel_matches_numpy_and_marks_inf() -> None:
+    data, names = load(str(EYES_CLOSED), 5.0)
+    weights = spatial_weights(names, names, "average")  # 64 x 64: the BLAS path
+    assert weights.shape == (64, 64)
+    stage = SpatialFilter(weights)
+    np.testing.assert_allclose(
+        stage.process(data), data - data.mean(axis=0), rtol=1e-10, atol=1e-9
+    )
+    x = np.array(data[:, :40])
+    x[5, 7] = np.inf
+    out = stage.process(x)
+    assert stage.last_bad == 64  # every derived channel reads channel 5 at sample 7
+    assert np.isnan(out[:, 7]).all() and np.isfinite(np.delete(out, 7, axis=1)).all()

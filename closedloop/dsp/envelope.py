@@ -49,10 +49,14 @@ class Envelope:
             signal.butter(self.order, self.cutoff_hz, btype="lowpass", fs=self.sfreq, output="sos")
         )
         self.zi_unit = np.ascontiguousarray(signal.sosfilt_zi(self.sos))
-        self.zi = np.zeros((self.n_channels, 2, self.sos.shape[0], 2), dtype=np.float64)
+        # State (n_sections, 2, 2 * n_channels): in-phase lanes, then quadrature lanes.
+        self.zi = np.zeros((self.sos.shape[0], 2, 2 * self.n_channels), dtype=np.float64)
         self.pending = np.ones(self.n_channels, dtype=np.uint8)
+        self._work = np.zeros(2 * self.n_channels, dtype=np.float64)
         self.omega = 2.0 * np.pi * self.center_hz / self.sfreq
-        self._kernel = EnvelopeKernel(self.sos, self.zi_unit, self.zi, self.pending, self.omega)
+        self._kernel = EnvelopeKernel(
+            self.sos, self.zi_unit, self.zi, self.pending, self._work, self.omega
+        )
         self.delay_s = float(sos_group_delay_s(self.sos, 0.0, self.sfreq)[0])
         self.reset()
 

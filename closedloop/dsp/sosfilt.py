@@ -50,9 +50,11 @@ class SOSFilter:
         self.init = init
         self.n_sections = self.sos.shape[0]
         self.zi_unit = np.ascontiguousarray(signal.sosfilt_zi(self.sos))
-        self.zi = np.zeros((self.n_channels, self.n_sections, 2), dtype=np.float64)
+        # State (n_sections, 2, n_channels): channels innermost, see ext/_dsp_sos.pxd.
+        self.zi = np.zeros((self.n_sections, 2, self.n_channels), dtype=np.float64)
         self.pending = np.zeros(self.n_channels, dtype=np.uint8)
-        self._kernel = SosKernel(self.sos, self.zi_unit, self.zi, self.pending)
+        self._work = np.zeros(self.n_channels, dtype=np.float64)
+        self._kernel = SosKernel(self.sos, self.zi_unit, self.zi, self.pending, self._work)
         self.last_bad = 0
         self.n_bad = 0
         self.reset()

@@ -9,12 +9,15 @@ from functools import lru_cache
 
 import numpy as np
 
+from closedloop._dsp_spatial import mark_bad, weighted_rows
 from closedloop.channels import find_channel, find_channels, normalize_name
 from closedloop.dsp._checks import SettingsError, check_chunk
 from closedloop.errors import DataError
 
 REFERENCES = ("none", "average", "hjorth", "bipolar", "weights")
 N_DEFAULT_NEIGHBORS = 4
+# Up to this many multiply-adds per sample the direct loop beats BLAS plus its call overhead.
+_DIRECT_MAX_MACS = 256
 
 # Channels that are not scalp EEG by name; left out of the common average.
 _NON_EEG = re.compile(r"^(ECG|EKG|EOG|EMG|EXG|BIP|STI|STATUS|TRIG|RESP|GSR|ACC|AUX|PHOTO)",
@@ -233,9 +236,10 @@ class SpatialFilter:
         self.weights = matrix
         self.n_channels = matrix.shape[1]
         self.n_out = matrix.shape[0]
-        self.used = np.flatnonzero(np.any(matrix != 0, axis=0))
+        self.used = np.flatnonzero(np.any(matrix != 0, axis=0)).astype(np.intp)
         self._all_used = len(self.used) == self.n_channels
         self._weights_used = np.ascontiguousarray(matrix[:, self.used])
+        self._direct = self._weights_used.size <= _DIRECT_MAX_MACS
         self.last_bad = 0
         self.n_bad = 0
 
@@ -247,14 +251,15 @@ class SpatialFilter:
     def process(self, chunk: np.ndarray) -> np.ndarray:
         """Derived signals (n_out, n_samples) from ``chunk`` (n_channels, n_samples)."""
         chunk = check_chunk(chunk, self.n_channels, "SpatialFilter.process")
-        if self._all_used:
-            out = self.weights @ chunk
+        if self._direct:
+            out = np.empty((self.n_out, chunk.shape[1]), dtype=np.float64)
+            bad = weighted_rows(self._weights_used, self.used, chunk, out)
         else:
-            out = self._weights_used @ chunk[self.used]
-        self.last_bad = 0
-        if out.size and not np.isfinite(out.sum()):
-            bad = ~np.isfinite(out)
-            out[bad] = np.nan
-            self.last_bad = int(bad.sum())
-            self.n_bad += self.last_bad
+            if self._all_used:
+                out = self.weights @ chunk
+            else:
+                out = self._weights_used @ chunk[self.used]
+            bad = mark_bad(out)
+        self.last_bad = bad
+        self.n_bad += bad
         return out
