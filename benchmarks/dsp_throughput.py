@@ -16,13 +16,13 @@ import os
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import sys  # noqa: E402
-import warnings  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 try:
     from closedloop.dsp import bench
@@ -32,7 +32,12 @@ except ImportError:  # run from a source checkout without installing
 
 RECORDING = (
     Path(__file__).resolve().parents[1]
-    / ".." / "shared" / "recordings" / "mne-testing-data" / "Brainvision" / "test_NO.vhdr"
+    / ".."
+    / "shared"
+    / "recordings"
+    / "mne-testing-data"
+    / "Brainvision"
+    / "test_NO.vhdr"
 )
 
 
@@ -61,25 +66,36 @@ def main() -> None:
     r256 = bench.run(256, 5000.0, 5, 1000.0, args.duration, data=data, compare_scipy=False)
     r1 = bench.run(64, 5000.0, 5, 1000.0, args.duration, data=data, reference="hjorth")
     if args.json:
-        print(json.dumps({"source": source, "64ch": r64, "256ch": r256, "64ch_hjorth": r1},
-                         indent=1))
+        print(
+            json.dumps({"source": source, "64ch": r64, "256ch": r256, "64ch_hjorth": r1}, indent=1)
+        )
         return
     ours, theirs = r64["closedloop"], r64["scipy"]
     print(f"input: {source}; chain: {r64['chain']}")
     print(f"64 ch, 5 kHz, chunks of 5 ({r64['n_chunks']} chunks):")
-    print(f"  closedloop  p50 {ours['p50_us']:7.1f} us  p99 {ours['p99_us']:7.1f} us"
-          f"  mean {ours['mean_us']:7.1f} us  (target p99 <= 50 us)")
-    print(f"  scipy       p50 {theirs['p50_us']:7.1f} us  p99 {theirs['p99_us']:7.1f} us"
-          f"  mean {theirs['mean_us']:7.1f} us")
-    print(f"  speed-up    {r64['speedup_mean']:.1f}x mean, {r64['speedup_p50']:.1f}x p50"
-          f"  (target >= 5x); chains agree to {r64['max_abs_diff_uv']:.1e} uV")
+    print(
+        f"  closedloop  p50 {ours['p50_us']:7.1f} us  p99 {ours['p99_us']:7.1f} us"
+        f"  mean {ours['mean_us']:7.1f} us  (target p99 <= 50 us)"
+    )
+    print(
+        f"  scipy       p50 {theirs['p50_us']:7.1f} us  p99 {theirs['p99_us']:7.1f} us"
+        f"  mean {theirs['mean_us']:7.1f} us"
+    )
+    print(
+        f"  speed-up    {r64['speedup_mean']:.1f}x mean, {r64['speedup_p50']:.1f}x p50"
+        f"  (target >= 5x); chains agree to {r64['max_abs_diff_uv']:.1e} uV"
+    )
     h = r1["closedloop"]
-    print(f"64 ch -> 1 Hjorth signal (the engine's usual load): p50 {h['p50_us']:.1f} us,"
-          f" p99 {h['p99_us']:.1f} us; scipy p50 {r1['scipy']['p50_us']:.1f} us,"
-          f" speed-up {r1['speedup_mean']:.1f}x mean")
+    print(
+        f"64 ch -> 1 Hjorth signal (the engine's usual load): p50 {h['p50_us']:.1f} us,"
+        f" p99 {h['p99_us']:.1f} us; scipy p50 {r1['scipy']['p50_us']:.1f} us,"
+        f" speed-up {r1['speedup_mean']:.1f}x mean"
+    )
     c = r256["closedloop"]
-    print(f"256 ch, 5 kHz: {100 * c['cpu_share']:.1f} % of one core (CPU time),"
-          f" {100 * c['wall_share']:.1f} % wall; p99 {c['p99_us']:.1f} us (target < 25 %)")
+    print(
+        f"256 ch, 5 kHz: {100 * c['cpu_share']:.1f} % of one core (CPU time),"
+        f" {100 * c['wall_share']:.1f} % wall; p99 {c['p99_us']:.1f} us (target < 25 %)"
+    )
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
@@ -24,12 +24,10 @@ from closedloop.errors import UsageError
 from tests.helpers.recordings import EEGMAT, EYES_CLOSED, NEURONE_5KHZ, require_recordings
 
 CHUNK_SIZES = st.one_of(st.sampled_from([0, 1, 2, 7, 64]), st.integers(65, 1500))
-HYPOTHESIS = settings(
-    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+HYPOTHESIS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-@lru_cache(maxsize=None)
+@cache
 def load(path: str, seconds: float | None = None) -> tuple[np.ndarray, float, list[str]]:
     """A real recording in µV, read-only, with its rate and channel names."""
     require_recordings()
@@ -61,7 +59,9 @@ def split(n: int, sizes: list[int]) -> list[tuple[int, int]]:
 
 def run_chunked(stage, data: np.ndarray, sizes: list[int]) -> np.ndarray:
     """Feed ``data`` in the chunks given by ``sizes``; concatenate the outputs."""
-    outs = [stage.process(np.ascontiguousarray(data[:, a:b])) for a, b in split(data.shape[1], sizes)]
+    outs = [
+        stage.process(np.ascontiguousarray(data[:, a:b])) for a, b in split(data.shape[1], sizes)
+    ]
     return np.concatenate(outs, axis=1)
 
 
@@ -327,8 +327,9 @@ def test_envelope_reads_sine_amplitude_and_rejects_other_bands() -> None:
     settled = t > 2.0
     np.testing.assert_allclose(amplitude[0, settled], 7.0, rtol=2e-3)
     assert amplitude[1, settled].max() < 0.01 * 7.0
-    edge = Envelope(sfreq, 8.0, 13.0, 1).process(np.ascontiguousarray(x[:1] * 0 + 7.0 * np.sin(
-        2 * np.pi * 13.0 * t)[None]))
+    edge = Envelope(sfreq, 8.0, 13.0, 1).process(
+        np.ascontiguousarray(x[:1] * 0 + 7.0 * np.sin(2 * np.pi * 13.0 * t)[None])
+    )
     assert edge[0, settled].mean() == pytest.approx(7.0 / np.sqrt(2), rel=0.01)  # -3 dB edge
 
 
@@ -356,6 +357,8 @@ def test_envelope_recovers_after_nan() -> None:
     clean = Envelope(sfreq, 8.0, 13.0, 2).process(np.ascontiguousarray(data[:2]))
     # Within a few time constants the amplitude is back on the clean track.
     later = slice(520 + int(2 * sfreq), None)
-    np.testing.assert_allclose(out[0, later], clean[0, later], rtol=0.05, atol=0.05 * clean[0].mean())
+    np.testing.assert_allclose(
+        out[0, later], clean[0, later], rtol=0.05, atol=0.05 * clean[0].mean()
+    )
     with pytest.raises(SettingsError, match="high_hz must be below the Nyquist"):
         Envelope(sfreq, 8.0, 80.0, 1)

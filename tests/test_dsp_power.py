@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
@@ -16,7 +16,7 @@ from closedloop.errors import DataError
 from tests.helpers.recordings import EEGMAT, EYES_CLOSED, EYES_OPEN, require_recordings
 
 
-@lru_cache(maxsize=None)
+@cache
 def load(path: str) -> tuple[np.ndarray, float, list[str]]:
     require_recordings()
     import mne
@@ -30,8 +30,9 @@ def load(path: str) -> tuple[np.ndarray, float, list[str]]:
 
 
 @given(
-    sizes=st.lists(st.one_of(st.sampled_from([0, 1, 2, 7, 64]), st.integers(65, 900)),
-                   min_size=1, max_size=20),
+    sizes=st.lists(
+        st.one_of(st.sampled_from([0, 1, 2, 7, 64]), st.integers(65, 900)), min_size=1, max_size=20
+    ),
     window_s=st.sampled_from([1.0, 2.0, 3.3]),
 )
 @settings(max_examples=15, deadline=None)

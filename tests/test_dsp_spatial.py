@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
@@ -15,7 +15,7 @@ from closedloop.errors import DataError
 from tests.helpers.recordings import ANT_1KHZ, EEGMAT, EYES_CLOSED, require_recordings
 
 
-@lru_cache(maxsize=None)
+@cache
 def load(path: str, seconds: float = 10.0) -> tuple[np.ndarray, list[str]]:
     require_recordings()
     import mne
@@ -122,7 +122,9 @@ def test_nan_in_a_used_channel_is_reported() -> None:
 
 def test_missing_channel_names_the_nearest() -> None:
     _, names = load(str(EYES_CLOSED), 1.0)
-    with pytest.raises(DataError, match=r"channel 'C9' is not in the data\. Nearest: .*'C[0-9z]") as e:
+    with pytest.raises(
+        DataError, match=r"channel 'C9' is not in the data\. Nearest: .*'C[0-9z]"
+    ) as e:
         spatial_weights(names, ["C9"], "none")
     assert e.value.exit_code == 3
     with pytest.raises(DataError, match="'Cp7' is not in the data"):
@@ -156,8 +158,9 @@ def test_reference_settings_are_validated() -> None:
 
 @given(
     capacity=st.integers(1, 300),
-    sizes=st.lists(st.one_of(st.sampled_from([0, 1, 2, 7, 64]), st.integers(65, 700)),
-                   min_size=1, max_size=25),
+    sizes=st.lists(
+        st.one_of(st.sampled_from([0, 1, 2, 7, 64]), st.integers(65, 700)), min_size=1, max_size=25
+    ),
     wanted=st.integers(0, 400),
 )
 @settings(max_examples=60, deadline=None)
@@ -185,7 +188,9 @@ def test_ringbuffer_edges_and_errors() -> None:
     latest = buffer.latest(2)
     latest[:] = -1  # a copy: the buffer is untouched
     np.testing.assert_array_equal(buffer.latest(2), [[8, 9], [18, 19]])
-    with pytest.raises(ValueError, match=r"RingBuffer.write expects .*\(2, n_samples\); got shape \(3, 1\)"):
+    with pytest.raises(
+        ValueError, match=r"RingBuffer.write expects .*\(2, n_samples\); got shape \(3, 1\)"
+    ):
         buffer.write(np.zeros((3, 1)))
     with pytest.raises(ValueError, match="got dtype int64"):
         buffer.write(np.zeros((2, 1), dtype=np.int64))
@@ -202,11 +207,28 @@ def test_average_of_every_channel_matches_numpy_and_marks_inf() -> None:
     weights = spatial_weights(names, names, "average")  # 64 x 64: the BLAS path
     assert weights.shape == (64, 64)
     stage = SpatialFilter(weights)
-    np.testing.assert_allclose(
-        stage.process(data), data - data.mean(axis=0), rtol=1e-10, atol=1e-9
-    )
+    np.testing.assert_allclose(stage.process(data), data - data.mean(axis=0), rtol=1e-10, atol=1e-9)
     x = np.array(data[:, :40])
     x[5, 7] = np.inf
     out = stage.process(x)
     assert stage.last_bad == 64  # every derived channel reads channel 5 at sample 7
     assert np.isnan(out[:, 7]).all() and np.isfinite(np.delete(out, 7, axis=1)).all()
+
+
+@given(
+    sizes=st.lists(
+        st.one_of(st.sampled_from([0, 1, 2, 7, 64]), st.integers(65, 800)), min_size=1, max_size=20
+    ),
+    reference=st.sampled_from(["hjorth", "average"]),
+)
+@settings(max_examples=20, deadline=None)
+def test_spatial_filter_chunked_equals_whole(sizes: list[int], reference: str) -> None:
+    data, names = load(str(EYES_CLOSED))
+    stage = SpatialFilter(spatial_weights(names, ["C3", "Cz"], reference))
+    whole = stage.process(data)
+    pieces, start, i = [], 0, 0
+    while start < data.shape[1]:
+        stop = min(data.shape[1], start + sizes[i % len(sizes)] + (sum(sizes) == 0))
+        pieces.append(stage.process(np.ascontiguousarray(data[:, start:stop])))
+        start, i = stop, i + 1
+    np.testing.assert_allclose(np.concatenate(pieces, axis=1), whole, rtol=1e-10, atol=0)

@@ -70,13 +70,18 @@ def check_chunk(chunk: Any, n_channels: int, stage: str) -> np.ndarray:
     """
     if (
         type(chunk) is not np.ndarray
-        or chunk.dtype is not F64 and chunk.dtype != F64
+        or chunk.dtype is not F64
+        and chunk.dtype != F64
         or chunk.ndim != 2
         or chunk.shape[0] != n_channels
     ):
-        if isinstance(chunk, np.ndarray) and chunk.dtype == F64 and chunk.ndim == 2:
-            if chunk.shape[0] == n_channels:
-                return np.ascontiguousarray(chunk)
+        if (
+            isinstance(chunk, np.ndarray)
+            and chunk.dtype == F64
+            and chunk.ndim == 2
+            and chunk.shape[0] == n_channels
+        ):
+            return np.ascontiguousarray(chunk)
         raise chunk_error(chunk, n_channels, stage)
     if not chunk.flags.c_contiguous:
         return np.ascontiguousarray(chunk)
@@ -89,7 +94,9 @@ def sos_array(sos: Any) -> np.ndarray:
     try:
         array = np.array(sos, dtype=np.float64, order="C", copy=True)
     except (TypeError, ValueError):
-        raise SettingsError(f"sos must be an array of shape (n_sections, 6); got {sos!r}.") from None
+        raise SettingsError(
+            f"sos must be an array of shape (n_sections, 6); got {sos!r}."
+        ) from None
     if array.ndim != 2 or array.shape[1] != 6 or array.shape[0] < 1:
         raise SettingsError(
             f"sos must have shape (n_sections, 6) with at least one section; got {array.shape}."

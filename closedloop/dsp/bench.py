@@ -42,7 +42,7 @@ def _tile(data: np.ndarray, n_channels: int, n_samples: int) -> np.ndarray:
 
 
 def bench_weights(n_channels: int, reference: str) -> np.ndarray:
-    """"average": every channel minus the mean of all (n_channels outputs); "hjorth": channel 0
+    """ "average": every channel minus the mean of all (n_channels outputs); "hjorth": channel 0
     minus the mean of channels 1-4 (one output, what the engine derives for one target)."""
     if reference == "average":
         return np.eye(n_channels) - 1.0 / n_channels
@@ -172,11 +172,11 @@ def run(
         ``max_abs_diff_uv`` between the two chains' envelopes (checked on the warm-up chunks).
         p99 on a shared machine is dominated by preemption, so no p99 ratio is given.
     """
-    factor = int(round(sfreq / sfreq_out))
+    factor = round(sfreq / sfreq_out)
     if factor < 1 or abs(factor * sfreq_out - sfreq) > 1e-9 * sfreq:
         raise ValueError(f"sfreq / sfreq_out must be an integer; got {sfreq:g} / {sfreq_out:g}.")
-    n_warm = int(round(warmup_s * sfreq / chunk_size))
-    n_chunks = int(round(duration_s * sfreq / chunk_size))
+    n_warm = round(warmup_s * sfreq / chunk_size)
+    n_chunks = round(duration_s * sfreq / chunk_size)
     total = (n_warm + n_chunks) * chunk_size
     if data is None:
         source = synthetic_eeg(n_channels, total, sfreq)
@@ -199,8 +199,11 @@ def run(
         "n_derived": weights.shape[0],
         "chain": f"{reference} reference ({weights.shape[0]} derived) > decimate > notch 50 Hz"
         " + harmonics > band-pass 1-45 Hz > envelope 8-13 Hz",
-        "closedloop": {**_stats_us(ours), "cpu_share": cpu / seconds_of_data,
-                       "wall_share": wall / seconds_of_data},
+        "closedloop": {
+            **_stats_us(ours),
+            "cpu_share": cpu / seconds_of_data,
+            "wall_share": wall / seconds_of_data,
+        },
     }
     if compare_scipy:
         mine = _Chain(weights, sfreq, factor)

@@ -89,16 +89,13 @@ class Decimator:
                 self.passband_hz, nyquist_out, self.ripple_db, self.stop_db, fs=self.sfreq
             )
             self.sos = np.ascontiguousarray(
-                signal.ellip(order, self.ripple_db, self.stop_db, edge, fs=self.sfreq,
-                             output="sos")
+                signal.ellip(order, self.ripple_db, self.stop_db, edge, fs=self.sfreq, output="sos")
             )
             self.zi_unit = np.ascontiguousarray(signal.sosfilt_zi(self.sos))
             self.zi = np.zeros((self.sos.shape[0], 2, self.n_channels), dtype=np.float64)
             self.pending = np.ones(self.n_channels, dtype=np.uint8)
             self._work = np.zeros(self.n_channels, dtype=np.float64)
-            self._kernel = DecimateKernel(
-                self.sos, self.zi_unit, self.zi, self.pending, self._work
-            )
+            self._kernel = DecimateKernel(self.sos, self.zi_unit, self.zi, self.pending, self._work)
             self.delay_s = float(sos_group_delay_s(self.sos, 0.0, self.sfreq)[0])
         self.reset()
 

@@ -56,11 +56,11 @@ class BandPower:
         self.sfreq = positive_float(sfreq, "sfreq")
         self.window_s = positive_float(window_s, "window_s")
         self.n_channels = positive_int(n_channels, "n_channels")
-        self.n_window = int(round(self.window_s * self.sfreq))
+        self.n_window = round(self.window_s * self.sfreq)
         if segment_s is None:
             segment_s = min(self.window_s, 1.0)
         self.segment_s = positive_float(segment_s, "segment_s")
-        self.nperseg = int(round(self.segment_s * self.sfreq))
+        self.nperseg = round(self.segment_s * self.sfreq)
         if self.nperseg < 8:
             raise SettingsError(
                 f"segment_s must hold at least 8 samples at {self.sfreq:g} Hz; got"
@@ -157,12 +157,12 @@ def individual_peak_hz(
         raise ValueError(f"individual_peak_hz expects a 1-D signal; got shape {x.shape}.")
     if not np.isfinite(x).all():
         raise DataError("the signal for the individual peak contains NaN or Inf.")
-    minimum = int(round(2.0 * sfreq))
+    minimum = round(2.0 * sfreq)
     if x.size < minimum:
         raise DataError(
             f"the individual peak needs at least 2 s of signal; got {x.size / sfreq:.2f} s."
         )
-    nperseg = min(x.size, int(round(positive_float(segment_s, "segment_s") * sfreq)))
+    nperseg = min(x.size, round(positive_float(segment_s, "segment_s") * sfreq))
     freqs, psd = signal.welch(x, fs=sfreq, nperseg=nperseg, noverlap=nperseg // 2)
     log_psd = np.log10(np.maximum(psd, np.finfo(float).tiny))
     positive = np.maximum(freqs, freqs[1])
@@ -179,9 +179,9 @@ def individual_peak_hz(
     for i in np.flatnonzero((freqs >= low) & (freqs <= high)):
         if not 0 < i < len(freqs) - 1:
             continue
-        if residual[i] > residual[i - 1] and residual[i] >= residual[i + 1] and residual[i] > threshold:
-            if best is None or residual[i] > residual[best]:
-                best = i
+        is_peak = residual[i] > residual[i - 1] and residual[i] >= residual[i + 1]
+        if is_peak and residual[i] > threshold and (best is None or residual[i] > residual[best]):
+            best = i
     if best is None:
         return float("nan")
     a, b, c = residual[best - 1], residual[best], residual[best + 1]

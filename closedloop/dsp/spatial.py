@@ -20,8 +20,9 @@ N_DEFAULT_NEIGHBORS = 4
 _DIRECT_MAX_MACS = 256
 
 # Channels that are not scalp EEG by name; left out of the common average.
-_NON_EEG = re.compile(r"^(ECG|EKG|EOG|EMG|EXG|BIP|STI|STATUS|TRIG|RESP|GSR|ACC|AUX|PHOTO)",
-                      re.IGNORECASE)
+_NON_EEG = re.compile(
+    r"^(ECG|EKG|EOG|EMG|EXG|BIP|STI|STATUS|TRIG|RESP|GSR|ACC|AUX|PHOTO)", re.IGNORECASE
+)
 
 
 def is_eeg_name(name: str) -> bool:
@@ -129,9 +130,7 @@ def spatial_weights(
     if not targets:
         raise SettingsError("targets is empty; name at least one channel to derive.")
     if reference not in REFERENCES:
-        raise SettingsError(
-            f"reference must be one of {', '.join(REFERENCES)}; got {reference!r}."
-        )
+        raise SettingsError(f"reference must be one of {', '.join(REFERENCES)}; got {reference!r}.")
     bad = list(bad or [])
     bad_idx = set(find_channels(bad, ch_names))
     target_idx = find_channels(list(targets), ch_names)
