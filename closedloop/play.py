@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import queue
 import signal
 import sys
 import threading
@@ -243,39 +242,28 @@ class Player:
 
     # -- the player thread ------------------------------------------------------------------
 
-    def _blocks(self, out: queue.Queue) -> None:
-        """Prefetch thread: float32 blocks (pass, file_start, samples x channels) in order."""
+    def _blocks(self):
+        """Float32 blocks (pass, file_start, samples x channels) in playing order.
+
+        Read in the player thread right after a push, where the wait for the next chunk leaves
+        the most room; blocks of about 0.1 s keep each read short. (A prefetch thread would
+        hold the GIL while reading and delay the player by up to the interpreter's switch
+        interval, 5 ms.)
+        """
         recording = self.recording
         n_file = recording.n_samples
-        per_block = max(self.chunk_size, int(0.25 * self.sfreq), 4096 // max(1, len(self.ch_names)))
+        per_block = max(self.chunk_size, int(0.1 * self.sfreq), 4096 // max(1, len(self.ch_names)))
         block_size = -(-per_block // self.chunk_size) * self.chunk_size
         remaining = self.n_total if self.n_total is not None else math.inf
         passes = 0
-        try:
-            while remaining > 0:
-                for start in range(0, n_file, block_size):
-                    stop = int(min(n_file, start + block_size, start + remaining))
-                    block = np.ascontiguousarray(recording.read(start, stop).T, dtype=np.float32)
-                    if not self._put(out, (passes, start, block)):
-                        return
-                    remaining -= stop - start
-                    if remaining <= 0:
-                        break
-                passes += 1
-        except BaseException as exc:  # handed to the player thread, which reports it
-            self._put(out, exc)
-            return
-        self._put(out, None)
-
-    def _put(self, out: queue.Queue, item) -> bool:
-        """Queue ``item`` unless the player stops first; False when stopped."""
-        while not self._stop.is_set():
-            try:
-                out.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        while remaining > 0:
+            for start in range(0, n_file, block_size):
+                stop = int(min(n_file, start + block_size, start + remaining))
+                yield passes, start, np.ascontiguousarray(recording.read(start, stop).T, dtype=np.float32)
+                remaining -= stop - start
+                if remaining <= 0:
+                    break
+            passes += 1
 
     def _sleep_until(self, due: float, clock) -> None:
         delay = due - clock()
@@ -290,26 +278,16 @@ class Player:
 
         clock = pylsl.local_clock
         outlet, marker_outlet = self._outlet, self._marker_outlet
-        blocks: queue.Queue = queue.Queue(maxsize=4)
-        reader = threading.Thread(target=self._blocks, args=(blocks,), daemon=True)
         try:
             if self.wait_consumers > 0:
                 outlet.wait_for_consumers(self.wait_consumers)
-            reader.start()
             period = 1.0 / (self.sfreq * self.speed)
             n_file = self.recording.n_samples
             k = 0  # samples pushed, all passes
             t0 = None
-            while not self._stop.is_set():
-                try:
-                    item = blocks.get(timeout=0.1)
-                except queue.Empty:
-                    continue
-                if item is None:
+            for passes, block_start, block in self._blocks():
+                if self._stop.is_set():
                     break
-                if isinstance(item, BaseException):
-                    raise item
-                passes, block_start, block = item
                 pass_start = k - block_start  # global index of this pass's sample 0
                 if t0 is None:
                     t0 = self.t0 = clock()
@@ -343,7 +321,6 @@ class Player:
             self.error = exc
         finally:
             self._stop.set()
-            reader.join(timeout=2.0)
             self._done.set()
 
     def _push_markers(
@@ -467,6 +444,12 @@ def run_command(args: argparse.Namespace) -> int:
         )
         for note in recording.notes:
             print(f"  note: {note}", file=err)
+        if args.duration is not None and not args.loop and args.duration > recording.duration_s:
+            print(
+                f"  note: --duration {args.duration:g} s is longer than the recording; playing it "
+                "once (add --loop to repeat it)",
+                file=err,
+            )
         if player.events_skipped:
             print(f"  note: {player.events_skipped} event(s) lie outside the samples; not sent", file=err)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)

@@ -294,3 +294,26 @@ def test_default_names(recordings):
     player = Player(open_recording(rec.MOTOR), name="S001R03")
     assert player.source_id == "closedloop-play-S001R03"
     assert player.n_total == 20000 and player.chunk_size == 10
+
+
+def test_progress_line_shows_rate_position_and_lag(source_id):
+    import io
+
+    from closedloop.play import _Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    player = Player(np.zeros((2, 400)), 200.0, name="progress-test", source_id=source_id, chunk_size=20)
+    player.start()
+    screen = Terminal()
+    progress = _Progress(player, screen, enabled=True)
+    try:
+        assert player.join(timeout=10)
+    finally:
+        player.stop()
+    progress.update(final=True)
+    line = screen.getvalue()
+    assert line.startswith("\r") and line.endswith("\n")
+    assert "2.0 s / 2.0 s" in line and "samples/s" in line and "lag" in line and "markers 0" in line
