@@ -232,3 +232,15 @@ def test_spatial_filter_chunked_equals_whole(sizes: list[int], reference: str) -
         pieces.append(stage.process(np.ascontiguousarray(data[:, start:stop])))
         start, i = stop, i + 1
     np.testing.assert_allclose(np.concatenate(pieces, axis=1), whole, rtol=1e-10, atol=0)
+
+
+def test_default_neighbours_on_a_10_20_layout_with_old_names() -> None:
+    data, names = load(str(EEGMAT))
+    weights = spatial_weights(names, ["C3"], "hjorth")
+    used = {names[i] for i in np.flatnonzero(weights[0])}
+    assert used == {"EEG C3", "EEG F3", "EEG P3", "EEG Cz", "EEG T3"}
+    neighbours = idx(names, "EEG F3", "EEG P3", "EEG Cz", "EEG T3")
+    explicit = data[names.index("EEG C3")] - data[neighbours].mean(axis=0)
+    np.testing.assert_allclose(
+        SpatialFilter(weights).process(data)[0], explicit, rtol=1e-12, atol=1e-9
+    )
