@@ -21,7 +21,13 @@ from closedloop.dsp import (
     design_notch,
 )
 from closedloop.errors import UsageError
-from tests.helpers.recordings import EEGMAT, EYES_CLOSED, NEURONE_5KHZ, require_recordings
+from tests.helpers.recordings import (
+    ANT_1KHZ,
+    EEGMAT,
+    EYES_CLOSED,
+    NEURONE_5KHZ,
+    require_recordings,
+)
 
 CHUNK_SIZES = st.one_of(st.sampled_from([0, 1, 2, 7, 64]), st.integers(65, 1500))
 HYPOTHESIS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -220,6 +226,21 @@ def test_decimator_chunked_equals_whole_and_scipy(sizes: list[int], factor: int)
     # Output sample k is input sample k * factor + offset, offset = factor - 1.
     reference = filtered[:, factor - 1 :: factor]
     assert whole.shape == reference.shape
+    np.testing.assert_allclose(whole, reference, rtol=1e-10, atol=1e-10 * np.abs(reference).max())
+
+
+@given(sizes=st.lists(CHUNK_SIZES, min_size=1, max_size=30), factor=st.sampled_from([2, 4]))
+@HYPOTHESIS
+def test_decimator_on_1khz_recording_with_amplifier_fault(sizes: list[int], factor: int) -> None:
+    data, sfreq, _ = load(str(ANT_1KHZ))
+    data = data[:64]  # the EEG inputs; the recording ends with an amplifier disconnection
+    whole_stage = Decimator(factor, 64, sfreq)
+    whole = whole_stage.process(data)
+    chunked = run_chunked(Decimator(factor, 64, sfreq), data, sizes)
+    np.testing.assert_allclose(chunked, whole, rtol=1e-10, atol=0)
+    sos = whole_stage.sos
+    filtered, _ = signal.sosfilt(sos, data, axis=1, zi=steady_zi(sos, data[:, 0]))
+    reference = filtered[:, factor - 1 :: factor]
     np.testing.assert_allclose(whole, reference, rtol=1e-10, atol=1e-10 * np.abs(reference).max())
 
 

@@ -36,10 +36,17 @@ class SOSFilter:
         ever (no start-up transient from a DC offset); "zero" starts from rest, like
         ``scipy.signal.sosfilt`` without ``zi``.
 
+    Attributes
+    ----------
+    zi : ndarray, shape (n_sections, 2, n_channels)
+        Filter state (channels innermost, the kernel's layout).
+    last_bad, n_bad : int
+        Non-finite values in the last chunk, and since construction or ``reset``.
+
     Notes
     -----
-    A NaN or Inf input gives NaN at that sample; ``last_bad`` counts such values in the last
-    chunk and the channel restarts from the steady state of its next finite sample.
+    A NaN or Inf input gives NaN at that sample; the channel restarts from the steady state of
+    its next finite sample (whatever ``init`` is).
     """
 
     def __init__(self, sos: np.ndarray, n_channels: int, init: str = "steady") -> None:
