@@ -313,6 +313,9 @@ def test_decimator_recovers_from_nan_and_rejects_bad_settings() -> None:
     passthrough = Decimator(1, 2, sfreq)
     np.testing.assert_array_equal(passthrough.process(data[:2]), data[:2])
     assert passthrough.delay_s == 0.0
+    x[1, 5] = np.inf
+    through = passthrough.process(np.ascontiguousarray(x))
+    assert passthrough.last_bad == 21 and np.isnan(through[1, 5])
 
 
 # ---------------------------------------------------------------- Envelope

@@ -133,10 +133,14 @@ class Decimator:
         self.n_in += n
         self.n_out += n_out
         if self.sos is None:
-            bad = n * self.n_channels - int(np.count_nonzero(np.isfinite(chunk)))
+            out = chunk.copy()
+            finite = np.isfinite(out)
+            bad = out.size - int(np.count_nonzero(finite))
+            if bad:
+                out[~finite] = np.nan
             self.last_bad = bad
             self.n_bad += bad
-            return chunk.copy()
+            return out
         out = np.empty((self.n_channels, n_out), dtype=np.float64)
         try:
             bad = self._kernel.run(chunk, out, first, factor)
