@@ -19,7 +19,7 @@ from scipy.signal import firwin
 from closedloop.errors import ProtocolError
 from closedloop.estimators import kernels
 from closedloop.estimators.base import History, PhaseEstimator, bias_from_truth, track
-from closedloop.groundtruth import interior_analytic, zero_dc
+from closedloop.groundtruth import interior_analytic
 
 REFERENCE_SFREQ = 1000.0
 
@@ -73,7 +73,7 @@ class AREstimator(PhaseEstimator):
                 "use a longer window_s or a shorter edge_s."
             )
         if self.n_taps > 1:
-            self.fir = zero_dc(firwin(self.n_taps, self.band_hz, pass_zero=False, fs=self.sfreq))
+            self.fir = firwin(self.n_taps, self.band_hz, pass_zero=False, fs=self.sfreq)
         else:
             self.fir = np.ones(1)
         self.history = History(self.n_window)

@@ -18,11 +18,11 @@ from scipy.signal import firwin
 from closedloop.errors import DataError, ProtocolError
 from closedloop.estimators import kernels
 from closedloop.estimators.base import History, PhaseEstimator, bias_from_truth, track, wrap_deg
-from closedloop.groundtruth import interior_analytic, zero_dc
+from closedloop.groundtruth import interior_analytic
 
 
 class ETPEstimator(PhaseEstimator):
-    """ETP: last peak in a zero-phase filtered window plus the trained cycle length.
+    """ETP: last peak in a zero-phase filtered (detrended) window plus the trained cycle length.
 
     Parameters (``**params``)
     -------------------------
@@ -51,9 +51,12 @@ class ETPEstimator(PhaseEstimator):
                 f"estimator 'etp': window_s = {window_s:g} s leaves too little filtered signal to "
                 f"find a peak at {self.band_hz[0]:g} Hz; use a longer window_s."
             )
-        self.fir = zero_dc(firwin(n_taps, self.band_hz, pass_zero=False, fs=self.sfreq)) if n_taps > 1 else np.ones(1)
+        self.fir = firwin(n_taps, self.band_hz, pass_zero=False, fs=self.sfreq) if n_taps > 1 else np.ones(1)
         self.history = History(self.n_window)
         self._y = np.zeros(self.n_valid)
+        ramp = np.linspace(-1.0, 1.0, self.n_window)
+        self._ramp = ramp / np.linalg.norm(ramp)
+        self._detrended = np.zeros(self.n_window)
         self.period_s = 1.0 / self.center_hz
         self.offset_deg = 0.0
 
@@ -65,7 +68,12 @@ class ETPEstimator(PhaseEstimator):
         if self.history.count < self.n_window:
             return
         y = self._y
-        kernels.fir_valid(self.history.last(self.n_window), self.fir, y)
+        window = self.history.last(self.n_window)
+        # remove the window's offset and linear drift (a short FIR does not reject them)
+        w = self._detrended
+        np.subtract(window, window.mean(), out=w)
+        w -= self._ramp * (self._ramp @ window)
+        kernels.fir_valid(w, self.fir, y)
         inner = y[1:-1]
         peaks = np.flatnonzero((inner > y[:-2]) & (inner >= y[2:]))
         if peaks.shape[0] == 0:

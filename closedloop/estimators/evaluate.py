@@ -17,7 +17,7 @@ import numpy as np
 from scipy.signal import butter, sosfilt
 
 from closedloop.errors import DataError
-from closedloop.estimators.base import PhaseEstimator
+from closedloop.estimators.base import PhaseEstimator, track
 from closedloop.groundtruth import CircularStats, GroundTruth, circular_stats, wrap_deg
 
 
@@ -53,7 +53,7 @@ class TriggerRun:
 def run_triggers(estimator: PhaseEstimator, x: np.ndarray, sfreq: float, target_deg: float, *,
                  truth: GroundTruth, baseline_s: float = 30.0, min_interval_s: float = 0.25,
                  gate_percentile: float | None = 50.0, envelope: np.ndarray | None = None,
-                 end_margin_s: float = 1.0) -> TriggerRun:
+                 end_margin_s: float = 1.0, gate_source: str = "envelope") -> TriggerRun:
     """Fit on the first ``baseline_s``, then trigger sample by sample on the rest.
 
     Parameters
@@ -70,6 +70,10 @@ def run_triggers(estimator: PhaseEstimator, x: np.ndarray, sfreq: float, target_
         Amplitude gate at this percentile of the baseline's causal envelope; None = no gate.
     end_margin_s : float
         The last part is not evaluated (the offline truth's own edge).
+    gate_source : {"envelope", "estimator"}
+        Gate on a shared causal band envelope (:func:`causal_envelope`, or ``envelope``), or
+        on the estimator's own ``amplitude`` with the threshold from its amplitude over the
+        baseline.
     """
     n_base = int(round(baseline_s * sfreq))
     n_end = x.shape[0] - int(round(end_margin_s * sfreq))
@@ -80,9 +84,15 @@ def run_triggers(estimator: PhaseEstimator, x: np.ndarray, sfreq: float, target_
         )
     if envelope is None:
         envelope = causal_envelope(x, sfreq, estimator.band_hz)
-    threshold = -math.inf if gate_percentile is None else float(np.percentile(envelope[:n_base], gate_percentile))
     estimator.reset()
     estimator.fit(x[:n_base])
+    if gate_source == "estimator":
+        base_amp = np.abs(track(estimator, x[:n_base], max_updates=n_base))
+        base_amp = base_amp[np.isfinite(base_amp)]
+    else:
+        base_amp = envelope[:n_base]
+    threshold = -math.inf if gate_percentile is None else float(np.percentile(base_amp, gate_percentile))
+    estimator.reset()
     estimator.process(x[:n_base])
     dt = 1.0 / sfreq
     last = -math.inf
@@ -94,7 +104,8 @@ def run_triggers(estimator: PhaseEstimator, x: np.ndarray, sfreq: float, target_
         if not (ahead < dt):
             continue
         t = n * dt + ahead
-        if envelope[n] >= threshold and t - last >= min_interval_s:
+        amp = estimator.amplitude if gate_source == "estimator" else envelope[n]
+        if amp >= threshold and t - last >= min_interval_s:
             times.append(t)
             last = t
     elapsed = time.perf_counter() - t0

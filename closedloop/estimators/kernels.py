@@ -12,6 +12,5 @@ from closedloop._phase import (  # noqa: F401
     burg,
     complex_fir,
     fir_valid,
-    kalman_oscillators,
     levinson,
 )

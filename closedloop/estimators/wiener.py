@@ -148,7 +148,7 @@ class WienerEstimator(ComplexFIREstimator):
         z_now = complex(zh[newest % self.ring_size]) * self.rotation * self.correction
         self.phase_deg = math.degrees(math.atan2(z_now.imag, z_now.real))
         self.amplitude = abs(z_now)
-        self.ready = self.fitted
+        self.ready = True
         lag = self.freq_lag
         z_then = complex(zh[(newest - lag) % self.ring_size])
         if hist.count >= self.n_taps + lag and z_then == z_then:
