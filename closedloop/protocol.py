@@ -101,8 +101,16 @@ def _show(value: Any) -> str:
 # -- value checks: each returns the normalised value or raises _FieldError -------------------
 
 
-def _number(key: str, value: Any, *, low: float | None = None, high: float | None = None,
-            low_open: bool = False, what: str = "a number", note: str = "") -> float:
+def _number(
+    key: str,
+    value: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    what: str = "a number",
+    note: str = "",
+) -> float:
     accepted = f"expected {what}{_range_text(low, high, low_open)}{note}"
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise _FieldError(key, value, accepted)
@@ -140,8 +148,9 @@ def _boolean(key: str, value: Any) -> bool:
 
 def _text(key: str, value: Any, *, allow_empty: bool = False) -> str:
     if not isinstance(value, str) or (not allow_empty and not value.strip()):
-        raise _FieldError(key, value, "expected a non-empty string" if not allow_empty
-                          else "expected a string")
+        raise _FieldError(
+            key, value, "expected a non-empty string" if not allow_empty else "expected a string"
+        )
     return value.strip() if not allow_empty else value
 
 
@@ -231,18 +240,25 @@ class SignalSettings:
         # example lists bipolar_with beside reference = "hjorth").
         neighbors = _channel_list("neighbors", self.neighbors)
         if normalize_name(self.channel) in {normalize_name(n) for n in neighbors}:
-            raise _FieldError("neighbors", list(neighbors),
-                              f'expected channels around "{self.channel}", not the channel itself')
+            raise _FieldError(
+                "neighbors",
+                list(neighbors),
+                f'expected channels around "{self.channel}", not the channel itself',
+            )
         _set(self, "neighbors", neighbors)
         if self.bipolar_with is not None:
             other = _text("bipolar_with", self.bipolar_with)
             if normalize_name(other) == normalize_name(self.channel):
-                raise _FieldError("bipolar_with", other,
-                                  f'expected a channel other than "{self.channel}"')
+                raise _FieldError(
+                    "bipolar_with", other, f'expected a channel other than "{self.channel}"'
+                )
             _set(self, "bipolar_with", other)
         elif ref == "bipolar":
-            raise _FieldError("bipolar_with", _MISSING,
-                              'reference = "bipolar" needs bipolar_with, the second channel')
+            raise _FieldError(
+                "bipolar_with",
+                _MISSING,
+                'reference = "bipolar" needs bipolar_with, the second channel',
+            )
         weights = self.weights
         if not isinstance(weights, dict):
             raise _FieldError("weights", weights, "expected a table {channel = weight}")
@@ -252,9 +268,11 @@ class SignalSettings:
                 raise _FieldError("weights", weights, "expected channel names as keys")
             clean[name.strip()] = _number(f"weights.{name}", w, what="a finite weight")
         if ref == "weights" and not clean:
-            raise _FieldError("weights", _MISSING,
-                              'reference = "weights" needs a [signal.weights] table, '
-                              "e.g. C3 = 1.0, FC3 = -0.25")
+            raise _FieldError(
+                "weights",
+                _MISSING,
+                'reference = "weights" needs a [signal.weights] table, e.g. C3 = 1.0, FC3 = -0.25',
+            )
         if ref == "weights" and all(w == 0.0 for w in clean.values()):
             raise _FieldError("weights", weights, "expected at least one non-zero weight")
         _set(self, "weights", clean)
@@ -283,18 +301,23 @@ class BandSettings:
         low = _number("low_hz", self.low_hz, low=0.0, low_open=True, what="a frequency in Hz")
         high = _number("high_hz", self.high_hz, low=0.0, low_open=True, what="a frequency in Hz")
         if high <= low:
-            raise _FieldError("high_hz", self.high_hz,
-                              f"expected a frequency above low_hz = {low:g} Hz")
+            raise _FieldError(
+                "high_hz", self.high_hz, f"expected a frequency above low_hz = {low:g} Hz"
+            )
         _set(self, "low_hz", low)
         _set(self, "high_hz", high)
         _set(self, "individual", _boolean("individual", self.individual))
         _set(self, "peak_search_hz", _band_pair("peak_search_hz", self.peak_search_hz))
-        half = _number("half_width_hz", self.half_width_hz, low=0.0, low_open=True,
-                       what="a half width in Hz")
+        half = _number(
+            "half_width_hz", self.half_width_hz, low=0.0, low_open=True, what="a half width in Hz"
+        )
         if self.individual and half >= self.peak_search_hz[0]:
-            raise _FieldError("half_width_hz", self.half_width_hz,
-                              "expected a half width below the lowest searched peak "
-                              f"({self.peak_search_hz[0]:g} Hz), so that the band stays above 0 Hz")
+            raise _FieldError(
+                "half_width_hz",
+                self.half_width_hz,
+                "expected a half width below the lowest searched peak "
+                f"({self.peak_search_hz[0]:g} Hz), so that the band stays above 0 Hz",
+            )
         _set(self, "half_width_hz", half)
 
 
@@ -310,8 +333,9 @@ class EstimatorSettings:
         known = _available_methods()
         if known is not None and method not in known:
             options = " | ".join(f'"{m}"' for m in known)
-            raise _FieldError("method", self.method,
-                              f"expected one of {options}{_did_you_mean(method, known)}")
+            raise _FieldError(
+                "method", self.method, f"expected one of {options}{_did_you_mean(method, known)}"
+            )
         _set(self, "method", method)
         if not isinstance(self.params, dict):
             raise _FieldError("params", self.params, "expected a table of estimator parameters")
@@ -351,26 +375,57 @@ class TriggerSettings:
     pulse_interval_s: float = 0.01
 
     def __post_init__(self) -> None:
-        phase = _number("target_phase_deg", self.target_phase_deg, low=-180.0, high=180.0,
-                        what="a phase in degrees (0 = peak, 180 = trough)")
+        phase = _number(
+            "target_phase_deg",
+            self.target_phase_deg,
+            low=-180.0,
+            high=180.0,
+            what="a phase in degrees (0 = peak, 180 = trough)",
+        )
         _set(self, "target_phase_deg", 180.0 if phase == -180.0 else phase)
-        _set(self, "phase_tolerance_deg",
-             _number("phase_tolerance_deg", self.phase_tolerance_deg, low=0.0, high=180.0,
-                     low_open=True, what="an angle in degrees"))
-        _set(self, "min_interval_s",
-             _number("min_interval_s", self.min_interval_s, low=MIN_INTERVAL_FLOOR_S,
-                     what="seconds",
-                     note=" (the absolute floor, MIN_INTERVAL_FLOOR_S; at most "
-                          f"{MAX_TRIGGER_RATE_HZ:g} triggers per second)"))
-        _set(self, "min_interval_jitter_s",
-             _number("min_interval_jitter_s", self.min_interval_jitter_s, low=0.0,
-                     what="seconds"))
+        _set(
+            self,
+            "phase_tolerance_deg",
+            _number(
+                "phase_tolerance_deg",
+                self.phase_tolerance_deg,
+                low=0.0,
+                high=180.0,
+                low_open=True,
+                what="an angle in degrees",
+            ),
+        )
+        _set(
+            self,
+            "min_interval_s",
+            _number(
+                "min_interval_s",
+                self.min_interval_s,
+                low=MIN_INTERVAL_FLOOR_S,
+                what="seconds",
+                note=" (the absolute floor, MIN_INTERVAL_FLOOR_S; at most "
+                f"{MAX_TRIGGER_RATE_HZ:g} triggers per second)",
+            ),
+        )
+        _set(
+            self,
+            "min_interval_jitter_s",
+            _number("min_interval_jitter_s", self.min_interval_jitter_s, low=0.0, what="seconds"),
+        )
         _set(self, "amplitude_gate", _parse_gate(self.amplitude_gate)[0])
         _set(self, "baseline_s", _number("baseline_s", self.baseline_s, low=0.0, what="seconds"))
         _set(self, "max_triggers", _integer("max_triggers", self.max_triggers, low=0))
-        _set(self, "technical_delay_s",
-             _number("technical_delay_s", self.technical_delay_s, low=0.0,
-                     high=MAX_TECHNICAL_DELAY_S, what="seconds"))
+        _set(
+            self,
+            "technical_delay_s",
+            _number(
+                "technical_delay_s",
+                self.technical_delay_s,
+                low=0.0,
+                high=MAX_TECHNICAL_DELAY_S,
+                what="seconds",
+            ),
+        )
         event = _text("event", self.event)
         if any(not ch.isprintable() for ch in event):
             raise _FieldError("event", self.event, "expected printable text")
@@ -378,17 +433,23 @@ class TriggerSettings:
         _set(self, "random_phase", _boolean("random_phase", self.random_phase))
         pulses = _integer("pulses", self.pulses, low=1, high=MAX_PULSES_PER_TRIGGER)
         _set(self, "pulses", pulses)
-        spacing = _number("pulse_interval_s", self.pulse_interval_s, low=MIN_PULSE_INTERVAL_S,
-                          what="seconds",
-                          note=" (the absolute floor, MIN_PULSE_INTERVAL_S)")
+        spacing = _number(
+            "pulse_interval_s",
+            self.pulse_interval_s,
+            low=MIN_PULSE_INTERVAL_S,
+            what="seconds",
+            note=" (the absolute floor, MIN_PULSE_INTERVAL_S)",
+        )
         _set(self, "pulse_interval_s", spacing)
         shortest = self.burst_duration_s + MIN_INTERVAL_FLOOR_S
         if pulses > 1 and self.min_interval_s < shortest - 1e-12:
             raise _FieldError(
-                "min_interval_s", self.min_interval_s,
+                "min_interval_s",
+                self.min_interval_s,
                 f"a burst of {pulses} pulses {spacing:g} s apart lasts "
                 f"{self.burst_duration_s:g} s, so min_interval_s must be at least {shortest:g} s "
-                f"(the burst plus MIN_INTERVAL_FLOOR_S = {MIN_INTERVAL_FLOOR_S:g} s)")
+                f"(the burst plus MIN_INTERVAL_FLOOR_S = {MIN_INTERVAL_FLOOR_S:g} s)",
+            )
 
     @property
     def gate_kind(self) -> str:
@@ -408,8 +469,9 @@ class TriggerSettings:
 
 def _parse_gate(value: Any) -> tuple[str, str, float]:
     """``(normalised text, kind, value)`` of an amplitude gate."""
-    accepted = ('expected "percentile:P" with P from 0 to 100, "uv:X" with X > 0 '
-                '(microvolts), or "none"')
+    accepted = (
+        'expected "percentile:P" with P from 0 to 100, "uv:X" with X > 0 (microvolts), or "none"'
+    )
     if not isinstance(value, str):
         raise _FieldError("amplitude_gate", value, accepted)
     if value.strip().lower() == "none":
@@ -449,14 +511,26 @@ class ArtifactSettings:
 
     def __post_init__(self) -> None:
         _set(self, "enabled", _boolean("enabled", self.enabled))
-        _set(self, "max_abs_uv", _number("max_abs_uv", self.max_abs_uv, low=0.0, low_open=True,
-                                         what="microvolts"))
-        _set(self, "flat_uv", _number("flat_uv", self.flat_uv, low=0.0,
-                                      what="microvolts (0 = no flat check)"))
-        _set(self, "flat_window_s", _number("flat_window_s", self.flat_window_s, low=0.0,
-                                            low_open=True, what="seconds"))
-        _set(self, "saturation_uv", _number("saturation_uv", self.saturation_uv, low=0.0,
-                                            what="microvolts (0 = off)"))
+        _set(
+            self,
+            "max_abs_uv",
+            _number("max_abs_uv", self.max_abs_uv, low=0.0, low_open=True, what="microvolts"),
+        )
+        _set(
+            self,
+            "flat_uv",
+            _number("flat_uv", self.flat_uv, low=0.0, what="microvolts (0 = no flat check)"),
+        )
+        _set(
+            self,
+            "flat_window_s",
+            _number("flat_window_s", self.flat_window_s, low=0.0, low_open=True, what="seconds"),
+        )
+        _set(
+            self,
+            "saturation_uv",
+            _number("saturation_uv", self.saturation_uv, low=0.0, what="microvolts (0 = off)"),
+        )
         _set(self, "hold_s", _number("hold_s", self.hold_s, low=0.0, what="seconds"))
 
 
@@ -482,14 +556,23 @@ class FeedbackSettings:
         _set(self, "measure", measure)
         channels = _channel_list("channels", self.channels)
         if measure == "asymmetry" and len(channels) != 2:
-            raise _FieldError("channels", list(channels),
-                              'measure = "asymmetry" needs exactly two channels, '
-                              'e.g. ["F4", "F3"] for ln P(F4) - ln P(F3)')
+            raise _FieldError(
+                "channels",
+                list(channels),
+                'measure = "asymmetry" needs exactly two channels, '
+                'e.g. ["F4", "F3"] for ln P(F4) - ln P(F3)',
+            )
         _set(self, "channels", channels)
-        _set(self, "window_s", _number("window_s", self.window_s, low=0.0, low_open=True,
-                                       what="seconds"))
-        _set(self, "smoothing_s", _number("smoothing_s", self.smoothing_s, low=0.0,
-                                          what="seconds (0 = no smoothing)"))
+        _set(
+            self,
+            "window_s",
+            _number("window_s", self.window_s, low=0.0, low_open=True, what="seconds"),
+        )
+        _set(
+            self,
+            "smoothing_s",
+            _number("smoothing_s", self.smoothing_s, low=0.0, what="seconds (0 = no smoothing)"),
+        )
         _set(self, "zscore", _boolean("zscore", self.zscore))
         _set(self, "ratio_band_hz", _band_pair("ratio_band_hz", self.ratio_band_hz))
 
@@ -530,8 +613,9 @@ class Protocol:
         _set(self, "description", _text("description", self.description, allow_empty=True))
         for name, cls in _SECTIONS.items():
             if not isinstance(getattr(self, name), cls):
-                raise ProtocolError(f"[{name}] must be a {cls.__name__}, "
-                                    f"not {type(getattr(self, name)).__name__}.")
+                raise ProtocolError(
+                    f"[{name}] must be a {cls.__name__}, not {type(getattr(self, name)).__name__}."
+                )
         trigger = self.trigger
         needs = []
         if self.kind == "phase" and trigger.gate_kind == "percentile":
@@ -543,7 +627,8 @@ class Protocol:
         if needs and trigger.baseline_s <= 0.0:
             raise ProtocolError(
                 f"[trigger] baseline_s = {trigger.baseline_s:g} is not accepted: "
-                f"{' and '.join(needs)} require a baseline; expected seconds > 0.")
+                f"{' and '.join(needs)} require a baseline; expected seconds > 0."
+            )
 
     @property
     def baseline_s(self) -> float:
@@ -617,8 +702,9 @@ def parse_protocol(data: dict, source: str) -> Protocol:
     for name, cls in _SECTIONS.items():
         table = data.get(name, {})
         if not isinstance(table, dict):
-            raise ProtocolError(f"{where}{name} must be a [{name}] section (a TOML table), "
-                                f"not {_show(table)}.")
+            raise ProtocolError(
+                f"{where}{name} must be a [{name}] section (a TOML table), not {_show(table)}."
+            )
         keys = _section_keys(cls)
         for key, value in table.items():
             if key not in keys:
@@ -626,13 +712,17 @@ def parse_protocol(data: dict, source: str) -> Protocol:
             if isinstance(value, dict) and (name, key) not in _FREE_TABLES:
                 raise ProtocolError(f"{where}[{name}] {key} must be a value, not a table.")
         if name == "signal" and "channel" not in table:
-            raise ProtocolError(f'{where}missing required key [signal] channel '
-                                f'(the channel to listen to, e.g. "C3").')
+            raise ProtocolError(
+                f"{where}missing required key [signal] channel "
+                f'(the channel to listen to, e.g. "C3").'
+            )
         if name == "band" and kind == "phase":
             for key in ("low_hz", "high_hz"):
                 if key not in table:
-                    raise ProtocolError(f"{where}missing required key [band] {key} "
-                                        f"(a phase protocol needs its band in Hz).")
+                    raise ProtocolError(
+                        f"{where}missing required key [band] {key} "
+                        f"(a phase protocol needs its band in Hz)."
+                    )
         if name == "band" and not table:
             table = {"low_hz": 8.0, "high_hz": 13.0}  # feedback defaults to alpha
         try:
@@ -668,7 +758,8 @@ def _unknown_preset(name: str) -> ProtocolError:
     hint = _did_you_mean(name.lower(), names)
     return ProtocolError(
         f'"{name}" is neither a protocol file nor a preset{hint}. '
-        f"Presets: {', '.join(names)}; or give the path of a .toml file.")
+        f"Presets: {', '.join(names)}; or give the path of a .toml file."
+    )
 
 
 def preset_text(name: str) -> str:
@@ -708,8 +799,9 @@ def load_protocol(spec: str | os.PathLike) -> Protocol:
     if isinstance(spec, os.PathLike) or Path(str(spec)).is_file() or _looks_like_path(str(spec)):
         path = Path(spec)
         if not path.is_file():
-            raise ProtocolError(f"protocol file {str(path)!r} does not exist "
-                                f"(give a .toml file or a preset name).")
+            raise ProtocolError(
+                f"protocol file {str(path)!r} does not exist (give a .toml file or a preset name)."
+            )
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
@@ -743,15 +835,23 @@ def _toml_value(value: Any) -> str:
             return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
         return repr(value)
     if isinstance(value, str):
-        escaped = (value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-                   .replace("\t", "\\t").replace("\r", "\\r"))
+        escaped = (
+            value.replace("\\", "\\\\")
+            .replace('"', '\\"')
+            .replace("\n", "\\n")
+            .replace("\t", "\\t")
+            .replace("\r", "\\r")
+        )
         escaped = "".join(c if c.isprintable() else f"\\U{ord(c):08x}" for c in escaped)
         return f'"{escaped}"'
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{_toml_key(str(k))} = {_toml_value(v)}"
-                               for k, v in value.items()) + "}"
+        return (
+            "{"
+            + ", ".join(f"{_toml_key(str(k))} = {_toml_value(v)}" for k, v in value.items())
+            + "}"
+        )
     raise ProtocolError(f"cannot write {value!r} ({type(value).__name__}) to TOML.")
 
 

@@ -20,6 +20,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run_command(args: argparse.Namespace) -> int:
     """List presets, or print one; a file is validated and printed complete."""
+    from pathlib import Path
+
     from closedloop.protocol import (
         _looks_like_path,
         list_presets,
@@ -27,8 +29,6 @@ def run_command(args: argparse.Namespace) -> int:
         preset_text,
         protocol_to_toml,
     )
-
-    from pathlib import Path
 
     name = args.name
     if name is None:

@@ -123,8 +123,10 @@ class SafetyGate:
             # the floor itself gets no slack: the rate ceiling is exact
             limit = max(self.required_interval_s - TIME_TOLERANCE_S, MIN_INTERVAL_FLOOR_S)
             if since < limit:
-                return (f"{since:.3f} s since the last trigger, "
-                        f"{self.required_interval_s:.3f} s required")
+                return (
+                    f"{since:.3f} s since the last trigger, "
+                    f"{self.required_interval_s:.3f} s required"
+                )
         return None
 
     def record(self, time_s: float) -> None:

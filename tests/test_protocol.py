@@ -5,11 +5,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-import tomllib
 from pathlib import Path
 
 import mne
 import pytest
+import tomllib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -103,8 +103,16 @@ def test_contract_example_parses_from_a_dict_too():
 
 
 def test_issue_presets_all_exist():
-    wanted = {"mu-trough-c3", "alpha-trough-f5-dlpfc", "alpha-peak-o2", "alpha-trough-o2",
-              "faa-neurofeedback", "so-upstate-clas", "random-phase-sham", "default"}
+    wanted = {
+        "mu-trough-c3",
+        "alpha-trough-f5-dlpfc",
+        "alpha-peak-o2",
+        "alpha-trough-o2",
+        "faa-neurofeedback",
+        "so-upstate-clas",
+        "random-phase-sham",
+        "default",
+    }
     assert wanted <= set(PRESET_NAMES)
     assert [name for name, _ in list_presets()] == PRESET_NAMES
 
@@ -207,10 +215,18 @@ def test_sham_has_the_timing_of_its_verum():
     assert sham.trigger.event == "sham" and sham.trigger.random_phase
     assert verum.trigger.event == "stim" and not verum.trigger.random_phase
     assert (sham.signal, sham.band, sham.estimator, sham.artifact) == (
-        verum.signal, verum.band, verum.estimator, verum.artifact)
-    same = dataclasses.replace(sham.trigger, event="stim", random_phase=False,
-                               target_phase_deg=verum.trigger.target_phase_deg,
-                               technical_delay_s=verum.trigger.technical_delay_s)
+        verum.signal,
+        verum.band,
+        verum.estimator,
+        verum.artifact,
+    )
+    same = dataclasses.replace(
+        sham.trigger,
+        event="stim",
+        random_phase=False,
+        target_phase_deg=verum.trigger.target_phase_deg,
+        technical_delay_s=verum.trigger.technical_delay_s,
+    )
     assert same == verum.trigger
 
 
@@ -230,66 +246,177 @@ def edit(section: str, key: str, value: str, base: str = MINIMAL) -> str:
 BAD = [
     # (toml text, pattern the message must match)
     (edit("", "nmae", '"x"'), r'unknown key nmae \(did you mean "name"\?\)'),
-    (MINIMAL + '\n[triger]\nmin_interval_s = 2.0\n', r'unknown key triger \(did you mean "trigger"\?\)'),
-    (edit("trigger", "min_interval", "2.0"),
-     r'unknown key \[trigger\] min_interval \(did you mean "min_interval_s"\?\).*accepted here: .*min_interval_s'),
-    (edit("signal", "refrence", '"hjorth"'), r'unknown key \[signal\] refrence \(did you mean "reference"\?\)'),
-    (edit("trigger", "min_interval_s", '"2"'),
-     r'\[trigger\] min_interval_s = "2" is not accepted: expected seconds >= 0\.1'),
-    (edit("trigger", "min_interval_s", "0.05"),
-     r"\[trigger\] min_interval_s = 0\.05 is not accepted: .*MIN_INTERVAL_FLOOR_S"),
+    (
+        MINIMAL + "\n[triger]\nmin_interval_s = 2.0\n",
+        r'unknown key triger \(did you mean "trigger"\?\)',
+    ),
+    (
+        edit("trigger", "min_interval", "2.0"),
+        (
+            r'unknown key \[trigger\] min_interval \(did you mean "min_interval_s"\?\)'
+            r".*accepted here: .*min_interval_s"
+        ),
+    ),
+    (
+        edit("signal", "refrence", '"hjorth"'),
+        r'unknown key \[signal\] refrence \(did you mean "reference"\?\)',
+    ),
+    (
+        edit("trigger", "min_interval_s", '"2"'),
+        r'\[trigger\] min_interval_s = "2" is not accepted: expected seconds >= 0\.1',
+    ),
+    (
+        edit("trigger", "min_interval_s", "0.05"),
+        r"\[trigger\] min_interval_s = 0\.05 is not accepted: .*MIN_INTERVAL_FLOOR_S",
+    ),
     (edit("trigger", "min_interval_s", "nan"), r"\[trigger\] min_interval_s = nan is not accepted"),
-    (edit("trigger", "max_triggers", "2.5"),
-     r"\[trigger\] max_triggers = 2\.5 is not accepted: expected a whole number >= 0"),
+    (
+        edit("trigger", "max_triggers", "2.5"),
+        r"\[trigger\] max_triggers = 2\.5 is not accepted: expected a whole number >= 0",
+    ),
     (edit("trigger", "max_triggers", "-1"), r"\[trigger\] max_triggers = -1 is not accepted"),
-    (edit("trigger", "target_phase_deg", "270.0"),
-     r"\[trigger\] target_phase_deg = 270\.0 is not accepted: expected a phase in degrees.* in \[-180, 180\]"),
-    (edit("trigger", "phase_tolerance_deg", "0"), r"\[trigger\] phase_tolerance_deg = 0 is not accepted: .*\(0, 180\]"),
-    (edit("trigger", "amplitude_gate", '"percentile:150"'),
-     r'\[trigger\] amplitude_gate = "percentile:150" is not accepted: expected "percentile:P" with P from 0 to 100'),
+    (
+        edit("trigger", "target_phase_deg", "270.0"),
+        (
+            r"\[trigger\] target_phase_deg = 270\.0 is not accepted: "
+            r"expected a phase in degrees.* in \[-180, 180\]"
+        ),
+    ),
+    (
+        edit("trigger", "phase_tolerance_deg", "0"),
+        r"\[trigger\] phase_tolerance_deg = 0 is not accepted: .*\(0, 180\]",
+    ),
+    (
+        edit("trigger", "amplitude_gate", '"percentile:150"'),
+        (
+            r'\[trigger\] amplitude_gate = "percentile:150" is not accepted: '
+            r'expected "percentile:P" with P from 0 to 100'
+        ),
+    ),
     (edit("trigger", "amplitude_gate", '"uv:-3"'), r'amplitude_gate = "uv:-3" is not accepted'),
-    (edit("trigger", "amplitude_gate", '"median"'), r'amplitude_gate = "median" is not accepted: .*"none"'),
+    (
+        edit("trigger", "amplitude_gate", '"median"'),
+        r'amplitude_gate = "median" is not accepted: .*"none"',
+    ),
     (edit("trigger", "amplitude_gate", "50"), r"amplitude_gate = 50 is not accepted"),
-    (edit("trigger", "pulses", str(MAX_PULSES_PER_TRIGGER + 1)),
-     rf"\[trigger\] pulses = {MAX_PULSES_PER_TRIGGER + 1} is not accepted: expected a whole number from 1 to"),
-    (edit("trigger", "pulse_interval_s", "0.001"),
-     r"\[trigger\] pulse_interval_s = 0\.001 is not accepted: .*MIN_PULSE_INTERVAL_S"),
-    (edit("trigger", "pulses", "3", edit("trigger", "pulse_interval_s", "1.0")),
-     r"\[trigger\] min_interval_s = 2\.0 is not accepted: a burst of 3 pulses 1 s apart lasts 2 s"),
-    (edit("trigger", "technical_delay_s", "-0.01"), r"\[trigger\] technical_delay_s = -0\.01 is not accepted"),
-    (edit("trigger", "event", '""'), r'\[trigger\] event = "" is not accepted: expected a non-empty string'),
-    (edit("trigger", "random_phase", '"yes"'), r'\[trigger\] random_phase = "yes" is not accepted: expected true or false'),
-    (edit("trigger", "baseline_s", "0"),
-     r'\[trigger\] baseline_s = 0 is not accepted: amplitude_gate = "percentile:50" require a baseline'),
-    (MINIMAL.replace("high_hz = 13.0", "high_hz = 7.0"),
-     r"\[band\] high_hz = 7\.0 is not accepted: expected a frequency above low_hz = 8 Hz"),
-    (MINIMAL.replace("low_hz = 8.0", "low_hz = -1.0"), r"\[band\] low_hz = -1\.0 is not accepted: expected a frequency in Hz > 0"),
+    (
+        edit("trigger", "pulses", str(MAX_PULSES_PER_TRIGGER + 1)),
+        (
+            rf"\[trigger\] pulses = {MAX_PULSES_PER_TRIGGER + 1} is not accepted: "
+            r"expected a whole number from 1 to"
+        ),
+    ),
+    (
+        edit("trigger", "pulse_interval_s", "0.001"),
+        r"\[trigger\] pulse_interval_s = 0\.001 is not accepted: .*MIN_PULSE_INTERVAL_S",
+    ),
+    (
+        edit("trigger", "pulses", "3", edit("trigger", "pulse_interval_s", "1.0")),
+        (
+            r"\[trigger\] min_interval_s = 2\.0 is not accepted: "
+            r"a burst of 3 pulses 1 s apart lasts 2 s"
+        ),
+    ),
+    (
+        edit("trigger", "technical_delay_s", "-0.01"),
+        r"\[trigger\] technical_delay_s = -0\.01 is not accepted",
+    ),
+    (
+        edit("trigger", "event", '""'),
+        r'\[trigger\] event = "" is not accepted: expected a non-empty string',
+    ),
+    (
+        edit("trigger", "random_phase", '"yes"'),
+        r'\[trigger\] random_phase = "yes" is not accepted: expected true or false',
+    ),
+    (
+        edit("trigger", "baseline_s", "0"),
+        (
+            r"\[trigger\] baseline_s = 0 is not accepted: "
+            r'amplitude_gate = "percentile:50" require a baseline'
+        ),
+    ),
+    (
+        MINIMAL.replace("high_hz = 13.0", "high_hz = 7.0"),
+        r"\[band\] high_hz = 7\.0 is not accepted: expected a frequency above low_hz = 8 Hz",
+    ),
+    (
+        MINIMAL.replace("low_hz = 8.0", "low_hz = -1.0"),
+        r"\[band\] low_hz = -1\.0 is not accepted: expected a frequency in Hz > 0",
+    ),
     (MINIMAL.replace("low_hz = 8.0", "low_hz = true"), r"\[band\] low_hz = true is not accepted"),
-    (edit("band", "peak_search_hz", "[14.0, 7.0]"), r"\[band\] peak_search_hz = \[14\.0, 7\.0\] is not accepted"),
-    (edit("band", "individual", "1"), r"\[band\] individual = 1 is not accepted: expected true or false"),
-    (edit("signal", "reference", '"hjort"'), r'\[signal\] reference = "hjort" is not accepted: .*did you mean "hjorth"'),
-    (edit("signal", "reference", '"bipolar"'), r"\[signal\] bipolar_with is missing: reference = \"bipolar\" needs"),
+    (
+        edit("band", "peak_search_hz", "[14.0, 7.0]"),
+        r"\[band\] peak_search_hz = \[14\.0, 7\.0\] is not accepted",
+    ),
+    (
+        edit("band", "individual", "1"),
+        r"\[band\] individual = 1 is not accepted: expected true or false",
+    ),
+    (
+        edit("signal", "reference", '"hjort"'),
+        r'\[signal\] reference = "hjort" is not accepted: .*did you mean "hjorth"',
+    ),
+    (
+        edit("signal", "reference", '"bipolar"'),
+        r"\[signal\] bipolar_with is missing: reference = \"bipolar\" needs",
+    ),
     (edit("signal", "reference", '"weights"'), r"\[signal\] weights is missing"),
-    (edit("signal", "neighbors", '"FC3"'), r'\[signal\] neighbors = "FC3" is not accepted: expected a list of channel names'),
-    (edit("signal", "neighbors", '["FC3", "C3"]'), r"\[signal\] neighbors = .* not the channel itself"),
+    (
+        edit("signal", "neighbors", '"FC3"'),
+        r'\[signal\] neighbors = "FC3" is not accepted: expected a list of channel names',
+    ),
+    (
+        edit("signal", "neighbors", '["FC3", "C3"]'),
+        r"\[signal\] neighbors = .* not the channel itself",
+    ),
     (edit("signal", "neighbors", '["FC3", "fc3"]'), r"\[signal\] neighbors = .* each channel once"),
-    (edit("signal", "notch_hz", "55"), r"\[signal\] notch_hz = 55 is not accepted: expected 0 \(off\), 50 or 60"),
+    (
+        edit("signal", "notch_hz", "55"),
+        r"\[signal\] notch_hz = 55 is not accepted: expected 0 \(off\), 50 or 60",
+    ),
     (MINIMAL.replace('channel = "C3"', "channel = 3"), r"\[signal\] channel = 3 is not accepted"),
-    (MINIMAL.replace('channel = "C3"', 'channel = "  "'), r'\[signal\] channel = "  " is not accepted'),
+    (
+        MINIMAL.replace('channel = "C3"', 'channel = "  "'),
+        r'\[signal\] channel = "  " is not accepted',
+    ),
     (MINIMAL.replace('channel = "C3"\n', ""), r"missing required key \[signal\] channel"),
     (MINIMAL.replace('name = "test"\n', ""), r"missing required key name"),
     (MINIMAL.replace('kind = "phase"\n', ""), r"missing required key kind"),
-    (MINIMAL.replace('"phase"', '"phasee"'), r'kind = "phasee" is not accepted: .*did you mean "phase"'),
+    (
+        MINIMAL.replace('"phase"', '"phasee"'),
+        r'kind = "phasee" is not accepted: .*did you mean "phase"',
+    ),
     (MINIMAL.replace("low_hz = 8.0\n", ""), r"missing required key \[band\] low_hz"),
     (MINIMAL.replace('name = "test"', 'name = ""'), r'name = "" is not accepted'),
-    (MINIMAL.replace('[signal]\nchannel = "C3"\n', 'signal = "C3"\n'), r"signal must be a \[signal\] section"),
-    (edit("trigger", "min_interval_s", "{ value = 2 }"), r"\[trigger\] min_interval_s must be a value, not a table"),
-    (edit("artifact", "max_abs_uv", "0"), r"\[artifact\] max_abs_uv = 0 is not accepted: expected microvolts > 0"),
+    (
+        MINIMAL.replace('[signal]\nchannel = "C3"\n', 'signal = "C3"\n'),
+        r"signal must be a \[signal\] section",
+    ),
+    (
+        edit("trigger", "min_interval_s", "{ value = 2 }"),
+        r"\[trigger\] min_interval_s must be a value, not a table",
+    ),
+    (
+        edit("artifact", "max_abs_uv", "0"),
+        r"\[artifact\] max_abs_uv = 0 is not accepted: expected microvolts > 0",
+    ),
     (edit("artifact", "hold_s", "-1"), r"\[artifact\] hold_s = -1 is not accepted"),
-    (edit("estimator", "method", '"hilbrt"'), r'\[estimator\] method = "hilbrt" is not accepted: expected one of'),
-    (edit("feedback", "measure", '"asymetry"'), r'\[feedback\] measure = "asymetry" is not accepted: .*did you mean "asymmetry"'),
-    (edit("feedback", "measure", '"asymmetry"', edit("feedback", "channels", '["F4"]')),
-     r"\[feedback\] channels = \[\"F4\"\] is not accepted: measure = \"asymmetry\" needs exactly two channels"),
+    (
+        edit("estimator", "method", '"hilbrt"'),
+        r'\[estimator\] method = "hilbrt" is not accepted: expected one of',
+    ),
+    (
+        edit("feedback", "measure", '"asymetry"'),
+        r'\[feedback\] measure = "asymetry" is not accepted: .*did you mean "asymmetry"',
+    ),
+    (
+        edit("feedback", "measure", '"asymmetry"', edit("feedback", "channels", '["F4"]')),
+        (
+            r'\[feedback\] channels = \["F4"\] is not accepted: '
+            r'measure = "asymmetry" needs exactly two channels'
+        ),
+    ),
     (edit("feedback", "window_s", "0"), r"\[feedback\] window_s = 0 is not accepted"),
     (MINIMAL + "[trigger\nmin_interval_s = 2\n", r"not valid TOML: .*line"),
 ]
@@ -323,8 +450,11 @@ def test_every_estimator_name_is_accepted(method, tmp_path):
 def test_missing_file_and_unknown_preset(tmp_path):
     with pytest.raises(ProtocolError, match=r"protocol file .*nothing\.toml' does not exist"):
         load_protocol(tmp_path / "nothing.toml")
-    with pytest.raises(ProtocolError, match=r'"mu-trough" is neither a protocol file nor a preset '
-                                            r'\(did you mean "mu-trough-c3"\?\)\. Presets: '):
+    with pytest.raises(
+        ProtocolError,
+        match=r'"mu-trough" is neither a protocol file nor a preset '
+        r'\(did you mean "mu-trough-c3"\?\)\. Presets: ',
+    ):
         load_protocol("mu-trough")
     with pytest.raises(ProtocolError, match="Presets: " + ", ".join(PRESET_NAMES)):
         preset_text("zzz")
@@ -341,7 +471,9 @@ def test_not_utf8_is_a_protocol_error(tmp_path):
 
 
 def test_defaults_and_normalisation(tmp_path):
-    text = edit("trigger", "target_phase_deg", "-180", edit("trigger", "amplitude_gate", '" UV : 25 "'))
+    text = edit(
+        "trigger", "target_phase_deg", "-180", edit("trigger", "amplitude_gate", '" UV : 25 "')
+    )
     text = text.replace('channel = "C3"', 'channel = "C3"\nreference = "Hjorth"')
     p = load_protocol(write(tmp_path, text))
     assert p.trigger.target_phase_deg == 180.0
@@ -353,17 +485,25 @@ def test_defaults_and_normalisation(tmp_path):
     assert p.trigger == TriggerSettings(target_phase_deg=180.0, amplitude_gate="uv:25")
 
 
-@pytest.mark.parametrize(("gate", "kind", "value"), [
-    ("percentile:50", "percentile", 50.0), ("percentile:0", "percentile", 0.0),
-    ("uv:12.5", "uv", 12.5), ("none", "none", 0.0), ("NONE", "none", 0.0),
-])
+@pytest.mark.parametrize(
+    ("gate", "kind", "value"),
+    [
+        ("percentile:50", "percentile", 50.0),
+        ("percentile:0", "percentile", 0.0),
+        ("uv:12.5", "uv", 12.5),
+        ("none", "none", 0.0),
+        ("NONE", "none", 0.0),
+    ],
+)
 def test_gate_parsing(gate, kind, value):
     trig = TriggerSettings(amplitude_gate=gate)
     assert (trig.gate_kind, trig.gate_value) == (kind, value)
 
 
 def test_feedback_protocol_needs_no_band_and_defaults_to_alpha(tmp_path):
-    text = 'name = "fb"\nkind = "feedback"\n[signal]\nchannel = "Pz"\n[feedback]\nmeasure = "ratio"\n'
+    text = (
+        'name = "fb"\nkind = "feedback"\n[signal]\nchannel = "Pz"\n[feedback]\nmeasure = "ratio"\n'
+    )
     p = load_protocol(write(tmp_path, text))
     assert p.kind == "feedback" and p.feedback.measure == "ratio"
     assert (p.band.low_hz, p.band.high_hz) == (8.0, 13.0)
@@ -379,7 +519,9 @@ def test_weights_reference_round_trips_odd_channel_names(tmp_path):
 
 
 def test_estimator_params_round_trip(tmp_path):
-    text = edit("estimator", "method", '"ar"') + "\n[estimator.params]\norder = 30\nwindow_s = 0.5\n"
+    text = (
+        edit("estimator", "method", '"ar"') + "\n[estimator.params]\norder = 30\nwindow_s = 0.5\n"
+    )
     p = load_protocol(write(tmp_path, text))
     assert p.estimator.params == {"order": 30, "window_s": 0.5}
     assert "[estimator.params]" in protocol_to_toml(p)
@@ -396,22 +538,29 @@ def test_sections_are_frozen_and_validate_when_built_directly():
     with pytest.raises(ProtocolError, match=r"high_hz = 5\.0 is not accepted"):
         BandSettings(low_hz=8.0, high_hz=5.0)
     with pytest.raises(ProtocolError, match=r"baseline_s = 0 is not accepted"):
-        Protocol(name="x", kind="feedback", signal=SignalSettings("Pz"),
-                 band=BandSettings(8.0, 12.0), trigger=TriggerSettings(baseline_s=0.0))
+        Protocol(
+            name="x",
+            kind="feedback",
+            signal=SignalSettings("Pz"),
+            band=BandSettings(8.0, 12.0),
+            trigger=TriggerSettings(baseline_s=0.0),
+        )
 
 
 def test_burst_floor_boundary():
     """A burst may be followed by the next after MIN_INTERVAL_FLOOR_S, not sooner."""
-    trig = TriggerSettings(pulses=3, pulse_interval_s=0.01, min_interval_s=0.02 + MIN_INTERVAL_FLOOR_S)
+    trig = TriggerSettings(
+        pulses=3, pulse_interval_s=0.01, min_interval_s=0.02 + MIN_INTERVAL_FLOOR_S
+    )
     assert math.isclose(trig.burst_duration_s, 0.02)
     with pytest.raises(ProtocolError, match="a burst of 3 pulses"):
         TriggerSettings(pulses=3, pulse_interval_s=0.05, min_interval_s=0.15)
 
 
-# -- property: any valid protocol survives protocol_to_toml -> load unchanged ------------------------
+# -- property: any valid protocol survives protocol_to_toml -> load unchanged -------------
 
 CHANNELS = ["C3", "C4", "Cz", "FC1", "FC5", "CP1", "CP5", "F3", "F4", "F5", "Fz", "O1", "O2", "Pz"]
-finite = dict(allow_nan=False, allow_infinity=False)
+finite = {"allow_nan": False, "allow_infinity": False}
 
 
 @st.composite
@@ -420,11 +569,13 @@ def trigger_settings(draw) -> TriggerSettings:
     pulses = draw(st.integers(1, MAX_PULSES_PER_TRIGGER))
     spacing = draw(st.floats(MIN_PULSE_INTERVAL_S, 0.5, **finite))
     shortest = (pulses - 1) * spacing + MIN_INTERVAL_FLOOR_S if pulses > 1 else MIN_INTERVAL_FLOOR_S
-    gate = draw(st.one_of(
-        st.just("none"),
-        st.floats(0, 100, **finite).map(lambda p: f"percentile:{p:g}"),
-        st.floats(0.01, 500, **finite).map(lambda u: f"uv:{u:g}"),
-    ))
+    gate = draw(
+        st.one_of(
+            st.just("none"),
+            st.floats(0, 100, **finite).map(lambda p: f"percentile:{p:g}"),
+            st.floats(0.01, 500, **finite).map(lambda u: f"uv:{u:g}"),
+        )
+    )
     return TriggerSettings(
         target_phase_deg=draw(st.floats(-180, 180, **finite)),
         phase_tolerance_deg=draw(st.floats(0.5, 180, **finite)),
@@ -450,21 +601,27 @@ def protocols(draw) -> Protocol:
         channel=channel,
         reference=reference,
         neighbors=tuple(draw(st.lists(st.sampled_from(others), max_size=4, unique=True)))
-        if reference == "hjorth" else (),
+        if reference == "hjorth"
+        else (),
         bipolar_with=draw(st.sampled_from(others)) if reference == "bipolar" else None,
         weights={channel: 1.0, draw(st.sampled_from(others)): draw(st.floats(-2, 2, **finite))}
-        if reference == "weights" else {},
+        if reference == "weights"
+        else {},
         notch_hz=draw(st.sampled_from([0.0, 50.0, 60.0])),
     )
     low = draw(st.floats(0.1, 40, **finite))
-    band = BandSettings(low_hz=low, high_hz=low + draw(st.floats(0.5, 40, **finite)),
-                        individual=draw(st.booleans()))
+    band = BandSettings(
+        low_hz=low, high_hz=low + draw(st.floats(0.5, 40, **finite)), individual=draw(st.booleans())
+    )
     kind = draw(st.sampled_from(["phase", "feedback"]))
     measure = draw(st.sampled_from(["power", "ratio", "asymmetry"]))
     feedback = FeedbackSettings(
         measure=measure,
-        channels=tuple(draw(st.lists(st.sampled_from(CHANNELS), min_size=2, max_size=2, unique=True)))
-        if measure == "asymmetry" else (),
+        channels=tuple(
+            draw(st.lists(st.sampled_from(CHANNELS), min_size=2, max_size=2, unique=True))
+        )
+        if measure == "asymmetry"
+        else (),
         window_s=draw(st.floats(0.1, 5, **finite)),
         smoothing_s=draw(st.floats(0, 5, **finite)),
         zscore=draw(st.booleans()),
@@ -476,8 +633,9 @@ def protocols(draw) -> Protocol:
         band=band,
         estimator=EstimatorSettings(method=draw(st.sampled_from(list(available_methods())))),
         trigger=draw(trigger_settings()),
-        artifact=ArtifactSettings(max_abs_uv=draw(st.floats(1, 1000, **finite)),
-                                  hold_s=draw(st.floats(0, 5, **finite))),
+        artifact=ArtifactSettings(
+            max_abs_uv=draw(st.floats(1, 1000, **finite)), hold_s=draw(st.floats(0, 5, **finite))
+        ),
         feedback=feedback,
         description=draw(st.text(max_size=60)),
         source="generated",

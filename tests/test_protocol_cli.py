@@ -60,12 +60,17 @@ def test_a_valid_file_is_printed_complete(capsys, tmp_path):
     assert load_protocol(again).trigger == load_protocol(path).trigger
 
 
-@pytest.mark.parametrize(("edit", "pattern"), [
-    (("[band]\n", "[band]\nlow_hz_ = 1\n"), r"\[band\] low_hz_ \(did you mean \"low_hz\"\?\)"),
-    (("high_hz = 13.0", 'high_hz = "13"'), r'\[band\] high_hz = "13" is not accepted'),
-    (("high_hz = 13.0", "high_hz = 13.0\n[trigger]\nmin_interval_s = 0.01"),
-     r"\[trigger\] min_interval_s = 0\.01 is not accepted"),
-])
+@pytest.mark.parametrize(
+    ("edit", "pattern"),
+    [
+        (("[band]\n", "[band]\nlow_hz_ = 1\n"), r"\[band\] low_hz_ \(did you mean \"low_hz\"\?\)"),
+        (("high_hz = 13.0", 'high_hz = "13"'), r'\[band\] high_hz = "13" is not accepted'),
+        (
+            ("high_hz = 13.0", "high_hz = 13.0\n[trigger]\nmin_interval_s = 0.01"),
+            r"\[trigger\] min_interval_s = 0\.01 is not accepted",
+        ),
+    ],
+)
 def test_an_invalid_file_exits_2_naming_file_and_key(edit, pattern, capsys, tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text(MINIMAL.replace(*edit), encoding="utf-8")
@@ -78,12 +83,26 @@ def test_an_invalid_file_exits_2_naming_file_and_key(edit, pattern, capsys, tmp_
 def test_entry_point_in_a_subprocess(tmp_path):
     """``python -m closedloop protocols``: the installed command's path, exit codes and streams."""
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
-    ok = subprocess.run([sys.executable, "-m", "closedloop", "protocols", "so-upstate-clas"],
-                        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    ok = subprocess.run(
+        [sys.executable, "-m", "closedloop", "protocols", "so-upstate-clas"],
+        capture_output=True,
+        check=False,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+    )
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout == preset_text("so-upstate-clas")
-    bad = subprocess.run([sys.executable, "-m", "closedloop", "protocols", "nope.toml"],
-                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    bad = subprocess.run(
+        [sys.executable, "-m", "closedloop", "protocols", "nope.toml"],
+        capture_output=True,
+        check=False,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+    )
     assert bad.returncode == 2
     assert "nope.toml" in bad.stderr and "does not exist" in bad.stderr
     assert bad.stdout == ""

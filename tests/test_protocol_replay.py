@@ -66,8 +66,9 @@ def test_phase_preset_replays_with_its_settings(name, tmp_path, capsys, recordin
         assert np.all(targets == trig.target_phase_deg)
 
 
-@pytest.mark.parametrize("name", [n for n in ("default", "alpha-peak-o2", "alpha-trough-o2")
-                                  if n in PHASE_PRESETS])
+@pytest.mark.parametrize(
+    "name", [n for n in ("default", "alpha-peak-o2", "alpha-trough-o2") if n in PHASE_PRESETS]
+)
 def test_occipital_alpha_presets_hit_their_phase(name, tmp_path, capsys, eyes_closed):
     """Phase at delivery against a zero-phase (offline) Hilbert phase of the same derivation."""
     protocol = load_protocol(name)
@@ -88,15 +89,20 @@ def test_occipital_alpha_presets_hit_their_phase(name, tmp_path, capsys, eyes_cl
 
 
 def _feedback_xfail(name: str):
-    return pytest.param(name, marks=pytest.mark.xfail(
-        strict=True, reason="engine: asymmetry + individual band passes one row to a two-row "
-        "Envelope in Engine._finish_baseline (reported)"))
+    return pytest.param(
+        name,
+        marks=pytest.mark.xfail(
+            strict=True,
+            reason="engine: asymmetry + individual band passes one row to a two-row "
+            "Envelope in Engine._finish_baseline (reported)",
+        ),
+    )
 
 
 @pytest.mark.parametrize("name", [_feedback_xfail(n) for n in FEEDBACK_PRESETS])
 def test_feedback_preset_replays_with_finite_feedback(name, tmp_path, capsys, recordings):
     protocol = load_protocol(name)
-    rows, summary = replay(name, tmp_path, capsys)
+    rows, _ = replay(name, tmp_path, capsys)
     assert rows == []  # a feedback protocol never triggers
     state = np.load(tmp_path / "state.npz")
     after = state["time_s"] >= protocol.baseline_s + protocol.feedback.window_s
@@ -109,15 +115,24 @@ def test_feedback_preset_replays_with_finite_feedback(name, tmp_path, capsys, re
         assert np.abs(np.median(finite)) < 5.0  # z-scored against the baseline
 
 
-@pytest.mark.parametrize(("signal", "missing", "nearest"), [
-    ('channel = "C7"', "C7", "T7"),
-    ('channel = "C3"\nreference = "hjorth"\nneighbors = ["FC3", "C5", "C1", "CPX3"]', "CPX3", "Cp3"),
-    ('channel = "O2"\nreference = "bipolar"\nbipolar_with = "O9"', "O9", "O1"),
-])
+@pytest.mark.parametrize(
+    ("signal", "missing", "nearest"),
+    [
+        ('channel = "C7"', "C7", "T7"),
+        (
+            'channel = "C3"\nreference = "hjorth"\nneighbors = ["FC3", "C5", "C1", "CPX3"]',
+            "CPX3",
+            "Cp3",
+        ),
+        ('channel = "O2"\nreference = "bipolar"\nbipolar_with = "O9"', "O9", "O1"),
+    ],
+)
 def test_missing_channel_exits_3_naming_it(signal, missing, nearest, tmp_path, capsys, recordings):
     path = tmp_path / "missing.toml"
-    path.write_text(f'name = "m"\nkind = "phase"\n[signal]\n{signal}\n[band]\nlow_hz = 8.0\n'
-                    f"high_hz = 13.0\n", encoding="utf-8")
+    path.write_text(
+        f'name = "m"\nkind = "phase"\n[signal]\n{signal}\n[band]\nlow_hz = 8.0\nhigh_hz = 13.0\n',
+        encoding="utf-8",
+    )
     code = main(["replay", str(EYES_CLOSED), "--protocol", str(path), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 3, err
@@ -128,10 +143,13 @@ def test_missing_channel_exits_3_naming_it(signal, missing, nearest, tmp_path, c
 
 def test_invalid_protocol_through_replay_exits_2(tmp_path, capsys, recordings):
     path = tmp_path / "bad.toml"
-    path.write_text('name = "b"\nkind = "phase"\n[signal]\nchannel = "O2"\n[band]\nlow_hz = 8.0\n'
-                    'high_hz = 13.0\n[trigger]\ntarget_phase = 180.0\n', encoding="utf-8")
+    path.write_text(
+        'name = "b"\nkind = "phase"\n[signal]\nchannel = "O2"\n[band]\nlow_hz = 8.0\n'
+        "high_hz = 13.0\n[trigger]\ntarget_phase = 180.0\n",
+        encoding="utf-8",
+    )
     code = main(["replay", str(EYES_CLOSED), "--protocol", str(path), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 2
-    assert f"{path}: unknown key [trigger] target_phase (did you mean \"target_phase_deg\"?)" in err
+    assert f'{path}: unknown key [trigger] target_phase (did you mean "target_phase_deg"?)' in err
     assert not (tmp_path / "o" / "events.tsv").exists()

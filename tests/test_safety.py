@@ -19,7 +19,7 @@ from closedloop.protocol import (
 from closedloop.safety import TIME_TOLERANCE_S, SafetyGate
 from tests.test_protocol import PRESET_NAMES, trigger_settings
 
-finite = dict(allow_nan=False, allow_infinity=False)
+finite = {"allow_nan": False, "allow_infinity": False}
 
 
 def test_min_interval_is_kept_and_exactly_reached():
@@ -133,20 +133,20 @@ def test_every_preset_gate_is_at_least_its_protocol(name):
     assert gate.min_interval_s == max(trig.min_interval_s, MIN_INTERVAL_FLOOR_S)
 
 
-# -- property: whatever the requests, the limits hold -------------------------------------------------
+# -- property: whatever the requests, the limits hold ---------------------------------------
 
 requests = st.lists(
     st.tuples(
-        st.floats(0.0, 0.6, **finite),   # time since the previous request
-        st.booleans(),                   # input good
-        st.floats(0.0, 1.0, **finite),   # artifact hold set at this request (0 = none)
+        st.floats(0.0, 0.6, **finite),  # time since the previous request
+        st.booleans(),  # input good
+        st.floats(0.0, 1.0, **finite),  # artifact hold set at this request (0 = none)
     ),
     min_size=1,
     max_size=300,
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(trigger_settings(), requests, st.integers(0, 2**32 - 1))
 def test_limits_hold_for_any_protocol_and_requests(trig, steps, seed):
     gate = SafetyGate(trig, seed=seed)
@@ -164,8 +164,12 @@ def test_limits_hold_for_any_protocol_and_requests(trig, steps, seed):
         if reason is None:
             assert input_ok and time_s >= held_until
             delivered.append((time_s, required))
-        elif (input_ok and time_s >= held_until and since >= required + TIME_TOLERANCE_S
-              and not (trig.max_triggers and len(delivered) >= trig.max_triggers)):
+        elif (
+            input_ok
+            and time_s >= held_until
+            and since >= required + TIME_TOLERANCE_S
+            and not (trig.max_triggers and len(delivered) >= trig.max_triggers)
+        ):
             pytest.fail(f"refused a trigger that breaks no limit: {reason}")
     times = np.array([t for t, _ in delivered])
     assert gate.n_delivered == len(times)
@@ -184,7 +188,7 @@ def test_limits_hold_for_any_protocol_and_requests(trig, steps, seed):
         assert counts.max() <= MAX_TRIGGER_RATE_HZ
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(trigger_settings(), st.floats(0.001, MIN_INTERVAL_FLOOR_S, **finite))
 def test_ceiling_cannot_be_raised_by_a_tampered_protocol(trig, forced):
     tampered = dataclasses.replace(trig)  # a fresh instance, then forced below the floor

@@ -10,7 +10,7 @@ the hold that follows it.
 from __future__ import annotations
 
 import dataclasses
-import math
+import itertools
 from collections.abc import Iterator
 
 import numpy as np
@@ -28,7 +28,6 @@ from closedloop.protocol import (
     EstimatorSettings,
     Protocol,
     SignalSettings,
-    TriggerSettings,
     load_protocol,
 )
 from closedloop.replay import run_engine
@@ -36,7 +35,7 @@ from closedloop.safety import TIME_TOLERANCE_S
 from tests.test_protocol import trigger_settings
 
 CH_NAMES = ["Fz", "C3", "Cz", "C4", "Pz", "O1", "O2"]
-finite = dict(allow_nan=False, allow_infinity=False)
+finite = {"allow_nan": False, "allow_infinity": False}
 
 
 @st.composite
@@ -47,15 +46,22 @@ def phase_protocols(draw) -> Protocol:
     signal = SignalSettings(
         channel=channel,
         reference=reference,
-        neighbors=tuple(draw(st.lists(st.sampled_from(others), min_size=2, max_size=4, unique=True)))
-        if reference == "hjorth" else (),
+        neighbors=tuple(
+            draw(st.lists(st.sampled_from(others), min_size=2, max_size=4, unique=True))
+        )
+        if reference == "hjorth"
+        else (),
         bipolar_with=draw(st.sampled_from(others)) if reference == "bipolar" else None,
     )
     low = draw(st.floats(1.0, 20.0, **finite))
-    band = BandSettings(low_hz=low, high_hz=low + draw(st.floats(1.0, 8.0, **finite)),
-                        individual=draw(st.booleans()))
-    trigger = dataclasses.replace(draw(trigger_settings()),
-                                  baseline_s=draw(st.floats(4.0, 6.0, **finite)))
+    band = BandSettings(
+        low_hz=low,
+        high_hz=low + draw(st.floats(1.0, 8.0, **finite)),
+        individual=draw(st.booleans()),
+    )
+    trigger = dataclasses.replace(
+        draw(trigger_settings()), baseline_s=draw(st.floats(4.0, 6.0, **finite))
+    )
     return Protocol(
         name="generated",
         kind="phase",
@@ -63,9 +69,11 @@ def phase_protocols(draw) -> Protocol:
         band=band,
         estimator=EstimatorSettings(method=draw(st.sampled_from(list(available_methods())))),
         trigger=trigger,
-        artifact=ArtifactSettings(enabled=draw(st.booleans()),
-                                  max_abs_uv=draw(st.floats(100.0, 1000.0, **finite)),
-                                  hold_s=draw(st.floats(0.0, 2.0, **finite))),
+        artifact=ArtifactSettings(
+            enabled=draw(st.booleans()),
+            max_abs_uv=draw(st.floats(100.0, 1000.0, **finite)),
+            hold_s=draw(st.floats(0.0, 2.0, **finite)),
+        ),
         source="generated",
     )
 
@@ -112,14 +120,14 @@ def chunks_with_gaps(data: np.ndarray, chunk_size: int, gaps) -> Iterator[tuple[
     for start in range(0, data.shape[1], chunk_size):
         if any(g0 <= start < g1 for g0, g1 in gaps):
             continue
-        yield start, np.ascontiguousarray(data[:, start:start + chunk_size])
+        yield start, np.ascontiguousarray(data[:, start : start + chunk_size])
 
 
 def resumes_after_gaps(n: int, chunk_size: int, gaps) -> list[int]:
     """First sample that arrives after each gap."""
     starts = [s for s in range(0, n, chunk_size) if not any(g0 <= s < g1 for g0, g1 in gaps)]
     out = []
-    for earlier, later in zip(starts, starts[1:]):
+    for earlier, later in itertools.pairwise(starts):
         if later - earlier > chunk_size:
             out.append(later)
     return out
@@ -129,11 +137,16 @@ def used_channels(protocol: Protocol) -> set[str]:
     sig = protocol.signal
     if sig.reference == "average":
         return set(CH_NAMES)
-    return {sig.channel, *sig.neighbors, *([sig.bipolar_with] if sig.reference == "bipolar" else [])}
+    return {
+        sig.channel,
+        *sig.neighbors,
+        *([sig.bipolar_with] if sig.reference == "bipolar" else []),
+    }
 
 
-def check_limits(protocol: Protocol, triggers: list[dict], sfreq: float, chunk_size: int,
-                 bursts, resumes) -> None:
+def check_limits(
+    protocol: Protocol, triggers: list[dict], sfreq: float, chunk_size: int, bursts, resumes
+) -> None:
     trig = protocol.trigger
     onsets = np.array([row["onset"] for row in triggers], dtype=float)
     decided = np.array([row["decided_sample_ts"] for row in triggers], dtype=float)
@@ -155,8 +168,10 @@ def check_limits(protocol: Protocol, triggers: list[dict], sfreq: float, chunk_s
             continue  # NaN on a channel the protocol does not listen to is not bad input
         bad_from, bad_until = start * dt, (stop - 1) * dt + hold
         seen = (decided >= bad_from) & (decided < bad_until)
-        assert not seen.any(), f"a trigger decided at {decided[seen]} s on bad input ({kind} " \
-                               f"from {bad_from:.3f} s, held until {bad_until:.3f} s)"
+        assert not seen.any(), (
+            f"a trigger decided at {decided[seen]} s on bad input ({kind} "
+            f"from {bad_from:.3f} s, held until {bad_until:.3f} s)"
+        )
         # a trigger delivered inside the bad stretch was decided before its first bad sample
         inside = (onsets >= bad_from) & (onsets < bad_until)
         assert np.all(decided[inside] < bad_from)
@@ -168,8 +183,11 @@ def check_limits(protocol: Protocol, triggers: list[dict], sfreq: float, chunk_s
 SFREQS = [128.0, 160.0, 250.0, 500.0]
 
 
-@settings(max_examples=30, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(st.data())
 def test_engine_keeps_the_limits_for_any_protocol_and_input(data):
     protocol = data.draw(phase_protocols(), label="protocol")
@@ -178,35 +196,59 @@ def test_engine_keeps_the_limits_for_any_protocol_and_input(data):
     band = protocol.band
     x, bursts, gaps = data.draw(inputs(sfreq, (band.low_hz, band.high_hz)), label="input")
     engine = Engine(protocol, CH_NAMES, sfreq, seed=data.draw(st.integers(0, 1000), label="seed"))
-    result = run_engine(engine, chunks_with_gaps(x, chunk_size, gaps), chunk_size=chunk_size,
-                        keep_state=False)
+    result = run_engine(
+        engine, chunks_with_gaps(x, chunk_size, gaps), chunk_size=chunk_size, keep_state=False
+    )
     assert engine.safety.n_delivered == len(result.triggers)
-    check_limits(protocol, result.triggers, sfreq, chunk_size, bursts,
-                 resumes_after_gaps(x.shape[1], chunk_size, gaps))
+    check_limits(
+        protocol,
+        result.triggers,
+        sfreq,
+        chunk_size,
+        bursts,
+        resumes_after_gaps(x.shape[1], chunk_size, gaps),
+    )
 
 
 def test_the_engine_property_is_not_vacuous():
-    """On a clean oscillation with bad stretches the engine does trigger, and skips the stretches."""
+    """On a clean oscillation with bad stretches the engine triggers, and skips the stretches."""
     sfreq, chunk_size = 250.0, 8
     protocol = load_protocol("default")
-    protocol = dataclasses.replace(protocol, trigger=dataclasses.replace(
-        protocol.trigger, amplitude_gate="none", baseline_s=4.0, min_interval_s=0.3,
-        min_interval_jitter_s=0.2, max_triggers=25))
+    protocol = dataclasses.replace(
+        protocol,
+        trigger=dataclasses.replace(
+            protocol.trigger,
+            amplitude_gate="none",
+            baseline_s=4.0,
+            min_interval_s=0.3,
+            min_interval_jitter_s=0.2,
+            max_triggers=25,
+        ),
+    )
     n = int(20 * sfreq)
     t = np.arange(n) / sfreq
     rng = np.random.default_rng(3)
     x = 2.0 * rng.standard_normal((len(CH_NAMES), n)) + 30.0 * np.sin(2 * np.pi * 10.0 * t)
     bursts = [(int(6 * sfreq), int(7 * sfreq), "nan"), (int(12 * sfreq), int(12.5 * sfreq), "huge")]
-    x[:, bursts[0][0]:bursts[0][1]] = np.nan
-    x[:, bursts[1][0]:bursts[1][1]] = 1e5 * rng.standard_normal((len(CH_NAMES), bursts[1][1] - bursts[1][0]))
+    x[:, bursts[0][0] : bursts[0][1]] = np.nan
+    x[:, bursts[1][0] : bursts[1][1]] = 1e5 * rng.standard_normal(
+        (len(CH_NAMES), bursts[1][1] - bursts[1][0])
+    )
     gaps = [(int(15 * sfreq), int(15.5 * sfreq))]
     engine = Engine(protocol, CH_NAMES, sfreq, seed=1)
-    result = run_engine(engine, chunks_with_gaps(x, chunk_size, gaps), chunk_size=chunk_size,
-                        keep_state=False)
+    result = run_engine(
+        engine, chunks_with_gaps(x, chunk_size, gaps), chunk_size=chunk_size, keep_state=False
+    )
     onsets = result.onsets_s
     assert len(onsets) == 25  # the cap is reached on 17 s of clean-enough alpha
-    check_limits(protocol, result.triggers, sfreq, chunk_size, bursts,
-                 resumes_after_gaps(n, chunk_size, gaps))
+    check_limits(
+        protocol,
+        result.triggers,
+        sfreq,
+        chunk_size,
+        bursts,
+        resumes_after_gaps(n, chunk_size, gaps),
+    )
     assert np.diff(onsets).min() >= 0.3 - TIME_TOLERANCE_S
     assert np.diff(onsets).max() > 0.3 + 0.05  # the jitter shows
 
@@ -222,10 +264,13 @@ def test_sham_draws_random_targets_with_the_same_limits(seed):
     )
     n = int(40 * sfreq)
     t = np.arange(n) / sfreq
-    x = np.random.default_rng(seed).standard_normal((len(CH_NAMES), n)) + 20 * np.sin(2 * np.pi * 10 * t)
+    x = np.random.default_rng(seed).standard_normal((len(CH_NAMES), n)) + 20 * np.sin(
+        2 * np.pi * 10 * t
+    )
     engine = Engine(protocol, CH_NAMES, sfreq, seed=seed)
-    result = run_engine(engine, chunks_with_gaps(x, chunk_size, []), chunk_size=chunk_size,
-                        keep_state=False)
+    result = run_engine(
+        engine, chunks_with_gaps(x, chunk_size, []), chunk_size=chunk_size, keep_state=False
+    )
     targets = np.array([row["target_phase_deg"] for row in result.triggers])
     assert len(targets) >= 8
     assert {row["trial_type"] for row in result.triggers} == {"sham"}
