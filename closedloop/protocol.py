@@ -716,15 +716,15 @@ def parse_protocol(data: dict, source: str) -> Protocol:
                 f"{where}missing required key [signal] channel "
                 f'(the channel to listen to, e.g. "C3").'
             )
-        if name == "band" and kind == "phase":
+        if name == "band" and not table and kind == "feedback":
+            table = {"low_hz": 8.0, "high_hz": 13.0}  # feedback defaults to alpha
+        if name == "band":
             for key in ("low_hz", "high_hz"):
                 if key not in table:
                     raise ProtocolError(
-                        f"{where}missing required key [band] {key} "
-                        f"(a phase protocol needs its band in Hz)."
+                        f"{where}missing required key [band] {key} (the band's edges in Hz; "
+                        f"a feedback protocol without a [band] section uses 8-13 Hz)."
                     )
-        if name == "band" and not table:
-            table = {"low_hz": 8.0, "high_hz": 13.0}  # feedback defaults to alpha
         try:
             sections[name] = cls(**table)
         except _FieldError as exc:
@@ -798,6 +798,8 @@ def load_protocol(spec: str | os.PathLike) -> Protocol:
     """
     if isinstance(spec, os.PathLike) or Path(str(spec)).is_file() or _looks_like_path(str(spec)):
         path = Path(spec)
+        if path.exists() and not path.is_file():
+            raise ProtocolError(f"protocol file {str(path)!r} is not a file (give a .toml file).")
         if not path.is_file():
             raise ProtocolError(
                 f"protocol file {str(path)!r} does not exist (give a .toml file or a preset name)."

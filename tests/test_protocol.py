@@ -500,6 +500,17 @@ def test_gate_parsing(gate, kind, value):
     assert (trig.gate_kind, trig.gate_value) == (kind, value)
 
 
+def test_feedback_band_is_optional_but_never_half_given(tmp_path):
+    text = 'name = "fb"\nkind = "feedback"\n[signal]\nchannel = "Pz"\n[band]\nlow_hz = 4.0\n'
+    with pytest.raises(ProtocolError, match=r"missing required key \[band\] high_hz"):
+        load_protocol(write(tmp_path, text))
+
+
+def test_a_directory_is_not_a_protocol(tmp_path):
+    with pytest.raises(ProtocolError, match="is not a file"):
+        load_protocol(tmp_path)
+
+
 def test_feedback_protocol_needs_no_band_and_defaults_to_alpha(tmp_path):
     text = (
         'name = "fb"\nkind = "feedback"\n[signal]\nchannel = "Pz"\n[feedback]\nmeasure = "ratio"\n'
