@@ -34,7 +34,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_RECORDING = ROOT.parent / "shared" / "recordings" / "mne-testing-data" / "Brainvision" / "test_NO.vhdr"
+DEFAULT_RECORDING = (
+    ROOT.parent / "shared" / "recordings" / "mne-testing-data" / "Brainvision" / "test_NO.vhdr"
+)
 
 
 def consume(source_id: str, n_expected: int, timeout: float) -> dict:
@@ -112,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk-size", type=int, default=10)
     parser.add_argument("--window", type=float, default=10.0, help="report window in s")
     parser.add_argument("--json", type=Path, help="write the full result here")
-    parser.add_argument("--consumer", nargs=3, metavar=("SOURCE_ID", "N", "TIMEOUT"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--consumer", nargs=3, metavar=("SOURCE_ID", "N", "TIMEOUT"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
 
     if args.consumer:
@@ -193,16 +197,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     p, c = result["producer_lag"], result["consumer"]
-    print(f"samples pushed {result['samples_pushed']}, received {c['received']}, "
-          f"missing {c['missing']}, repeated {c['repeated_or_backwards']}; player CPU {result['player_cpu_percent']:.1f}%")
-    print(f"producer lag: median {p['median_ms']:.3f} ms, p99 {p['p99_ms']:.3f} ms, max {p['max_ms']:.2f} ms, "
-          f"final {p['final_ms']:.3f} ms, growth {p['growth_ms_per_10min']:+.4f} ms/10 min")
-    print(f"consumer lag: median {c['lag_median_ms']:.3f} ms, p99 {c['lag_p99_ms']:.3f} ms, "
-          f"max {c['lag_max_ms']:.2f} ms, growth {c['growth_ms_per_10min']:+.4f} ms/10 min")
-    print(f"{'window':>8} {'prod med':>9} {'prod p99':>9} {'prod max':>9} {'cons med':>9} {'cons p99':>9}")
+    print(
+        f"samples pushed {result['samples_pushed']}, received {c['received']}, "
+        f"missing {c['missing']}, repeated {c['repeated_or_backwards']}; player CPU {result['player_cpu_percent']:.1f}%"
+    )
+    print(
+        f"producer lag: median {p['median_ms']:.3f} ms, p99 {p['p99_ms']:.3f} ms, max {p['max_ms']:.2f} ms, "
+        f"final {p['final_ms']:.3f} ms, growth {p['growth_ms_per_10min']:+.4f} ms/10 min"
+    )
+    print(
+        f"consumer lag: median {c['lag_median_ms']:.3f} ms, p99 {c['lag_p99_ms']:.3f} ms, "
+        f"max {c['lag_max_ms']:.2f} ms, growth {c['growth_ms_per_10min']:+.4f} ms/10 min"
+    )
+    print(
+        f"{'window':>8} {'prod med':>9} {'prod p99':>9} {'prod max':>9} {'cons med':>9} {'cons p99':>9}"
+    )
     for pw, cw in zip(p["windows"], c["windows"]):
-        print(f"{pw['from_s']:7.0f}s {pw['median_ms']:9.3f} {pw['p99_ms']:9.3f} {pw['max_ms']:9.2f} "
-              f"{cw['median_ms']:9.3f} {cw['p99_ms']:9.3f}")
+        print(
+            f"{pw['from_s']:7.0f}s {pw['median_ms']:9.3f} {pw['p99_ms']:9.3f} {pw['max_ms']:9.2f} "
+            f"{cw['median_ms']:9.3f} {cw['p99_ms']:9.3f}"
+        )
     ok = c["missing"] == 0 and c["repeated_or_backwards"] == 0 and c["received"] == n_total
     return 0 if ok else 1
 

@@ -143,7 +143,7 @@ class Recording:
             f"{self.duration_s:.1f} s, {len(self.events)} events>"
         )
 
-    def __enter__(self) -> "Recording":
+    def __enter__(self) -> Recording:  # noqa: PYI034
         return self
 
     def __exit__(self, *exc) -> None:
@@ -211,7 +211,11 @@ class Recording:
         chunk : ndarray, shape (n_channels, n)
             As :meth:`read`.
         """
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+        if (
+            isinstance(chunk_size, bool)
+            or not isinstance(chunk_size, (int, np.integer))
+            or chunk_size < 1
+        ):
             raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}.")
         stop = self.n_samples if stop is None else stop
         start, stop = self._check_range(start, stop)
@@ -502,7 +506,9 @@ def _select_xdf_stream(path: Path, streams: list[dict], wanted: str | None) -> d
             )
         ]
         if not matches:
-            raise DataError(f"{path.name!r} has no stream named or typed {wanted!r}. Streams: {listing}.")
+            raise DataError(
+                f"{path.name!r} has no stream named or typed {wanted!r}. Streams: {listing}."
+            )
         numeric = [s for s in matches if _is_numeric(s)]
         if not numeric:
             raise DataError(
@@ -601,7 +607,9 @@ def _open_xdf(path: Path, wanted: str | None) -> Recording:
             f"{unlabelled} of {n_channels} channels of stream {name!r} have no label in the "
             "stream header; they are named ch1, ch2, ... by position."
         )
-    if not stream_type.lower() == "eeg" and not any(ch["type"] for ch in _xdf_channels(info, n_channels)):
+    if stream_type.lower() != "eeg" and not any(
+        ch["type"] for ch in _xdf_channels(info, n_channels)
+    ):
         notes.append(
             f"stream {name!r} has type {stream_type!r} and no channel types; its channels are "
             f"taken as {default_type!r}."

@@ -27,7 +27,14 @@ from closedloop.errors import ClosedLoopError, StreamError, UsageError
 
 BOUNDARY = "boundary"
 DEFAULT_CHUNK_SIZE = 10
-_LSL_TYPES = {"eeg": "EEG", "eog": "EOG", "emg": "EMG", "ecg": "ECG", "stim": "STIM", "misc": "MISC"}
+_LSL_TYPES = {
+    "eeg": "EEG",
+    "eog": "EOG",
+    "emg": "EMG",
+    "ecg": "ECG",
+    "stim": "STIM",
+    "misc": "MISC",
+}
 
 
 class Player:
@@ -56,7 +63,8 @@ class Player:
         Default: the whole recording once, or forever with ``loop``.
     index_channel : bool
         Replace channel 0 by the running sample index (0, 1, 2, ...), labelled
-        ``sample_index``, so receivers can check that no sample is lost or repeated.
+        ``sample_index``, so receivers can check that no sample is lost or repeated
+        (float32 holds the index exactly up to 2**24 samples: 56 min at 5 kHz).
     wait_consumers : float
         Wait up to this many seconds for a consumer of the data stream before the first
         sample (a receiver wanting every marker opens its marker inlet first).
@@ -171,7 +179,7 @@ class Player:
         """True while the player thread is alive."""
         return self._thread is not None and self._thread.is_alive()
 
-    def start(self) -> "Player":
+    def start(self) -> Player:
         """Create the outlets (resolvable as soon as this returns) and start playing."""
         if self._thread is not None:
             raise UsageError("this player was already started; make a new Player to play again.")
@@ -193,7 +201,7 @@ class Player:
             self._thread.join(timeout=5.0)
         self._close_outlets()
 
-    def __enter__(self) -> "Player":
+    def __enter__(self) -> Player:  # noqa: PYI034
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -259,7 +267,11 @@ class Player:
         while remaining > 0:
             for start in range(0, n_file, block_size):
                 stop = int(min(n_file, start + block_size, start + remaining))
-                yield passes, start, np.ascontiguousarray(recording.read(start, stop).T, dtype=np.float32)
+                yield (
+                    passes,
+                    start,
+                    np.ascontiguousarray(recording.read(start, stop).T, dtype=np.float32),
+                )
                 remaining -= stop - start
                 if remaining <= 0:
                     break
@@ -311,13 +323,12 @@ class Player:
                     k += n
                     self.n_pushed = k
                     self.lag_s = lag
-                    if lag > self.max_lag_s:
-                        self.max_lag_s = lag
+                    self.max_lag_s = max(self.max_lag_s, lag)
                     if self.record_lags:
                         self.lags.append((k, lag))
             if n_file and not self._stop.is_set():
                 self._stop.wait(0.5)  # let consumers drain the last chunks before the outlets go
-        except BaseException as exc:
+        except Exception as exc:  # noqa: BLE001 (reported by whoever joins the player)
             self.error = exc
         finally:
             self._stop.set()
@@ -332,7 +343,9 @@ class Player:
             self.n_markers += 1
         lo, hi = np.searchsorted(self._event_sample, [first, first + n], side="left")
         for j in range(lo, hi):
-            outlet.push_sample([self._event_text[j]], t0 + (pass_start + self._event_pos[j]) * period)
+            outlet.push_sample(
+                [self._event_text[j]], t0 + (pass_start + self._event_pos[j]) * period
+            )
             self.n_markers += 1
 
 
@@ -376,27 +389,34 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("recording", metavar="RECORDING", help="any file MNE reads, or XDF")
     p.add_argument("--stream", metavar="S", help="XDF only: name or type of the stream to play")
     p.add_argument("--name", help="LSL stream name (default: the recording's file stem)")
+    p.add_argument("--source-id", help="LSL source_id (default: closedloop-play-<file stem>)")
     p.add_argument(
-        "--source-id", help="LSL source_id (default: closedloop-play-<file stem>)"
-    )
-    p.add_argument(
-        "--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, metavar="N",
+        "--chunk-size",
+        type=int,
+        default=DEFAULT_CHUNK_SIZE,
+        metavar="N",
         help=f"samples per push (default {DEFAULT_CHUNK_SIZE})",
     )
     p.add_argument("--speed", type=float, default=1.0, metavar="X", help="multiple of real time")
     p.add_argument(
-        "--loop", action="store_true", help="start again at the end (marker 'boundary' at each wrap)"
+        "--loop",
+        action="store_true",
+        help="start again at the end (marker 'boundary' at each wrap)",
     )
     p.add_argument(
         "--duration", type=float, metavar="S", help="seconds of recording to play, then stop"
     )
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.add_argument(
-        "--index-channel", action="store_true",
+        "--index-channel",
+        action="store_true",
         help="channel 0 carries the sample index (0, 1, 2, ...) for checking drops",
     )
     p.add_argument(
-        "--wait-consumers", type=float, default=0.0, metavar="S",
+        "--wait-consumers",
+        type=float,
+        default=0.0,
+        metavar="S",
         help="wait up to S seconds for a receiver of the data stream before the first sample "
         "(open a marker inlet before the data inlet to get every marker)",
     )
@@ -418,7 +438,9 @@ def run_command(args: argparse.Namespace) -> int:
         raise UsageError(f"--chunk-size must be an integer >= 1, got {args.chunk_size}.")
     for option, value in (("--speed", args.speed), ("--duration", args.duration)):
         if value is not None and not (math.isfinite(value) and value > 0):
-            raise UsageError(f"{option} must be a positive number of seconds or times, got {value}.")
+            raise UsageError(
+                f"{option} must be a positive number of seconds or times, got {value}."
+            )
     if args.wait_consumers < 0:
         raise UsageError(f"--wait-consumers must be >= 0 seconds, got {args.wait_consumers}.")
     recording = open_recording(path, stream=args.stream)
@@ -451,7 +473,10 @@ def run_command(args: argparse.Namespace) -> int:
                 file=err,
             )
         if player.events_skipped:
-            print(f"  note: {player.events_skipped} event(s) lie outside the samples; not sent", file=err)
+            print(
+                f"  note: {player.events_skipped} event(s) lie outside the samples; not sent",
+                file=err,
+            )
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     interrupted = False
     try:

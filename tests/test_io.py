@@ -59,7 +59,9 @@ def test_every_shared_recording_opens_with_its_documented_shape(
     with open_recording(path) as recording:
         assert recording.sfreq == sfreq
         assert recording.n_channels == n_channels
-        assert len(recording.ch_names) == len(recording.ch_types) == len(recording.units) == n_channels
+        assert (
+            len(recording.ch_names) == len(recording.ch_types) == len(recording.units) == n_channels
+        )
         assert recording.duration_s == pytest.approx(length_s, abs=max(0.5, 0.01 * length_s))
         assert recording.duration_s == recording.n_samples / recording.sfreq
         if n_events is not None:
@@ -95,7 +97,9 @@ def test_mne_formats_match_mne_in_microvolts(recordings, path):
             np.testing.assert_array_equal(got[i], expected[i])
     annotations = raw.annotations
     assert [e.description for e in recording.events] == list(annotations.description)
-    np.testing.assert_allclose([e.onset_s for e in recording.events], annotations.onset - raw.first_time)
+    np.testing.assert_allclose(
+        [e.onset_s for e in recording.events], annotations.onset - raw.first_time
+    )
     np.testing.assert_allclose([e.duration_s for e in recording.events], annotations.duration)
 
 
@@ -125,7 +129,9 @@ def test_iter_chunks_concatenate_to_read(recordings, chunk_size):
     assert [i for i, _ in pieces] == list(range(start, stop, chunk_size))
     assert all(c.flags.c_contiguous and c.dtype == np.float64 for _, c in pieces)
     assert all(c.shape[1] == chunk_size for _, c in pieces[:-1])
-    np.testing.assert_array_equal(np.concatenate([c for _, c in pieces], axis=1), recording.read(start, stop))
+    np.testing.assert_array_equal(
+        np.concatenate([c for _, c in pieces], axis=1), recording.read(start, stop)
+    )
 
 
 def test_iter_chunks_whole_file_by_default(recordings):
@@ -165,7 +171,9 @@ def test_fif_with_first_samp_keeps_events_on_their_samples(recordings, tmp_path)
     raw.save(out)
     recording = open_recording(out)
     assert recording.n_samples == raw.n_times
-    np.testing.assert_allclose(recording.read(100, 200), raw.get_data(start=100, stop=200) * 1e6, rtol=1e-6)
+    np.testing.assert_allclose(
+        recording.read(100, 200), raw.get_data(start=100, stop=200) * 1e6, rtol=1e-6
+    )
     original = open_recording(rec.MOTOR)
     # crop clips an annotation running across 10 s to onset 0; compare those starting after it
     expected = [e for e in original.events if 10.0 < e.onset_s <= 40.0]
@@ -187,7 +195,9 @@ def test_xdf_with_markers(recordings):
     assert any("no label" in n for n in recording.notes)
     assert any("assumed to be microvolts" in n for n in recording.notes)
     assert any("nominal 250 Hz" in n for n in recording.notes)
-    np.testing.assert_array_equal(recording.read(0, 100), eeg["time_series"][:100].T.astype(np.float64))
+    np.testing.assert_array_equal(
+        recording.read(0, 100), eeg["time_series"][:100].T.astype(np.float64)
+    )
     assert [e.description for e in recording.events] == [m[0] for m in markers["time_series"]]
     # each marker sits at the EEG sample recorded at its time
     nearest = np.abs(eeg["time_stamps"][None, :] - markers["time_stamps"][:, None]).argmin(axis=1)
@@ -216,11 +226,15 @@ def test_truncated_edf_is_a_data_error(recordings, tmp_path):
     data = rec.MOTOR.read_bytes()
     truncated = tmp_path / "truncated.edf"
     truncated.write_bytes(data[: len(data) // 2])
-    with pytest.raises(DataError, match=r"truncated\.edf.*is truncated: its header declares 125 data records"):
+    with pytest.raises(
+        DataError, match=r"truncated\.edf.*is truncated: its header declares 125 data records"
+    ):
         open_recording(truncated)
     header_only = tmp_path / "header_only.edf"
     header_only.write_bytes(data[:300])
-    with pytest.raises(DataError, match=r"could not read recording .*header_only\.edf.*Accepted formats: EDF"):
+    with pytest.raises(
+        DataError, match=r"could not read recording .*header_only\.edf.*Accepted formats: EDF"
+    ):
         open_recording(header_only)
 
 
@@ -233,7 +247,9 @@ def test_garbage_and_missing_files(tmp_path):
             open_recording(garbage)
     unknown = tmp_path / "notes.xyz"
     unknown.write_text("hello")
-    with pytest.raises(DataError, match=r"'notes\.xyz' is not a format closedloop can read \(\.xyz\).*BrainVision"):
+    with pytest.raises(
+        DataError, match=r"'notes\.xyz' is not a format closedloop can read \(\.xyz\).*BrainVision"
+    ):
         open_recording(unknown)
     with pytest.raises(DataError, match="does not exist"):
         open_recording(tmp_path / "missing.edf")

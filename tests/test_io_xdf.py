@@ -48,7 +48,11 @@ def write_xdf(path: Path, streams: list[dict]) -> Path:
     out += _chunk(1, b'<?xml version="1.0"?><info><version>1.0</version></info>')
     for sid, s in enumerate(streams, start=1):
         channels = s.get("channels", [])
-        out += _chunk(2, struct.pack("<I", sid) + _header_xml(s["name"], s["type"], channels, s["srate"], s["format"]))
+        out += _chunk(
+            2,
+            struct.pack("<I", sid)
+            + _header_xml(s["name"], s["type"], channels, s["srate"], s["format"]),
+        )
     for sid, s in enumerate(streams, start=1):
         body = bytearray(struct.pack("<I", sid) + _varlen(len(s["stamps"])))
         for stamp, value in zip(s["stamps"], s["values"]):
@@ -62,7 +66,7 @@ def write_xdf(path: Path, streams: list[dict]) -> Path:
     for sid, s in enumerate(streams, start=1):
         footer = (
             f'<?xml version="1.0"?><info><first_timestamp>{s["stamps"][0]}</first_timestamp>'
-            f'<last_timestamp>{s["stamps"][-1]}</last_timestamp><sample_count>{len(s["stamps"])}'
+            f"<last_timestamp>{s['stamps'][-1]}</last_timestamp><sample_count>{len(s['stamps'])}"
             "</sample_count></info>"
         )
         out += _chunk(6, struct.pack("<I", sid) + footer.encode())
@@ -73,15 +77,29 @@ def write_xdf(path: Path, streams: list[dict]) -> Path:
 def eeg_stream(n=200, sfreq=100.0, t0=1000.0, channels=None, name="amp", kind="EEG", values=None):
     channels = channels or [{"label": "C3", "unit": "microvolts", "type": "EEG"}]
     rng = np.random.default_rng(1)
-    values = values if values is not None else rng.normal(0, 1, (n, len(channels))).astype(np.float32)
+    values = (
+        values if values is not None else rng.normal(0, 1, (n, len(channels))).astype(np.float32)
+    )
     return {
-        "name": name, "type": kind, "srate": sfreq, "format": "float32", "channels": channels,
-        "stamps": t0 + np.arange(n) / (sfreq or 50.0), "values": values,
+        "name": name,
+        "type": kind,
+        "srate": sfreq,
+        "format": "float32",
+        "channels": channels,
+        "stamps": t0 + np.arange(n) / (sfreq or 50.0),
+        "values": values,
     }
 
 
 def marker_stream(stamps, texts, name="markers"):
-    return {"name": name, "type": "Markers", "srate": 0, "format": "string", "stamps": stamps, "values": texts}
+    return {
+        "name": name,
+        "type": "Markers",
+        "srate": 0,
+        "format": "string",
+        "stamps": stamps,
+        "values": texts,
+    }
 
 
 def test_units_from_the_header_become_microvolts(tmp_path):
@@ -100,19 +118,25 @@ def test_units_from_the_header_become_microvolts(tmp_path):
     assert recording.ch_types == ["eeg", "eeg", "eeg", "eeg", "acc", "eeg"]
     assert recording.units == ["microvolts"] * 4 + ["g", "microvolts"]
     expected = values[0].astype(np.float64) * np.array([1e6, 1e3, 1, 1, 1, 1])
-    np.testing.assert_allclose(recording.read(0, 50), np.repeat(expected[:, None], 50, axis=1), rtol=1e-6)
+    np.testing.assert_allclose(
+        recording.read(0, 50), np.repeat(expected[:, None], 50, axis=1), rtol=1e-6
+    )
     assert any("(Oz)" in n and "assumed to be microvolts" in n for n in recording.notes)
     assert not any("no label" in n for n in recording.notes)
 
 
 def test_eeg_stream_preferred_then_largest(tmp_path):
-    big_data = eeg_stream(400, channels=[{"label": f"x{i}"} for i in range(4)], name="big", kind="Data")
+    big_data = eeg_stream(
+        400, channels=[{"label": f"x{i}"} for i in range(4)], name="big", kind="Data"
+    )
     small_eeg = eeg_stream(100, name="small-eeg")
     path = write_xdf(tmp_path / "two.xdf", [big_data, small_eeg])
     assert open_recording(path).ch_names == ["C3"]
     assert open_recording(path, stream="big").n_channels == 4
     assert open_recording(path, stream="DATA").n_samples == 400
-    only_data = write_xdf(tmp_path / "one.xdf", [big_data, eeg_stream(100, name="tiny", kind="Aux")])
+    only_data = write_xdf(
+        tmp_path / "one.xdf", [big_data, eeg_stream(100, name="tiny", kind="Aux")]
+    )
     assert open_recording(only_data).n_channels == 4
 
 
@@ -153,5 +177,7 @@ def test_unlabelled_channels_and_unusable_streams(tmp_path):
     with pytest.raises(DataError, match=r"'amp' in 'irr\.xdf' has an irregular rate"):
         open_recording(write_xdf(tmp_path / "irr.xdf", [irregular]))
     only_markers = marker_stream(np.array([1.0, 2.0]), ["x", "y"])
-    with pytest.raises(DataError, match=r"no numeric stream with samples.*'markers' \(type 'Markers'"):
+    with pytest.raises(
+        DataError, match=r"no numeric stream with samples.*'markers' \(type 'Markers'"
+    ):
         open_recording(write_xdf(tmp_path / "markers_only.xdf", [only_markers]))
