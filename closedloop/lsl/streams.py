@@ -58,8 +58,11 @@ def list_streams(timeout: float = 1.0) -> list[dict[str, object]]:
         raise UsageError(f"--timeout {timeout!r} is not usable; give seconds above 0 (at most 3600).")
     import pylsl
 
+    # liblsl (1.18) often overruns a wait that ends with its first query wave (0.5 s) by 5 s
+    # when nothing answers; a wait a few tens of ms longer does not.
+    wait_s = 0.53 if 0.49 <= timeout < 0.53 else timeout
     found = []
-    for info in pylsl.resolve_streams(wait_time=timeout):
+    for info in pylsl.resolve_streams(wait_time=wait_s):
         found.append(
             {
                 "name": info.name(),
