@@ -382,7 +382,11 @@ def _open_mne(path: Path) -> Recording:
         try:
             raw = mne.io.read_raw(path, preload=False, verbose="warning")
         except FileNotFoundError as exc:
-            raise DataError(f"recording {str(path)!r} (or a file it refers to) is missing: {exc}.")
+            missing = getattr(exc, "filename", None) or str(exc)
+            raise DataError(
+                f"recording {str(path)!r} refers to a file that is missing: {missing}. "
+                "Keep the files of a recording together (e.g. .vhdr, .vmrk and .eeg)."
+            ) from None
         except ValueError as exc:
             if "Unsupported file type" in str(exc) or "not supported" in str(exc).lower():
                 raise DataError(
@@ -399,8 +403,7 @@ def _open_mne(path: Path) -> Recording:
         declared = _edf_header_records(path)
         raise DataError(
             f"recording {str(path)!r} is truncated: its header declares {declared} data records "
-            f"but the file holds only {raw.n_times / raw.info['sfreq']:.1f} s of them. "
-            "Copy or export it again."
+            f"but the file ends after {raw.n_times / raw.info['sfreq']:.1f} s. Copy or export it again."
         )
     notes = [f"MNE: {m}" for m in dict.fromkeys(messages)]
     sfreq = _check_sfreq(raw.info["sfreq"], repr(path.name))
