@@ -1,0 +1,380 @@
+"""``closedloop report`` on real sessions: a replay of a real recording and a live session recorded to XDF."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image
+import mne
+import numpy as np
+import pytest
+import pyxdf
+from scipy.signal import firwin, hilbert
+
+from closedloop.errors import DataError, UsageError
+from closedloop.report import make_report
+from tests.helpers.lsl import OutletThread
+from tests.helpers.recordings import EYES_CLOSED, XDF_MARKERS
+
+PHASE_PROTOCOL = """
+name = "report-o1-trough"
+kind = "phase"
+[signal]
+channel = "O1"
+reference = "none"
+[band]
+low_hz = 8.0
+high_hz = 13.0
+[estimator]
+method = "{method}"
+[trigger]
+target_phase_deg = 180.0
+min_interval_s = 0.25
+amplitude_gate = "percentile:50"
+baseline_s = {baseline}
+"""
+FEEDBACK_PROTOCOL = """
+name = "report-faa"
+kind = "feedback"
+[signal]
+channel = "F4"
+[band]
+low_hz = 8.0
+high_hz = 13.0
+[trigger]
+baseline_s = 10.0
+[feedback]
+measure = "asymmetry"
+channels = ["F4", "F3"]
+window_s = 2.0
+smoothing_s = 1.0
+zscore = true
+"""
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+# ---------------------------------------------------------------------- independent reference
+def true_phase_deg(x: np.ndarray, sfreq: float, band: tuple[float, float], times_s: np.ndarray) -> np.ndarray:
+    """The documented ground truth written out again: zero-phase Hamming FIR band-pass
+    (transition min(2 Hz, low/2), 3.3/transition s long), odd-symmetric ends, Hilbert transform,
+    read between samples by linear interpolation."""
+    low, high = band
+    numtaps = int(math.ceil(3.3 / min(2.0, low / 2.0) * sfreq)) | 1
+    h = firwin(numtaps, [low, high], pass_zero=False, window="hamming", fs=sfreq)
+    half = numtaps // 2
+    padded = np.concatenate([2 * x[0] - x[half:0:-1], x, 2 * x[-1] - x[-2 : -half - 2 : -1]])
+    y = np.convolve(padded, h, mode="valid")
+    z = hilbert(np.concatenate([np.zeros(half), y, np.zeros(half)]))[half:-half]
+    k = np.arange(y.size)
+    pos = np.asarray(times_s) * sfreq
+    return np.degrees(np.angle(np.interp(pos, k, z.real) + 1j * np.interp(pos, k, z.imag)))
+
+
+def margin_s(sfreq: float, band: tuple[float, float]) -> float:
+    numtaps = int(math.ceil(3.3 / min(2.0, band[0] / 2.0) * sfreq)) | 1
+    return (numtaps // 2) / sfreq
+
+
+def circ(errors_deg: np.ndarray) -> dict:
+    z = np.exp(1j * np.radians(errors_deg))
+    r = abs(z.mean())
+    wrapped = (np.asarray(errors_deg) + 180.0) % 360.0 - 180.0
+    return {
+        "n": len(errors_deg),
+        "mean_deg": float(np.degrees(np.angle(z.mean()))),
+        "sd_deg": float(np.degrees(np.sqrt(-2 * np.log(r)))),
+        "plv": float(r),
+        "within_45": float(np.mean(np.abs(wrapped) <= 45.0)),
+    }
+
+
+def wrap(a):
+    return (np.asarray(a) + 180.0) % 360.0 - 180.0
+
+
+# ---------------------------------------------------------------------- checks on the HTML
+def figures(html_text: str) -> dict[str, np.ndarray]:
+    """Every embedded PNG, decoded and read back as an image."""
+    found = dict(re.findall(r'<img id="fig-(\w+)"[^>]*src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html_text))
+    images = {}
+    for key, data in found.items():
+        raw = base64.b64decode(data, validate=True)
+        assert raw.startswith(PNG_MAGIC), key
+        images[key] = matplotlib.image.imread(io.BytesIO(raw), format="png")
+    return images
+
+
+def assert_real_figure(image: np.ndarray) -> None:
+    assert image.ndim == 3 and image.shape[0] >= 250 and image.shape[1] >= 400
+    assert float(image[..., :3].std()) > 0.05  # something drawn, not a blank canvas
+
+
+def assert_table_matches_json(html_text: str, numbers: dict) -> int:
+    """Each number in the summary table equals its JSON value to the digits shown."""
+    cells = re.findall(r'data-key="([\w.]+)">([^<]*)<', html_text)
+    assert len(cells) >= 15
+    for key, text in cells:
+        value = numbers
+        for part in key.split("."):
+            value = value[part]
+        if value is None:
+            assert text == "n/a", key
+            continue
+        decimals = len(text.split(".")[1]) if "." in text else 0
+        assert abs(float(text) - value) <= 0.5 * 10.0**-decimals + 1e-9, (key, text, value)
+    return len(cells)
+
+
+# ---------------------------------------------------------------------- a replay of a real recording
+@pytest.fixture(scope="module")
+def replay_report(tmp_path_factory, recordings):
+    tmp = tmp_path_factory.mktemp("replay-report")
+    proto = tmp / "o1.toml"
+    proto.write_text(PHASE_PROTOCOL.format(baseline=10.0, method="auto"))
+    folder = tmp / "replay"
+    subprocess.run(
+        [sys.executable, "-m", "closedloop", "replay", str(EYES_CLOSED), "--protocol", str(proto),
+         "--out", str(folder), "--quiet"],
+        check=True, capture_output=True, text=True, timeout=120,
+    )
+    out = tmp / "report.html"
+    proc = subprocess.run(
+        [sys.executable, "-m", "closedloop", "report", str(folder), "--out", str(out), "--quiet"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return folder, out, proc.stderr
+
+
+def test_replay_report_embeds_the_figures_and_says_latency_does_not_apply(replay_report):
+    folder, out, stderr = replay_report
+    text = out.read_text()
+    images = figures(text)
+    assert set(images) == {"phases", "amplitude"}  # a phase protocol: no feedback figure
+    for image in images.values():
+        assert_real_figure(image)
+    assert re.search(r'id="fig-latency">Latency does not apply to a replay', text)
+    assert "src=\"http" not in text and "<script" not in text  # self-contained
+    numbers = json.loads(out.with_suffix(".json").read_text())
+    assert numbers["latency_ms"] is None and "not applicable" in numbers["latency_note"]
+    assert f"{numbers['triggers']['delivered']} triggers" in stderr
+
+
+def test_replay_report_numbers_match_the_json_and_an_independent_computation(replay_report):
+    folder, out, _ = replay_report
+    numbers = json.loads(out.with_suffix(".json").read_text())
+    assert assert_table_matches_json(out.read_text(), numbers) >= 20
+
+    # the replay's own outputs, read without closedloop
+    lines = (folder / "events.tsv").read_text().splitlines()
+    header = lines[0].split("\t")
+    rows = [dict(zip(header, line.split("\t"))) for line in lines[1:]]
+    onsets = np.array([float(r["onset"]) for r in rows])
+    est = np.array([float(r["phase_deg"]) for r in rows])
+    target = np.array([float(r["target_phase_deg"]) for r in rows])
+    summary = json.loads((folder / "summary.json").read_text())
+    assert len(rows) > 30
+    t = numbers["triggers"]
+    assert t["delivered"] == len(rows) == summary["counts"]["triggers_delivered"]
+    assert t["dropped"] == summary["counts"]["triggers_dropped"]
+    assert t["rate_per_min"] == pytest.approx(60.0 * len(rows) / 60.0)
+    assert t["rate_per_min_after_baseline"] == pytest.approx(60.0 * len(rows) / 50.0)
+    assert t["interval_s_min"] == pytest.approx(np.diff(onsets).min()) and t["interval_s_min"] >= 0.25 - 1e-6
+    with np.load(folder / "state.npz") as state:
+        assert numbers["session"]["gate_open_share"] == pytest.approx(np.mean(state["gate"] > 0.5))
+    assert numbers["session"]["gate_threshold_uv"] == pytest.approx(summary["counts"]["gate_threshold_uv"])
+
+    expected_est = circ(wrap(est - target))
+    for key in ("n", "plv", "within_45"):
+        assert numbers["phase_estimated"][key] == pytest.approx(expected_est[key], abs=1e-9)
+
+    # ground truth from the EDF read with MNE directly, and the truth written out again here
+    raw = mne.io.read_raw(EYES_CLOSED, verbose="error")
+    o1 = raw.get_data(picks=["O1.."])[0] * 1e6
+    sfreq = raw.info["sfreq"]
+    m = margin_s(sfreq, (8.0, 13.0))
+    scored = (onsets >= m) & (onsets <= (o1.size - 1) / sfreq - m)
+    truth = true_phase_deg(o1, sfreq, (8.0, 13.0), onsets[scored])
+    expected = circ(wrap(truth - target[scored]))
+    got = numbers["phase_true"]
+    assert got["n"] == expected["n"] == scored.sum()
+    assert got["n_unscored"] == len(rows) - scored.sum()
+    assert abs(wrap(got["mean_deg"] - expected["mean_deg"])) < 2.0
+    assert got["plv"] == pytest.approx(expected["plv"], abs=0.01)
+    assert got["within_45"] == pytest.approx(expected["within_45"], abs=1.5 / got["n"])
+    # strong eyes-closed alpha: the triggers really are near the trough
+    assert got["plv"] > 0.6 and abs(got["mean_deg"]) < 45.0
+
+
+def test_feedback_replay_report_draws_the_feedback_and_summarises_it(tmp_path, recordings):
+    folder = tmp_path / "fb"
+    proto = tmp_path / "faa.toml"
+    proto.write_text(FEEDBACK_PROTOCOL)
+    subprocess.run(
+        [sys.executable, "-m", "closedloop", "replay", str(EYES_CLOSED), "--protocol", str(proto),
+         "--out", str(folder), "--quiet"],
+        check=True, capture_output=True, text=True, timeout=120,
+    )
+    out, json_path, numbers = make_report(folder, quiet=True)
+    assert out == folder / "report.html" and json_path == folder / "report.json"
+    images = figures(out.read_text())
+    assert set(images) == {"phases", "amplitude", "feedback"}
+    assert_real_figure(images["feedback"])
+    with np.load(folder / "state.npz") as state:
+        fb = state["feedback"][np.isfinite(state["feedback"])]
+    assert fb.size > 1000
+    assert numbers["feedback"]["measure"] == "asymmetry"
+    assert numbers["feedback"]["mean"] == pytest.approx(fb.mean())
+    assert numbers["feedback"]["sd"] == pytest.approx(fb.std())
+    assert numbers["triggers"]["delivered"] == 0
+    assert json.loads(json_path.read_text()) == numbers
+
+
+# ---------------------------------------------------------------------- a live session recorded to XDF
+@pytest.fixture(scope="module")
+def live_session(tmp_path_factory, recordings):
+    import uuid
+
+    tmp = tmp_path_factory.mktemp("live-report")
+    proto = tmp / "o1.toml"
+    proto.write_text(PHASE_PROTOCOL.format(baseline=2.0, method="echt"))  # a short baseline suffices
+    raw = mne.io.read_raw(EYES_CLOSED, verbose="error")
+    data = raw.get_data() * 1e6
+    sfreq = raw.info["sfreq"]
+    source_id = f"closedloop-test-{uuid.uuid4().hex[:12]}"
+    record = tmp / "session.xdf"
+    outlet = OutletThread(data, sfreq, source_id, chunk_size=2, index_channel=True, ch_names=raw.ch_names).start()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "closedloop", "run", "--protocol", str(proto), "--source-id", source_id,
+             "--duration", "8", "--record", str(record), "--marker-source-id", source_id + "-m",
+             "--state-source-id", source_id + "-s"],
+            capture_output=True, text=True, timeout=60,
+        )
+    finally:
+        outlet.close()
+    assert proc.returncode == 0, proc.stderr
+    return record, proto, data, sfreq
+
+
+def test_live_xdf_report_figures_latency_and_phases_match_an_independent_computation(live_session, tmp_path):
+    record, proto, data, sfreq = live_session
+    out = tmp_path / "live.html"
+    proc = subprocess.run(
+        [sys.executable, "-m", "closedloop", "report", str(record), "--protocol", str(proto),
+         "--out", str(out), "--quiet"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    text = out.read_text()
+    images = figures(text)
+    assert set(images) == {"phases", "latency", "amplitude"}
+    for image in images.values():
+        assert_real_figure(image)
+    numbers = json.loads(out.with_suffix(".json").read_text())
+    assert_table_matches_json(text, numbers)
+
+    streams, _ = pyxdf.load_xdf(str(record), dejitter_timestamps=False)
+    by_type = {s["info"]["type"][0]: s for s in streams}
+    state = by_type["ClosedLoopState"]
+    latency_ms = (state["time_stamps"] - np.asarray(state["time_series"])[:, 0]) * 1e3
+    lat = numbers["latency_ms"]
+    assert lat["n"] == latency_ms.size > 400
+    for q in (50, 95, 99):
+        assert lat[f"p{q}"] == pytest.approx(np.percentile(latency_ms, q), rel=1e-9)
+    assert lat["max"] == pytest.approx(latency_ms.max())
+
+    markers = by_type["Markers"]
+    payloads = [json.loads(v[0]) for v in markers["time_series"]]
+    assert numbers["triggers"]["delivered"] == len(payloads) >= 8
+    lateness = (markers["time_stamps"] - np.array([p["scheduled_ts"] for p in payloads])) * 1e3
+    assert numbers["delivery_error_ms"]["p99"] == pytest.approx(np.percentile(lateness, 99), rel=1e-9)
+
+    # the true phase from the whole original recording: channel 0 carries the sample index, so
+    # each marker time maps onto the original data without trusting the report's clock mapping
+    eeg = by_type["EEG"]
+    index = np.asarray(eeg["time_series"])[:, 0]
+    original_pos = np.interp(markers["time_stamps"], eeg["time_stamps"], index)
+    recorded_s = (markers["time_stamps"] - eeg["time_stamps"][0])
+    m = margin_s(sfreq, (8.0, 13.0))
+    scored = (recorded_s >= m) & (recorded_s <= (index.size - 1) / sfreq - m)
+    o1 = data[list(mne.io.read_raw(EYES_CLOSED, verbose="error").ch_names).index("O1..")]
+    truth = true_phase_deg(o1, sfreq, (8.0, 13.0), original_pos[scored] / sfreq)
+    expected = circ(wrap(truth - 180.0))
+    got = numbers["phase_true"]
+    assert got["n"] == expected["n"] >= 5
+    assert abs(wrap(got["mean_deg"] - expected["mean_deg"])) < 10.0
+    assert got["plv"] == pytest.approx(expected["plv"], abs=0.1)
+
+
+def test_xdf_report_without_a_known_protocol_still_reports_and_says_why_no_truth(live_session, tmp_path):
+    record, _, _, _ = live_session
+    out, _, numbers = make_report(record, tmp_path / "r.html", quiet=True)
+    assert numbers["phase_true"] is None
+    assert "give --protocol" in numbers["phase_true_note"]
+    assert any("not a preset" in note for note in numbers["notes"])
+    assert numbers["latency_ms"]["n"] > 400
+    assert set(figures(out.read_text())) == {"phases", "latency", "amplitude"}
+    assert "Ground truth: not available" in out.read_text()
+
+
+# ---------------------------------------------------------------------- bad input
+def test_missing_session_exits_3_with_a_sentence(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "closedloop", "report", str(tmp_path / "nowhere.xdf")],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 3
+    assert "does not exist" in proc.stderr and "replay" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_folder_that_is_not_a_replay_names_the_missing_files(tmp_path):
+    (tmp_path / "summary.json").write_text("{}")
+    with pytest.raises(DataError, match=r"not a replay output folder: events.tsv missing"):
+        make_report(tmp_path, tmp_path / "r.html", quiet=True)
+
+
+def test_file_that_is_not_xdf_is_refused(tmp_path):
+    bogus = tmp_path / "notes.xdf"
+    bogus.write_text("hello")
+    with pytest.raises(DataError, match="neither an XDF file nor a replay output folder"):
+        make_report(bogus, tmp_path / "r.html", quiet=True)
+
+
+def test_xdf_that_is_not_a_closedloop_session_lists_its_streams(tmp_path, recordings):
+    with pytest.raises(DataError, match=r"no ClosedLoopState stream.*streams: .*Markers"):
+        make_report(XDF_MARKERS, tmp_path / "r.html", quiet=True)
+
+
+def test_out_must_be_an_html_file_in_an_existing_folder(replay_report, tmp_path):
+    folder, _, _ = replay_report
+    with pytest.raises(UsageError, match=r"--out must name an .html file"):
+        make_report(folder, tmp_path / "r.txt", quiet=True)
+    with pytest.raises(UsageError, match=r"does not exist; create it first"):
+        make_report(folder, tmp_path / "missing" / "r.html", quiet=True)
+
+
+def test_replay_whose_recording_moved_reports_without_truth_and_recording_option_restores_it(
+    replay_report, tmp_path
+):
+    folder, _, _ = replay_report
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for name in ("events.tsv", "state.npz"):
+        (moved / name).write_bytes((folder / name).read_bytes())
+    summary = json.loads((folder / "summary.json").read_text())
+    summary["recording"] = "gone/away.edf"
+    (moved / "summary.json").write_text(json.dumps(summary))
+    _, _, numbers = make_report(moved, tmp_path / "a.html", quiet=True)
+    assert numbers["phase_true"] is None and "--recording" in numbers["phase_true_note"]
+    _, _, numbers = make_report(moved, tmp_path / "b.html", recording=str(EYES_CLOSED), quiet=True)
+    assert numbers["phase_true"]["n"] > 30
+    assert Path(tmp_path / "b.json").is_file()
