@@ -17,6 +17,8 @@ import threading
 import time
 from collections.abc import Callable
 
+import serial
+
 from closedloop.errors import UsageError
 
 __all__ = ["SerialTTL"]
@@ -70,15 +72,15 @@ class SerialTTL:
         pulse_width_s: float = 0.005,
         on_sent: Callable[[int, float], None] | None = None,
     ) -> None:
-        import serial
-
         pulse_width_s = float(pulse_width_s)
         if not (math.isfinite(pulse_width_s) and 0.0001 <= pulse_width_s <= 1.0):
             raise UsageError(
                 f"TTL pulse width {pulse_width_s!r} s is out of range; accepted: 0.0001 to 1 s."
             )
         if isinstance(baudrate, bool) or not isinstance(baudrate, int) or baudrate <= 0:
-            raise UsageError(f"serial baud rate {baudrate!r} is not usable; give a positive integer such as 115200.")
+            raise UsageError(
+                f"serial baud rate {baudrate!r} is not usable; give a positive integer such as 115200."
+            )
         self.port = str(port)
         self.baudrate = baudrate
         self.pulse_width_s = pulse_width_s
@@ -106,7 +108,9 @@ class SerialTTL:
     def check_code(code: int) -> int:
         """Return ``code`` if it is a valid pulse code (1 to 255), else raise ``UsageError``."""
         if isinstance(code, bool) or not isinstance(code, int) or not 1 <= code <= 255:
-            raise UsageError(f"TTL code {code!r} is not usable; accepted: an integer from 1 to 255 (0 ends a pulse).")
+            raise UsageError(
+                f"TTL code {code!r} is not usable; accepted: an integer from 1 to 255 (0 ends a pulse)."
+            )
         return code
 
     def send(self, code: int) -> float:
@@ -157,7 +161,7 @@ class SerialTTL:
                 continue
             try:
                 t_written = self._pulse(code)
-            except Exception as exc:  # a serial fault must not end the pulse thread
+            except (serial.SerialException, OSError) as exc:  # a fault must not end the thread
                 self.error = exc
                 self.pulses_dropped += 1
                 logger.error("TTL pulses on %s stopped: %s", self.port, exc)
@@ -180,10 +184,10 @@ class SerialTTL:
         with self._io_lock:
             try:
                 self._serial.close()
-            except Exception:  # pragma: no cover - closing a vanished device
-                pass
+            except (serial.SerialException, OSError) as exc:  # pragma: no cover - vanished device
+                logger.debug("closing %s: %s", self.port, exc)
 
-    def __enter__(self) -> "SerialTTL":
+    def __enter__(self) -> SerialTTL:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -211,7 +215,7 @@ def _available_ports() -> str:
         from serial.tools import list_ports
 
         ports = sorted(p.device for p in list_ports.comports())
-    except Exception:  # pragma: no cover - listing is a courtesy
+    except (ImportError, OSError):  # pragma: no cover - listing is a courtesy
         ports = []
     if ports:
         return "Serial ports on this machine: " + ", ".join(ports) + "."

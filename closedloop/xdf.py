@@ -32,7 +32,7 @@ import numpy as np
 
 from closedloop.errors import UsageError
 
-__all__ = ["XDFWriter", "CHANNEL_FORMATS"]
+__all__ = ["CHANNEL_FORMATS", "XDFWriter"]
 
 logger = logging.getLogger(__name__)
 
@@ -86,8 +86,17 @@ class _StreamState:
     """What the writer knows about one stream: format, and running footer statistics."""
 
     __slots__ = (
-        "stream_id", "n_channels", "srate", "tdiff", "fmt", "dtype", "sample_count",
-        "first_ts", "last_ts", "clock_offsets", "name",
+        "clock_offsets",
+        "dtype",
+        "first_ts",
+        "fmt",
+        "last_ts",
+        "n_channels",
+        "name",
+        "sample_count",
+        "srate",
+        "stream_id",
+        "tdiff",
     )
 
     def __init__(self, stream_id: int, n_channels: int, srate: float, fmt: str, name: str) -> None:
@@ -235,13 +244,11 @@ class XDFWriter:
                     f"ch_{key}s has {len(values)} entries but the stream has {channel_count} "
                     "channels; give one per channel."
                 )
-        try:
-            import pylsl
-
-            created_at = pylsl.local_clock()
-        except Exception:  # pragma: no cover - pylsl is a dependency; the header stays valid
-            created_at = 0.0
         import socket
+
+        import pylsl
+
+        created_at = pylsl.local_clock()
 
         info = ET.Element("info")
         for tag, text in (
@@ -288,14 +295,20 @@ class XDFWriter:
         try:
             root = ET.fromstring(header_xml)
         except ET.ParseError as exc:
-            raise ValueError(f"the header of stream {stream_id} is not well-formed XML ({exc}).") from None
+            raise ValueError(
+                f"the header of stream {stream_id} is not well-formed XML ({exc})."
+            ) from None
         if root.tag != "info":
-            raise ValueError(f"the header of stream {stream_id} must have <info> as its root, not <{root.tag}>.")
+            raise ValueError(
+                f"the header of stream {stream_id} must have <info> as its root, not <{root.tag}>."
+            )
         values = {}
         for key in ("channel_count", "nominal_srate", "channel_format"):
             text = root.findtext(key)
             if text is None or not text.strip():
-                raise ValueError(f"the header of stream {stream_id} has no <{key}>; it is required.")
+                raise ValueError(
+                    f"the header of stream {stream_id} has no <{key}>; it is required."
+                )
             values[key] = text.strip()
         fmt = values["channel_format"]
         if fmt not in CHANNEL_FORMATS:
@@ -320,7 +333,9 @@ class XDFWriter:
         content = struct.pack("<I", stream_id) + header_xml.encode("utf-8")
         with self._lock:
             if stream_id in self._streams:
-                raise ValueError(f"stream id {stream_id} is already in this file; give each stream its own id.")
+                raise ValueError(
+                    f"stream id {stream_id} is already in this file; give each stream its own id."
+                )
             self._streams[stream_id] = _StreamState(stream_id, n_channels, srate, fmt, name)
             self._append(_chunk(TAG_STREAM_HEADER, content))
         self._wake.set()
@@ -425,7 +440,7 @@ class XDFWriter:
     @staticmethod
     def _encode_strings(stream: _StreamState, samples, n: int) -> list[bytes]:
         if isinstance(samples, (str, bytes)) or not isinstance(samples, Sequence | np.ndarray):
-            raise ValueError(
+            raise TypeError(
                 f"samples for string stream {stream.stream_id} must be a list of {n} strings "
                 "(or of lists of strings, one per channel)."
             )
@@ -571,9 +586,11 @@ class XDFWriter:
     @staticmethod
     def _check_id(stream_id: int) -> int:
         if isinstance(stream_id, bool) or not isinstance(stream_id, (int, np.integer)):
-            raise ValueError(f"stream id must be an integer, got {stream_id!r}.")
+            raise TypeError(f"stream id must be an integer, got {stream_id!r}.")
         if not 0 <= int(stream_id) <= _MAX_STREAM_ID:
-            raise ValueError(f"stream id {stream_id} is out of range; accepted: 0 to {_MAX_STREAM_ID}.")
+            raise ValueError(
+                f"stream id {stream_id} is out of range; accepted: 0 to {_MAX_STREAM_ID}."
+            )
         return int(stream_id)
 
     def _append(self, chunk: bytes) -> None:
@@ -625,13 +642,15 @@ class XDFWriter:
             self.error = exc
             logger.error(
                 "recording %s stopped: %s; the file keeps the %d bytes written before it.",
-                self.path, exc.strerror or exc, self.bytes_written,
+                self.path,
+                exc.strerror or exc,
+                self.bytes_written,
             )
         with self._lock:
             self.dropped_chunks += len(self._pending)
             self._pending, self._pending_bytes = [], 0
 
-    def __enter__(self) -> "XDFWriter":
+    def __enter__(self) -> XDFWriter:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -645,4 +664,3 @@ class XDFWriter:
     def sample_count(self, stream_id: int) -> int:
         """Samples written for a stream so far."""
         return self._streams[stream_id].sample_count
-

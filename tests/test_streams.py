@@ -20,7 +20,12 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     env["PYTHONPATH"] = str(PROJECT_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     return subprocess.run(
         [sys.executable, "-m", "closedloop", "streams", *args],
-        capture_output=True, text=True, env=env, timeout=60, cwd=PROJECT_ROOT,
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        cwd=PROJECT_ROOT,
     )
 
 
@@ -43,12 +48,22 @@ def test_json_lists_every_visible_stream_with_its_properties(outlets: str) -> No
     listed = {s["source_id"]: s for s in json.loads(done.stdout)}
     host = socket.gethostname()
     assert listed[outlets] == {
-        "name": "cl-test-amp", "type": "EEG", "channels": 8, "rate": 250.0,
-        "format": "float32", "source_id": outlets, "host": host,
+        "name": "cl-test-amp",
+        "type": "EEG",
+        "channels": 8,
+        "rate": 250.0,
+        "format": "float32",
+        "source_id": outlets,
+        "host": host,
     }
     assert listed[outlets + "-mk"] == {
-        "name": "cl-test-markers", "type": "Markers", "channels": 1, "rate": 0.0,
-        "format": "string", "source_id": outlets + "-mk", "host": host,
+        "name": "cl-test-markers",
+        "type": "Markers",
+        "channels": 1,
+        "rate": 0.0,
+        "format": "string",
+        "source_id": outlets + "-mk",
+        "host": host,
     }
     assert listed[outlets + "-st"]["format"] == "double64"
     assert listed[outlets + "-st"]["channels"] == 5
@@ -83,11 +98,13 @@ def test_nothing_visible_is_not_an_error(tmp_path, lsl_config, outlets: str) -> 
     env["PYTHONPATH"] = str(PROJECT_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     base = [sys.executable, "-m", "closedloop", "streams", "--timeout", "0.5"]
     t0 = time.monotonic()
-    done = subprocess.run(base, capture_output=True, text=True, env=env, timeout=60)
+    done = subprocess.run(base, check=False, capture_output=True, text=True, env=env, timeout=60)
     # the wait is what was asked for (liblsl overruns exactly 0.5 s by 5 s unless nudged)
     assert time.monotonic() - t0 < 4.0
     assert done.returncode == 0
     assert done.stdout == ""
     assert "no LSL streams visible (waited 0.5 s)" in done.stderr
-    done = subprocess.run(base + ["--json"], capture_output=True, text=True, env=env, timeout=60)
+    done = subprocess.run(
+        base + ["--json"], check=False, capture_output=True, text=True, env=env, timeout=60
+    )
     assert done.returncode == 0 and json.loads(done.stdout) == []

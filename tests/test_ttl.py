@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import select
 import statistics
@@ -68,7 +69,7 @@ def test_fired_pulses_arrive_in_order_with_their_width(pty_pair) -> None:
     # several ms on a saturated machine), never early
     assert width - 0.001 < statistics.median(widths) < width + 0.010
     assert abs(statistics.median(lags)) < 0.002
-    assert all(b > a for (_, a), (_, b) in zip(sent, sent[1:]))
+    assert all(b > a for (_, a), (_, b) in itertools.pairwise(sent))
 
 
 def test_send_is_synchronous_and_returns_the_write_time(pty_pair) -> None:
@@ -94,15 +95,20 @@ def test_close_finishes_pulses_already_fired(pty_pair) -> None:
 
 
 def test_missing_port_is_a_usage_error_naming_it() -> None:
-    with pytest.raises(UsageError, match=r"cannot open the serial port '/dev/ttyCLOSEDLOOP_NONE'.*"
-                                         r"No such file or directory") as info:
+    with pytest.raises(
+        UsageError,
+        match=r"cannot open the serial port '/dev/ttyCLOSEDLOOP_NONE'.*"
+        r"No such file or directory",
+    ) as info:
         SerialTTL("/dev/ttyCLOSEDLOOP_NONE")
     assert info.value.exit_code == 2
 
 
 def test_bad_settings_and_codes_are_refused(pty_pair) -> None:
     _, port = pty_pair
-    with pytest.raises(UsageError, match="pulse width 0.0 s is out of range; accepted: 0.0001 to 1 s"):
+    with pytest.raises(
+        UsageError, match="pulse width 0.0 s is out of range; accepted: 0.0001 to 1 s"
+    ):
         SerialTTL(port, pulse_width_s=0.0)
     with pytest.raises(UsageError, match="baud rate -5"):
         SerialTTL(port, baudrate=-5)

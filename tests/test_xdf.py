@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import struct
 import threading
 import time
@@ -79,21 +80,41 @@ def test_numeric_and_string_streams_round_trip_exactly(tmp_path: Path) -> None:
 
     w = XDFWriter(path)
     labels = ["idx", "C3", "Cz", "C4"]
-    w.add_stream(0, XDFWriter.stream_header_xml(
-        "eeg", "EEG", 4, sfreq, "float32", "amp-1", ch_labels=labels,
-        ch_units=["n/a"] + ["microvolts"] * 3, ch_types=["MISC", "EEG", "EEG", "EEG"],
-        desc_xml="<acquisition><manufacturer>test</manufacturer></acquisition>",
-    ))
-    w.add_stream(7, XDFWriter.stream_header_xml(
-        "state", "ClosedLoopState", 5, 0, "double64", "cl-state",
-        ch_labels=["sample_ts", "phase_deg", "amplitude", "feedback", "gate"],
-    ))
-    w.add_stream(2**32 - 1, XDFWriter.stream_header_xml("markers", "Markers", 1, 0, "string", "cl-mk"))
+    w.add_stream(
+        0,
+        XDFWriter.stream_header_xml(
+            "eeg",
+            "EEG",
+            4,
+            sfreq,
+            "float32",
+            "amp-1",
+            ch_labels=labels,
+            ch_units=["n/a"] + ["microvolts"] * 3,
+            ch_types=["MISC", "EEG", "EEG", "EEG"],
+            desc_xml="<acquisition><manufacturer>test</manufacturer></acquisition>",
+        ),
+    )
+    w.add_stream(
+        7,
+        XDFWriter.stream_header_xml(
+            "state",
+            "ClosedLoopState",
+            5,
+            0,
+            "double64",
+            "cl-state",
+            ch_labels=["sample_ts", "phase_deg", "amplitude", "feedback", "gate"],
+        ),
+    )
+    w.add_stream(
+        2**32 - 1, XDFWriter.stream_header_xml("markers", "Markers", 1, 0, "string", "cl-mk")
+    )
     for i, fmt in enumerate(ints):
         w.add_stream(100 + i, XDFWriter.stream_header_xml(fmt, "Misc", 2, 100.0, fmt, f"src-{fmt}"))
     # uneven chunk sizes, including 0 and 1
     edges = [0, 0, 1, 2, 7, 64, 65, 300, 600, 601, 999, n]
-    for a, b in zip(edges[:-1], edges[1:]):
+    for a, b in itertools.pairwise(edges):
         w.write_samples(0, eeg_ts[a:b], eeg[a:b])
         if b % 2:
             w.write_clock_offset(0, eeg_ts[b - 1], -0.0021 - b * 1e-7)
@@ -170,7 +191,7 @@ def test_chunk_layout_follows_the_specification(tmp_path: Path) -> None:
     chunks = read_chunks(path)
     assert [c[0] for c in chunks] == [1, 2, 3, 3, 4, 5, 3, 6]
     assert b"<version>1.0</version>" in chunks[0][1]
-    tag, content, _ = chunks[1]
+    _, content, _ = chunks[1]
     assert struct.unpack_from("<I", content)[0] == 3 and content[4:].decode() == header
     # samples: stream id, varlen count, then per sample [8 + float64 | 0] + 2 x int16;
     # only the first sample of each chunk carries its time stamp here
@@ -288,7 +309,9 @@ def test_lsl_stream_recorded_with_every_sample_exactly_once(tmp_path: Path, sour
             if sample is None:
                 continue
             buf[0] = sample
-            _, stamps = inlet.pull_chunk(timeout=0.0, max_samples=buf.shape[0] - 1, dest_obj=buf[1:])
+            _, stamps = inlet.pull_chunk(
+                timeout=0.0, max_samples=buf.shape[0] - 1, dest_obj=buf[1:]
+            )
             k = 1 + len(stamps)
             w.write_samples(1, np.concatenate([[ts], stamps]), buf[:k])
             received += k
@@ -388,7 +411,9 @@ def test_close_is_idempotent_and_later_writes_are_dropped(tmp_path: Path) -> Non
 
 
 def test_bad_input_is_refused_with_a_clear_message(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match=r"cannot create the recording .*no/such/dir.*writable folder"):
+    with pytest.raises(
+        UsageError, match=r"cannot create the recording .*no/such/dir.*writable folder"
+    ):
         XDFWriter(tmp_path / "no" / "such" / "dir" / "x.xdf")
     with pytest.raises(UsageError, match="flush_interval_s"):
         XDFWriter(tmp_path / "x.xdf", flush_interval_s=0)
@@ -403,9 +428,16 @@ def test_bad_input_is_refused_with_a_clear_message(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match="already in this file"):
             w.add_stream(1, XDFWriter.stream_header_xml("s", "EEG", 3, 100, "int16", "x"))
         with pytest.raises(ValueError, match="no <channel_format>"):
-            w.add_stream(2, "<info><channel_count>1</channel_count><nominal_srate>0</nominal_srate></info>")
+            w.add_stream(
+                2, "<info><channel_count>1</channel_count><nominal_srate>0</nominal_srate></info>"
+            )
         with pytest.raises(ValueError, match="channel_format 'float16'.*accepted: float32"):
-            w.add_stream(2, XDFWriter.stream_header_xml("s", "EEG", 1, 0, "float32", "x").replace("float32", "float16"))
+            w.add_stream(
+                2,
+                XDFWriter.stream_header_xml("s", "EEG", 1, 0, "float32", "x").replace(
+                    "float32", "float16"
+                ),
+            )
         with pytest.raises(ValueError, match="out of range"):
             w.add_stream(2**32, XDFWriter.stream_header_xml("s", "EEG", 1, 0, "float32", "x"))
         w.add_stream(2, XDFWriter.stream_header_xml("m", "Markers", 1, 0, "string", "m"))

@@ -62,11 +62,16 @@ def _env() -> dict[str, str]:
     return env
 
 
-def test_sigkill_mid_session_leaves_a_readable_file_missing_at_most_one_second(tmp_path: Path) -> None:
+def test_sigkill_mid_session_leaves_a_readable_file_missing_at_most_one_second(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "killed.xdf"
     proc = subprocess.Popen(
         [sys.executable, "-c", WRITER_SCRIPT, str(path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
     )
     last_reported = -1
     try:
@@ -93,7 +98,11 @@ def test_sigkill_mid_session_leaves_a_readable_file_missing_at_most_one_second(t
     assert index[-1] >= last_reported - SFREQ, (index[-1], last_reported)
     assert "footer" not in eeg
     assert [ch["label"][0] for ch in eeg["info"]["desc"][0]["channels"][0]["channel"]] == [
-        "idx", "C3", "Cz", "C4"]
+        "idx",
+        "C3",
+        "Cz",
+        "C4",
+    ]
     assert len(eeg["clock_times"]) >= 2
     mk = next(s for s in streams if s["info"]["name"] == ["mk"])
     assert mk["time_series"][0] == ["marker 0"]
@@ -126,8 +135,11 @@ def _check_prefix(path: Path, sent: int) -> int:
 def test_full_disk_stops_the_recording_without_raising(tmp_path: Path) -> None:
     mount = tmp_path / "small"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
-                          capture_output=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
+        check=False,
+        capture_output=True,
+    )
     if done.returncode != 0:
         pytest.skip("cannot mount a tmpfs here (needs root); the file size limit test covers this")
     try:
@@ -144,7 +156,7 @@ def test_full_disk_stops_the_recording_without_raising(tmp_path: Path) -> None:
         assert kept * 8 * 8 > 100_000  # it wrote what it could before the disk filled
         assert w.dropped_chunks > 0
     finally:
-        subprocess.run(["umount", str(mount)], capture_output=True)
+        subprocess.run(["umount", str(mount)], check=False, capture_output=True)
 
 
 LIMIT_SCRIPT = textwrap.dedent(
@@ -175,8 +187,14 @@ LIMIT_SCRIPT = textwrap.dedent(
 
 def test_file_size_limit_trims_to_the_last_complete_chunk(tmp_path: Path) -> None:
     path = tmp_path / "limited.xdf"
-    done = subprocess.run([sys.executable, "-c", LIMIT_SCRIPT, str(path)],
-                          capture_output=True, text=True, env=_env(), timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", LIMIT_SCRIPT, str(path)],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["errno"] == errno.EFBIG

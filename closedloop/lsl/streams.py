@@ -9,7 +9,7 @@ import sys
 
 from closedloop.errors import UsageError
 
-__all__ = ["configure_parser", "run_command", "list_streams", "CHANNEL_FORMAT_NAMES"]
+__all__ = ["CHANNEL_FORMAT_NAMES", "configure_parser", "list_streams", "run_command"]
 
 # pylsl's channel format codes (cf_float32 = 1, ...) -> LSL format names
 CHANNEL_FORMAT_NAMES = {
@@ -55,7 +55,9 @@ def list_streams(timeout: float = 1.0) -> list[dict[str, object]]:
     """
     timeout = float(timeout)
     if not (math.isfinite(timeout) and 0.0 < timeout <= 3600.0):
-        raise UsageError(f"--timeout {timeout!r} is not usable; give seconds above 0 (at most 3600).")
+        raise UsageError(
+            f"--timeout {timeout!r} is not usable; give seconds above 0 (at most 3600)."
+        )
     import pylsl
 
     # liblsl (1.18) often overruns a wait that ends with its first query wave (0.5 s) by 5 s
@@ -69,7 +71,9 @@ def list_streams(timeout: float = 1.0) -> list[dict[str, object]]:
                 "type": info.type(),
                 "channels": info.channel_count(),
                 "rate": info.nominal_srate(),
-                "format": CHANNEL_FORMAT_NAMES.get(info.channel_format(), str(info.channel_format())),
+                "format": CHANNEL_FORMAT_NAMES.get(
+                    info.channel_format(), str(info.channel_format())
+                ),
                 "source_id": info.source_id(),
                 "host": info.hostname(),
             }
