@@ -18,6 +18,7 @@ import pytest
 import pyxdf
 from scipy.signal import firwin, hilbert
 
+from closedloop.cli import main
 from closedloop.errors import DataError, UsageError
 from closedloop.report import make_report
 from tests.helpers.lsl import OutletThread
@@ -139,11 +140,7 @@ def replay_report(tmp_path_factory, recordings):
     proto = tmp / "o1.toml"
     proto.write_text(PHASE_PROTOCOL.format(baseline=10.0, method="auto"))
     folder = tmp / "replay"
-    subprocess.run(
-        [sys.executable, "-m", "closedloop", "replay", str(EYES_CLOSED), "--protocol", str(proto),
-         "--out", str(folder), "--quiet"],
-        check=True, capture_output=True, text=True, timeout=120,
-    )
+    assert main(["replay", str(EYES_CLOSED), "--protocol", str(proto), "--out", str(folder), "--quiet"]) == 0
     out = tmp / "report.html"
     proc = subprocess.run(
         [sys.executable, "-m", "closedloop", "report", str(folder), "--out", str(out), "--quiet"],
@@ -217,11 +214,7 @@ def test_feedback_replay_report_draws_the_feedback_and_summarises_it(tmp_path, r
     folder = tmp_path / "fb"
     proto = tmp_path / "faa.toml"
     proto.write_text(FEEDBACK_PROTOCOL)
-    subprocess.run(
-        [sys.executable, "-m", "closedloop", "replay", str(EYES_CLOSED), "--protocol", str(proto),
-         "--out", str(folder), "--quiet"],
-        check=True, capture_output=True, text=True, timeout=120,
-    )
+    assert main(["replay", str(EYES_CLOSED), "--protocol", str(proto), "--out", str(folder), "--quiet"]) == 0
     out, json_path, numbers = make_report(folder, quiet=True)
     assert out == folder / "report.html" and json_path == folder / "report.json"
     images = figures(out.read_text())
@@ -254,7 +247,7 @@ def live_session(tmp_path_factory, recordings):
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "closedloop", "run", "--protocol", str(proto), "--source-id", source_id,
-             "--duration", "8", "--record", str(record), "--marker-source-id", source_id + "-m",
+             "--duration", "6", "--record", str(record), "--marker-source-id", source_id + "-m",
              "--state-source-id", source_id + "-s"],
             capture_output=True, text=True, timeout=60,
         )
@@ -267,12 +260,7 @@ def live_session(tmp_path_factory, recordings):
 def test_live_xdf_report_figures_latency_and_phases_match_an_independent_computation(live_session, tmp_path):
     record, proto, data, sfreq = live_session
     out = tmp_path / "live.html"
-    proc = subprocess.run(
-        [sys.executable, "-m", "closedloop", "report", str(record), "--protocol", str(proto),
-         "--out", str(out), "--quiet"],
-        capture_output=True, text=True, timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
+    assert main(["report", str(record), "--protocol", str(proto), "--out", str(out), "--quiet"]) == 0
     text = out.read_text()
     images = figures(text)
     assert set(images) == {"phases", "latency", "amplitude"}
