@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import os
 import queue
 import threading
@@ -107,11 +108,11 @@ class SerialTTL:
     @staticmethod
     def check_code(code: int) -> int:
         """Return ``code`` if it is a valid pulse code (1 to 255), else raise ``UsageError``."""
-        if isinstance(code, bool) or not isinstance(code, int) or not 1 <= code <= 255:
+        if isinstance(code, bool) or not isinstance(code, numbers.Integral) or not 1 <= code <= 255:
             raise UsageError(
                 f"TTL code {code!r} is not usable; accepted: an integer from 1 to 255 (0 ends a pulse)."
             )
-        return code
+        return int(code)
 
     def send(self, code: int) -> float:
         """Send one pulse now, in the calling thread (blocks for the pulse width).
@@ -126,7 +127,7 @@ class SerialTTL:
         float
             ``local_clock()`` when the code byte had been written.
         """
-        self.check_code(code)
+        code = self.check_code(code)
         if self._closed:
             raise UsageError(f"the TTL port {self.port!r} is closed; no pulse was sent.")
         return self._pulse(code)
@@ -145,7 +146,7 @@ class SerialTTL:
         The write time arrives later on :attr:`sent` (and through ``on_sent``). Raises
         ``UsageError`` only for an invalid code; serial failures go to :attr:`error`.
         """
-        self.check_code(code)
+        code = self.check_code(code)
         if self._closed:
             self.pulses_dropped += 1
             return

@@ -19,6 +19,7 @@ file back to its last complete chunk, records the error in :attr:`XDFWriter.erro
 
 from __future__ import annotations
 
+import datetime
 import logging
 import math
 import os
@@ -58,7 +59,6 @@ CHANNEL_FORMATS: dict[str, np.dtype | None] = {
     "string": None,
 }
 
-_FILE_HEADER_XML = b'<?xml version="1.0"?><info><version>1.0</version></info>'
 _MAX_STREAM_ID = 2**32 - 1
 # Pending bytes above which a write wakes the flusher before its interval is up.
 _EARLY_FLUSH_BYTES = 1 << 20
@@ -179,7 +179,12 @@ class XDFWriter:
                 f"cannot create the recording {str(self.path)!r}: {exc.strerror}. "
                 "Give a file path in an existing, writable folder."
             ) from None
-        header = b"XDF:" + _chunk(TAG_FILE_HEADER, _FILE_HEADER_XML)
+        started = datetime.datetime.now(datetime.timezone.utc).astimezone().isoformat()
+        file_header = (
+            '<?xml version="1.0"?><info><version>1.0</version>'
+            f"<datetime>{started}</datetime><writer>closedloop</writer></info>"
+        )
+        header = b"XDF:" + _chunk(TAG_FILE_HEADER, file_header.encode("utf-8"))
         self._write_all([header])
         if self.error is not None:
             os.close(self._fd)

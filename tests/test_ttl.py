@@ -8,6 +8,7 @@ import select
 import statistics
 import time
 
+import numpy as np
 import pylsl
 import pytest
 
@@ -113,7 +114,8 @@ def test_bad_settings_and_codes_are_refused(pty_pair) -> None:
     with pytest.raises(UsageError, match="baud rate -5"):
         SerialTTL(port, baudrate=-5)
     with SerialTTL(port) as ttl:
-        for bad in (0, 256, -1, 3.0, True):
+        assert ttl.check_code(np.uint8(7)) == 7
+        for bad in (0, 256, -1, 3.0, True, np.float64(2.0)):
             with pytest.raises(UsageError, match="accepted: an integer from 1 to 255"):
                 ttl.fire(bad)
 

@@ -168,6 +168,7 @@ def test_numeric_and_string_streams_round_trip_exactly(tmp_path: Path) -> None:
     # and it opens with pyxdf's default clock synchronisation and dejittering
     streams, header = pyxdf.load_xdf(str(path))
     assert header["info"]["version"] == ["1.0"]
+    assert header["info"]["writer"] == ["closedloop"]
     eeg_synced = next(x for x in streams if x["info"]["name"] == ["eeg"])
     np.testing.assert_array_equal(eeg_synced["time_series"][:, 0], np.arange(n))
 
