@@ -1,0 +1,254 @@
+"""``closedloop bench latency``: push-to-receipt latency of the live loop, measured from outside.
+
+An amplifier outlet in this process pushes simulated EEG in real time (default 64 channels at
+5 kHz in chunks of 5); ``closedloop run`` with the default phase protocol runs as a separate
+process; inlets here receive its State and Markers streams. For every State sample, latency is
+its receipt time here minus the push time of the input chunk holding the newest sample it reports
+(matched by ``sample_ts``). Trigger delivery precision is each marker's LSL timestamp (the moment
+of delivery) against the ``scheduled_ts`` in its JSON. Dropped samples come from the run's own
+summary; CPU use is the engine process's user+system time over wall time (psutil).
+
+``--compare mne-lsl`` then runs, against the same outlet, a pipeline built on mne-lsl's
+``StreamLSL`` (``acquisition_delay=0.001``, ``filter(8, 13)``, ``get_data``, phase of the last
+sample by the Hilbert transform of the latest window) in its own process, publishing a State
+sample per new chunk, measured the same way. The worker is this module run as a script
+(``python -m closedloop.bench.latency mne-lsl-worker ...``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+from pathlib import Path
+
+DEFAULT_CHANNELS = 64
+DEFAULT_SFREQ = 5000.0
+DEFAULT_CHUNK = 5
+DEFAULT_DURATION_S = 30.0
+#: Window the mne-lsl pipeline takes the Hilbert transform of.
+MNE_LSL_WINDOW_S = 0.5
+#: The targets of the live-loop issue, shown next to the figures.
+TARGETS = {"latency_p50_ms": 0.35, "latency_p99_ms": 1.0, "delivery_p99_ms": 0.2, "cpu_percent": 50.0,
+           "ratio_mne_lsl": 3.0, "monitor_p99_cost_ms": 0.1}
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--channels", type=int, default=DEFAULT_CHANNELS, help="amplifier channels (default 64)")
+    p.add_argument("--sfreq", type=float, default=DEFAULT_SFREQ, help="amplifier rate in Hz (default 5000)")
+    p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK, help="samples per push (default 5)")
+    p.add_argument("--duration", type=float, default=DEFAULT_DURATION_S,
+                   help="seconds of live loop per run (default 30)")
+    p.add_argument("--protocol", "-p", default="default", help="protocol (default: the preset 'default')")
+    p.add_argument("--monitor", action="store_true", help="run the engine with --monitor (its cost shows in p99)")
+    p.add_argument("--compare", choices=["mne-lsl"], help="also measure an mne-lsl StreamLSL pipeline")
+    p.add_argument("--stamping", choices=["nominal", "push"], default="nominal",
+                   help="timestamp of each chunk: its due time on the sample clock (default) or its push time")
+    p.add_argument("--json", help="write the figures to this JSON file")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+
+
+def _settings(args: argparse.Namespace) -> dict:
+    from closedloop.bench.common import positive, whole
+
+    settings = {
+        "channels": whole(args.channels, "--channels"),
+        "sfreq": positive(args.sfreq, "--sfreq"),
+        "chunk_size": whole(args.chunk_size, "--chunk-size"),
+        "duration_s": positive(args.duration, "--duration"),
+        "protocol": args.protocol,
+        "monitor": bool(args.monitor),
+        "compare": args.compare,
+        "stamping": args.stamping,
+    }
+    if settings["sfreq"] < 200:
+        from closedloop.errors import UsageError
+
+        raise UsageError(f"--sfreq must be at least 200 Hz for the simulated signal, got {args.sfreq:g}.")
+    return settings
+
+
+def run_latency(settings: dict, *, progress: bool = True) -> dict:
+    """Run the benchmark with ``settings`` (see :func:`configure_parser`) and return its figures."""
+    from closedloop.bench import common
+
+    common.start_lsl()
+    from closedloop.protocol import load_protocol
+
+    protocol = load_protocol(settings["protocol"])  # a bad protocol fails here, not in the child
+    n_ch, sfreq, cs, duration = settings["channels"], settings["sfreq"], settings["chunk_size"], settings["duration_s"]
+    n_runs = 2 if settings["compare"] else 1
+    block, labels = common.amplifier_block(n_ch, sfreq, cs)
+    amp_id = common.fresh_id("eeg")
+    amp = common.Amplifier(
+        block, labels, sfreq, cs, source_id=amp_id, name=amp_id,
+        capacity_s=n_runs * (duration + common.ENGINE_START_TIMEOUT_S + 30.0), stamping=settings["stamping"],
+    ).start()
+    state_capacity = int((duration + common.ENGINE_START_TIMEOUT_S) * sfreq / cs) + 1000
+    workdir = Path(tempfile.mkdtemp(prefix="closedloop-bench-latency-"))
+    result: dict = {"benchmark": "latency", "settings": dict(settings), "targets": TARGETS}
+    try:
+        state_id, marker_id = common.fresh_id("state"), common.fresh_id("markers")
+        summary_path = workdir / "summary.json"
+        cmd = common.engine_command(
+            source_id=amp_id, state_id=state_id, marker_id=marker_id, protocol=settings["protocol"],
+            duration_s=duration, summary_json=str(summary_path), monitor=settings["monitor"],
+        )
+        run = common.run_live("closedloop", amp, cmd, state_id=state_id, marker_id=marker_id,
+                              duration_s=duration, summary_json=summary_path,
+                              state_capacity=state_capacity, progress=progress)
+        result["closedloop"] = _closedloop_figures(run)
+        if settings["compare"] == "mne-lsl":
+            channel = protocol.signal.channel
+            mne_id = common.fresh_id("mne-lsl-state")
+            cmd = [sys.executable, "-m", "closedloop.bench.latency", "mne-lsl-worker", "--source-id", amp_id,
+                   "--state-source-id", mne_id, "--channel", channel,
+                   "--band", str(protocol.band.low_hz), str(protocol.band.high_hz),
+                   "--duration", f"{duration:g}"]
+            mrun = common.run_live("mne-lsl", amp, cmd, state_id=mne_id, marker_id=None,
+                                   duration_s=duration, summary_json=None,
+                                   state_capacity=state_capacity, progress=progress)
+            figures = common.state_figures(mrun)
+            figures.update(common.process_figures(mrun))
+            figures["pipeline"] = (f"mne_lsl.stream.StreamLSL(bufsize=2).connect(acquisition_delay=0.001); "
+                                   f"filter({protocol.band.low_hz:g}, {protocol.band.high_hz:g}, picks={channel!r}); "
+                                   f"get_data({MNE_LSL_WINDOW_S:g} s, picks={channel!r}); Hilbert phase of the last sample")
+            result["mne_lsl"] = figures
+            ours = result["closedloop"]["latency_ms"]
+            theirs = figures["latency_ms"]
+            result["ratio_p50_mne_lsl_over_closedloop"] = theirs["p50"] / ours["p50"] if ours["p50"] > 0 else math.nan
+            result["ratio_p99_mne_lsl_over_closedloop"] = theirs["p99"] / ours["p99"] if ours["p99"] > 0 else math.nan
+    finally:
+        amp_figures = common.amplifier_figures(amp)
+        amp.close()
+    result["amplifier"] = amp_figures
+    result["machine"] = common.machine_info()
+    return result
+
+
+def _closedloop_figures(run) -> dict:
+    from closedloop.bench import common
+
+    figures = common.state_figures(run)
+    figures.update(common.marker_figures(run))
+    figures.update(common.process_figures(run))
+    s = run.summary or {}
+    figures["engine_summary"] = {
+        key: s.get(key) for key in ("samples", "chunks", "dropped_samples", "gaps", "stalls", "triggers",
+                                    "triggers_dropped", "dropped_by_reason", "latency_ms_p50", "latency_ms_p99",
+                                    "delivery_error_ms_p50", "delivery_error_ms_p99", "end_reason")
+    }
+    figures["dropped_samples"] = s.get("dropped_samples")
+    figures["gaps"] = s.get("gaps")
+    figures["triggers"] = s.get("triggers")
+    return figures
+
+
+def print_result(result: dict) -> None:
+    from closedloop.bench.common import fmt, machine_rows, print_table
+
+    s = result["settings"]
+    c = result["closedloop"]
+    lat, eng, dly = c["latency_ms"], c["engine_ms"], c["delivery_error_ms"]
+    rows = [
+        ("settings", f"{s['channels']} ch, {s['sfreq']:g} Hz, chunks of {s['chunk_size']}, {s['duration_s']:g} s, "
+                     f"protocol {s['protocol']!r}, monitor {'on' if s['monitor'] else 'off'}, "
+                     f"stamps {s['stamping']}"),
+        ("push -> State received (ms)", f"p50 {fmt(lat['p50'])}  p95 {fmt(lat['p95'])}  p99 {fmt(lat['p99'])}  "
+                                        f"max {fmt(lat['max'])}  (n {lat['n']}; target p50 <= 0.35, p99 <= 1.0)"),
+        ("push -> State pushed (ms)", f"p50 {fmt(eng['p50'])}  p99 {fmt(eng['p99'])}  max {fmt(eng['max'])}"),
+        ("trigger delivery |actual - scheduled| (ms)",
+         f"p50 {fmt(dly['p50'])}  p99 {fmt(dly['p99'])}  max {fmt(dly['max'])}  (n {dly['n']}; target p99 <= 0.2)"),
+        ("marker push -> received (ms)", f"p50 {fmt(c['marker_latency_ms']['p50'])}  p99 {fmt(c['marker_latency_ms']['p99'])}"),
+        ("dropped samples / gaps", f"{c['dropped_samples']} / {c['gaps']}  (target 0)"),
+        ("triggers", f"{c['triggers']} delivered, {c['engine_summary'].get('triggers_dropped')} dropped"),
+        ("engine CPU (% of one core)", f"{fmt(c['cpu_percent_of_one_core'], '.1f')}  (target < 50)"),
+        ("State samples", f"{c['state_samples']} received, {c['state_samples_unmatched']} unmatched, "
+                          f"{c['chunks_without_own_state']} chunks merged into a later one"),
+        ("amplifier push lateness (ms)", f"p50 {fmt(result['amplifier']['push_lateness_ms']['p50'])}  "
+                                         f"p99 {fmt(result['amplifier']['push_lateness_ms']['p99'])}"),
+    ]
+    if "mne_lsl" in result:
+        m = result["mne_lsl"]["latency_ms"]
+        rows += [
+            ("mne-lsl push -> State received (ms)", f"p50 {fmt(m['p50'])}  p95 {fmt(m['p95'])}  p99 {fmt(m['p99'])}  "
+                                                    f"max {fmt(m['max'])}  (n {m['n']})"),
+            ("mne-lsl CPU (% of one core)", fmt(result["mne_lsl"]["cpu_percent_of_one_core"], ".1f")),
+            ("p50 ratio mne-lsl / closedloop", f"{fmt(result['ratio_p50_mne_lsl_over_closedloop'], '.2f')}x  (target >= 3)"),
+        ]
+    rows += machine_rows(result["machine"])
+    print_table("closedloop bench latency", rows)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    result = run_latency(settings, progress=not args.quiet)
+    from closedloop.bench.common import write_json
+
+    write_json(args.json, result)
+    print_result(result)
+    return 0
+
+
+# ---------------------------------------------------------------------- the mne-lsl worker
+def mne_lsl_worker(source_id: str, state_source_id: str, channel: str, band: tuple[float, float],
+                   duration_s: float) -> int:
+    """The comparison pipeline: mne-lsl acquisition and filtering, a State sample per new chunk."""
+    import time
+
+    import numpy as np
+    import pylsl
+    from mne_lsl.stream import StreamLSL
+    from scipy.signal import hilbert
+
+    from closedloop.channels import find_channel
+
+    stream = StreamLSL(bufsize=2.0, source_id=source_id)
+    stream.connect(acquisition_delay=0.001, timeout=10)
+    pick = stream.ch_names[find_channel(channel, stream.ch_names)]
+    stream.filter(band[0], band[1], picks=pick)
+    info = pylsl.StreamInfo(state_source_id, "ClosedLoopState", 5, pylsl.IRREGULAR_RATE, "double64",
+                            state_source_id)
+    outlet = pylsl.StreamOutlet(info)
+    while stream.n_new_samples == 0:  # the buffer fills before the first window
+        time.sleep(0.01)
+    time.sleep(MNE_LSL_WINDOW_S)
+    clock = pylsl.local_clock
+    deadline = clock() + duration_s
+    row = [0.0] * 5
+    while clock() < deadline:
+        if stream.n_new_samples == 0:
+            time.sleep(0.0001)
+            continue
+        data, ts = stream.get_data(winsize=MNE_LSL_WINDOW_S, picks=pick)
+        analytic = hilbert(data[0])
+        row[0] = float(ts[-1])
+        row[1] = float(np.degrees(np.angle(analytic[-1])))
+        row[2] = float(np.abs(analytic[-1]) * 1e6)
+        row[3] = math.nan
+        row[4] = 1.0
+        outlet.push_sample(row, clock())
+    del outlet
+    stream.disconnect()
+    return 0
+
+
+def _worker_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m closedloop.bench.latency")
+    sub = p.add_subparsers(dest="what", required=True)
+    w = sub.add_parser("mne-lsl-worker")
+    w.add_argument("--source-id", required=True)
+    w.add_argument("--state-source-id", required=True)
+    w.add_argument("--channel", required=True)
+    w.add_argument("--band", type=float, nargs=2, required=True)
+    w.add_argument("--duration", type=float, required=True)
+    args = p.parse_args(argv)
+    import mne
+
+    mne.set_log_level("ERROR")
+    return mne_lsl_worker(args.source_id, args.state_source_id, args.channel, tuple(args.band), args.duration)
+
+
+if __name__ == "__main__":
+    sys.exit(_worker_main(sys.argv[1:]))
