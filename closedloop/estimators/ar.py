@@ -142,3 +142,4 @@ class AREstimator(PhaseEstimator):
             self.correction = bias_from_truth(z_est, interior_analytic(x, self.sfreq, self.band_hz))
             self.reset()
         self.fitted = True
+        self._note_baseline_amplitude(x)

@@ -87,6 +87,8 @@ class PhaseEstimator:
 
     name: str = "base"
     defaults: dict[str, Any] = {}
+    #: shortest baseline ``fit`` accepts, seconds (the engine checks protocols against it)
+    min_baseline_s: float = 2.0
 
     def __init__(self, sfreq: float, band_hz: tuple[float, float], **params: Any) -> None:
         try:
@@ -117,6 +119,7 @@ class PhaseEstimator:
         self.band_hz = (low, high)
         self.params: dict[str, Any] = {**self.defaults, **params}
         self.fitted = False
+        self.baseline_amplitude = np.zeros(0)
         self.last_bad = 0
         self.n_samples = 0
         self._init_params()
@@ -167,11 +170,36 @@ class PhaseEstimator:
         """Train or calibrate on a baseline of the derived signal (1-D, µV, at ``sfreq``).
 
         The base implementation only checks the input; methods without training keep it.
+        Every ``fit`` ends with :meth:`_note_baseline_amplitude`.
         """
-        self._check_baseline(baseline)
+        x = self._check_baseline(baseline)
         self.fitted = True
+        self._note_baseline_amplitude(x)
 
-    def _check_baseline(self, baseline: np.ndarray, min_seconds: float = 2.0) -> np.ndarray:
+    def _note_baseline_amplitude(self, x: np.ndarray) -> None:
+        """Keep this estimator's own amplitude over the baseline in ``baseline_amplitude``.
+
+        An amplitude gate on ``amplitude`` compares it with a percentile of these values
+        (the estimator's amplitude is unlagged; a separate envelope filter lags the rhythm).
+        The estimator is left reset.
+        """
+        z = self._baseline_track(x)
+        amp = np.abs(z[np.isfinite(z)])
+        self.baseline_amplitude = amp
+        self.reset()
+
+    def _baseline_track(self, x: np.ndarray) -> np.ndarray:
+        return track(self, x, max_updates=3000)
+
+    def amplitude_threshold(self, percentile: float) -> float:
+        """The ``percentile`` (0-100) of ``amplitude`` over the fitted baseline (NaN before fit)."""
+        if self.baseline_amplitude.size == 0:
+            return math.nan
+        return float(np.percentile(self.baseline_amplitude, percentile))
+
+    def _check_baseline(self, baseline: np.ndarray, min_seconds: float | None = None) -> np.ndarray:
+        if min_seconds is None:
+            min_seconds = self.min_baseline_s
         x = np.asarray(baseline, dtype=np.float64)
         if x.ndim != 1:
             raise DataError(

@@ -65,3 +65,4 @@ class ECHTEstimator(ComplexFIREstimator):
             z_true = interior_analytic(x, self.sfreq, self.band_hz)
             self.correction = bias_from_truth(z_est, z_true)
         self.fitted = True
+        self._note_baseline_amplitude(x)

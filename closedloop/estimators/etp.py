@@ -114,3 +114,4 @@ class ETPEstimator(PhaseEstimator):
             self.offset_deg = math.degrees(math.atan2(gain.imag, gain.real))
             self.reset()
         self.fitted = True
+        self._note_baseline_amplitude(x)

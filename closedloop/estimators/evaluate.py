@@ -17,7 +17,7 @@ import numpy as np
 from scipy.signal import butter, sosfilt
 
 from closedloop.errors import DataError
-from closedloop.estimators.base import PhaseEstimator, track
+from closedloop.estimators.base import PhaseEstimator
 from closedloop.groundtruth import CircularStats, GroundTruth, circular_stats, wrap_deg
 
 
@@ -86,12 +86,12 @@ def run_triggers(estimator: PhaseEstimator, x: np.ndarray, sfreq: float, target_
         envelope = causal_envelope(x, sfreq, estimator.band_hz)
     estimator.reset()
     estimator.fit(x[:n_base])
-    if gate_source == "estimator":
-        base_amp = np.abs(track(estimator, x[:n_base], max_updates=n_base))
-        base_amp = base_amp[np.isfinite(base_amp)]
+    if gate_percentile is None:
+        threshold = -math.inf
+    elif gate_source == "estimator":
+        threshold = estimator.amplitude_threshold(gate_percentile)
     else:
-        base_amp = envelope[:n_base]
-    threshold = -math.inf if gate_percentile is None else float(np.percentile(base_amp, gate_percentile))
+        threshold = float(np.percentile(envelope[:n_base], gate_percentile))
     estimator.reset()
     estimator.process(x[:n_base])
     dt = 1.0 / sfreq

@@ -89,3 +89,6 @@ class ComplexFIREstimator(PhaseEstimator):
         if x.shape[0] >= self.n_taps:
             out[self.n_taps - 1 :] = np.convolve(x, self.weights[::-1], mode="valid") * self.correction
         return out
+
+    def _baseline_track(self, x: np.ndarray) -> np.ndarray:
+        return self.analytic_over(x)

@@ -89,6 +89,10 @@ class WienerEstimator(ComplexFIREstimator):
     defaults = {"window_s": 0.5, "ridge": "auto", "holdout": 0.25, "adapt_s": 20.0}
     needs_fit = True
 
+    @property
+    def min_baseline_s(self) -> float:  # type: ignore[override]
+        return max(4.0, 8.0 * self.n_taps / self.sfreq)
+
     # -- set-up ----------------------------------------------------------------------------
     def _init_params(self) -> None:
         window_s = self._param_number("window_s", 0.05, 5.0)
@@ -269,7 +273,7 @@ class WienerEstimator(ComplexFIREstimator):
 
     def fit(self, baseline: np.ndarray) -> None:
         """Train the weights on the baseline, then calibrate the corrections on a pass over it."""
-        x = self._check_baseline(baseline, min_seconds=max(4.0, 8.0 * self.n_taps / self.sfreq))
+        x = self._check_baseline(baseline, min_seconds=self.min_baseline_s)
         z = interior_analytic(x, self.sfreq, self.band_hz)
         rows = np.arange(self.n_taps - 1, x.shape[0])
         rows = rows[np.isfinite(z[rows])]
@@ -297,19 +301,38 @@ class WienerEstimator(ComplexFIREstimator):
         self.fitted = True
         self.reset()
         if self.adapt_s > 0:
-            self._calibrate_pass(x)
-            self.reset()
+            self._calibrate_pass(x, z)
+        self._note_baseline_amplitude(x)
 
-    def _calibrate_pass(self, x: np.ndarray) -> None:
-        """Run over the baseline sample by sample, noting crossings of every grid phase."""
-        dt_deg = 360.0 / self.sfreq
-        for n in range(x.shape[0]):
-            self._process_good(x[n : n + 1])
-            if not self.ready:
-                continue
-            ahead_deg = (self.grid_deg - self.phase_deg) % 360.0
-            hits = np.flatnonzero(ahead_deg < dt_deg * self.frequency_hz)
-            newest = self.history.count - 1
-            for i in hits:
-                ahead = ahead_deg[i] / (360.0 * self.frequency_hz)
-                self._pend.append((newest + ahead * self.sfreq, float(self.grid_deg[i]), 1.0))
+    def _calibrate_pass(self, x: np.ndarray, z_true: np.ndarray) -> None:
+        """Start both corrections from the baseline, computed at once for every sample.
+
+        The rotation starts at the mean rotation between estimate and truth; the grid gets
+        every crossing of every grid phase the estimator would have predicted on the baseline,
+        scored against the truth at that moment.
+        """
+        z = self.analytic_over(x)
+        ok = np.isfinite(z) & np.isfinite(z_true)
+        prod = z_true[ok] * np.conj(z[ok])
+        if prod.size == 0:
+            return
+        self.rotation_acc = complex(np.mean(prod))
+        zc = z * self.rotation
+        lag = self.freq_lag
+        phase = np.angle(zc[lag:], deg=True)
+        dphi = np.angle(zc[lag:] * np.conj(zc[:-lag]))
+        freq = np.clip(dphi * self.sfreq / (2.0 * np.pi * lag), *self.band_hz)
+        step_deg = 360.0 * freq / self.sfreq
+        keep = math.exp(-1.0 / (self.adapt_s * self.center_hz))
+        for aimed in self.grid_deg:
+            ahead_deg = (aimed - phase) % 360.0
+            hit = np.flatnonzero((ahead_deg < step_deg) & np.isfinite(phase))
+            t = hit + lag + ahead_deg[hit] / step_deg[hit]
+            k = np.floor(t).astype(int)
+            good = (k + 1 < x.shape[0])
+            k, t = k[good], t[good]
+            frac = t - k
+            zt = z_true[k] * (1.0 - frac) + z_true[np.minimum(k + 1, x.shape[0] - 1)] * frac
+            zt = zt[np.isfinite(zt)]
+            for v in zt * np.abs(zt) * np.exp(-1j * np.radians(aimed)):
+                self._grid_update(float(aimed), complex(v), keep)
