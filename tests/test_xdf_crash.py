@@ -156,7 +156,7 @@ def test_full_disk_stops_the_recording_without_raising(tmp_path: Path) -> None:
         assert kept * 8 * 8 > 100_000  # it wrote what it could before the disk filled
         assert w.dropped_chunks > 0
     finally:
-        subprocess.run(["umount", str(mount)], check=False, capture_output=True)
+        subprocess.run(["umount", "-l", str(mount)], check=False, capture_output=True)
 
 
 LIMIT_SCRIPT = textwrap.dedent(
