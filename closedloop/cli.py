@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(module_name)
             configure, run = module.configure_parser, module.run_command
-        except (ModuleNotFoundError, AttributeError) as exc:
+        except (ImportError, AttributeError) as exc:
             configure, run = None, _not_available(name, str(exc))
         p = sub.add_parser(name, help=help_text, description=help_text)
         if configure is not None:

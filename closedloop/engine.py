@@ -14,6 +14,7 @@ replay: ``sample_index / sfreq``).
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -112,9 +113,21 @@ class Engine:
         Nominal sampling rate of the input (Hz).
     seed : int
         Seed for everything random (sham phases, interval jitter), so replay is deterministic.
+    background_fit : bool
+        Fit the estimator on the baseline in a background thread (live: the loop keeps taking
+        samples, with the gate closed, until the fit is done). Replay fits in line, on the
+        sample clock, so its result does not depend on the machine's speed.
     """
 
-    def __init__(self, protocol: Protocol, ch_names: list[str], sfreq: float, *, seed: int = 0) -> None:
+    def __init__(
+        self,
+        protocol: Protocol,
+        ch_names: list[str],
+        sfreq: float,
+        *,
+        seed: int = 0,
+        background_fit: bool = False,
+    ) -> None:
         if not (sfreq > 0 and math.isfinite(sfreq)):
             raise DataError(f"the input sampling rate {sfreq!r} Hz is not usable; a positive rate is needed.")
         self.protocol = protocol
@@ -169,6 +182,20 @@ class Engine:
 
         self.estimator = None
         self._estimator_kwargs = dict(protocol.estimator.params)
+        if self.kind == "phase":
+            # build one now: bad [estimator.params] and a baseline too short for the method are
+            # refused before the session starts, not when the baseline ends
+            probe = self._make_estimator()
+            need_s = float(getattr(probe, "min_baseline_s", 0.0))
+            if trig.baseline_s < need_s:
+                raise ProtocolError(
+                    f"{protocol.source}: [trigger] baseline_s = {trig.baseline_s:g} is too short for "
+                    f"estimator {probe.name!r}; it needs at least {need_s:g} s of baseline."
+                )
+        self.background_fit = background_fit
+        self._fit_thread: threading.Thread | None = None
+        self._fit_result: dict = {}
+        self._fit_backlog: list[np.ndarray] = []
         self.safety = SafetyGate(trig, seed=seed)
         self.pending: TriggerPlan | None = None
         self.delivered: list[TriggerPlan] = []
@@ -201,7 +228,6 @@ class Engine:
             self._fb_step_n = max(1, int(round(FEEDBACK_STEP_S * self.sfreq_work)))
             self._fb_since = 0
             self._fb_smooth = math.nan
-            self._fb_baseline: list[float] = []
             self._fb_mean = 0.0
             self._fb_std = 1.0
             self._fb_seen_s = 0.0
@@ -246,25 +272,49 @@ class Engine:
                 self.individual_peak_hz = float(peak)
                 self.band_hz = (max(0.1, peak - band.half_width_hz), peak + band.half_width_hz)
                 self.envelope = Envelope(self.sfreq_work, *self.band_hz, self.n_derived)
-                if finite.size:
-                    env = self.envelope.process(np.ascontiguousarray(finite[None, :]))
-                    self._baseline_env[0, : env.shape[1]] = env[0]
-                    n = env.shape[1]
+                # the gate's reference, again in the individual band; the envelope then
+                # carries on from the end of the baseline
+                self._baseline_env[:, :n] = self.envelope.process(np.ascontiguousarray(base))
         if self.kind == "phase":
             self.gate_threshold = self._gate_threshold(self._baseline_env[0, :n])
-            self.estimator = self._make_estimator()
-            if finite.size:
-                self.estimator.fit(finite)
-                warm = finite[-int(min(finite.size, 2 * self.sfreq_work)) :]
-                self.estimator.process(np.ascontiguousarray(warm))
-        elif self._fb_baseline:
-            values = np.asarray(self._fb_baseline)
-            values = values[np.isfinite(values)]
+            estimator = self._make_estimator()
+            if self.background_fit:
+                self._fit_thread = threading.Thread(
+                    target=self._fit_job, args=(estimator, finite.copy()), name="closedloop-fit", daemon=True
+                )
+                self._fit_thread.start()
+            else:
+                self._fit_job(estimator, finite)
+                self._take_fit()
+        else:
+            values = self._feedback_reference(base)
             if values.size >= 2:
                 self._fb_mean = float(values.mean())
                 self._fb_std = float(values.std()) or 1.0
         self.baseline_done = True
         self._baseline = self._baseline[:, :0]
+
+    def _fit_job(self, estimator, baseline: np.ndarray) -> None:
+        try:
+            if baseline.size:
+                estimator.fit(baseline)
+                warm = baseline[-int(min(baseline.size, 2 * self.sfreq_work)) :]
+                estimator.process(np.ascontiguousarray(warm))
+            self._fit_result["estimator"] = estimator
+        except BaseException as exc:  # handed to the loop's thread by _take_fit
+            self._fit_result["error"] = exc
+
+    def _take_fit(self) -> None:
+        """Install the fitted estimator and feed it what arrived while it was being fitted."""
+        self._fit_thread = None
+        if "error" in self._fit_result:
+            raise self._fit_result.pop("error")
+        self.estimator = self._fit_result.pop("estimator")
+        if self._fit_backlog:
+            backlog = np.concatenate(self._fit_backlog)
+            self._fit_backlog = []
+            keep = int(2 * self.sfreq_work)
+            self.estimator.process(np.ascontiguousarray(backlog[-keep:]))
 
     def _gate_threshold(self, env: np.ndarray) -> float:
         trig = self.protocol.trigger
@@ -371,8 +421,11 @@ class Engine:
             if self._baseline_fill >= self.baseline_n:
                 self._finish_baseline()
                 rest = derived[:, take:]
-                if rest.shape[1] and self.estimator is not None:
-                    self.estimator.process(np.ascontiguousarray(rest[0]))
+                if rest.shape[1] and self.kind == "phase":
+                    if self._fit_thread is not None:
+                        self._fit_backlog.append(rest[0].copy())
+                    else:
+                        self.estimator.process(np.ascontiguousarray(rest[0]))
             self.amplitude = float(env[0, -1])
             return self._state(newest_ts)
 
@@ -382,6 +435,13 @@ class Engine:
             self.gate = False
             return self._state(newest_ts)
 
+        if self._fit_thread is not None:
+            if self._fit_thread.is_alive():
+                self._fit_backlog.append(derived[0].copy())
+                self.gate = False
+                return self._state(newest_ts)
+            self._fit_thread.join()
+            self._take_fit()
         est = self.estimator
         est.process(np.ascontiguousarray(derived[0]))
         if not est.ready:
@@ -495,6 +555,7 @@ class Engine:
         self._n_work_total = 0
         if self.estimator is not None:
             self.estimator.reset()
+        self._fit_backlog = []
         base = now_ts if now_ts is not None else (self._last_ts if self._last_ts is not None else 0.0)
         self._hold(base + max(SETTLE_S, self.protocol.artifact.hold_s))
         self.phase_deg = math.nan
@@ -540,6 +601,41 @@ class Engine:
         return mask
 
     # ------------------------------------------------------------------ feedback
+    def _feedback_measure(self, bandpower) -> float:
+        """Power, ratio or asymmetry of the protocol's band over the power window (NaN if undefined)."""
+        fb = self.protocol.feedback
+        power = bandpower.power(*self.band_hz)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if fb.measure == "asymmetry":
+                return float(np.log(power[0]) - np.log(power[1]))
+            if fb.measure == "ratio":
+                return float(np.mean(power) / np.mean(bandpower.power(*fb.ratio_band_hz)))
+            return float(np.mean(power))
+
+    def _smooth(self, previous: float, value: float, step_s: float) -> float:
+        tau = self.protocol.feedback.smoothing_s
+        if math.isnan(previous) or tau <= 0:
+            return value
+        return previous + (1.0 - math.exp(-step_s / tau)) * (value - previous)
+
+    def _feedback_reference(self, base: np.ndarray) -> np.ndarray:
+        """Smoothed feedback values over the baseline, in the final (maybe individual) band."""
+        fb = self.protocol.feedback
+        bandpower = BandPower(self.sfreq_work, fb.window_s, self.n_derived)
+        step = self._fb_step_n
+        start = int(math.ceil(fb.window_s * self.sfreq_work))
+        values, smooth = [], math.nan
+        bandpower.process(np.ascontiguousarray(base[:, :start]))
+        for i in range(start, base.shape[1] - step + 1, step):
+            bandpower.process(np.ascontiguousarray(base[:, i : i + step]))
+            value = self._feedback_measure(bandpower)
+            if math.isfinite(value):
+                smooth = self._smooth(smooth, value, step / self.sfreq_work)
+                values.append(smooth)
+        if math.isfinite(smooth):
+            self._fb_smooth = smooth
+        return np.asarray(values)
+
     def _update_feedback(self, derived: np.ndarray, collecting: bool) -> None:
         fb = self.protocol.feedback
         self.bandpower.process(derived)
@@ -550,25 +646,11 @@ class Engine:
             return
         step_s = self._fb_since / self.sfreq_work
         self._fb_since = 0
-        low, high = self.band_hz
-        power = self.bandpower.power(low, high)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            if fb.measure == "asymmetry":
-                value = float(np.log(power[0]) - np.log(power[1]))
-            elif fb.measure == "ratio":
-                other = self.bandpower.power(*fb.ratio_band_hz)
-                value = float(np.mean(power) / np.mean(other))
-            else:
-                value = float(np.mean(power))
+        value = self._feedback_measure(self.bandpower)
         if not math.isfinite(value):
             return
-        if math.isnan(self._fb_smooth) or fb.smoothing_s <= 0:
-            self._fb_smooth = value
-        else:
-            alpha = 1.0 - math.exp(-step_s / fb.smoothing_s)
-            self._fb_smooth += alpha * (value - self._fb_smooth)
+        self._fb_smooth = self._smooth(self._fb_smooth, value, step_s)
         if collecting:
-            self._fb_baseline.append(self._fb_smooth)
             self.feedback_value = math.nan if fb.zscore else self._fb_smooth
         elif fb.zscore:
             self.feedback_value = (self._fb_smooth - self._fb_mean) / self._fb_std

@@ -121,7 +121,7 @@ class LiveSession:
         self.protocol = protocol
         self.source = source
         self.outlets = outlets
-        self.engine = Engine(protocol, source.layout.ch_names, source.sfreq, seed=seed)
+        self.engine = Engine(protocol, source.layout.ch_names, source.sfreq, seed=seed, background_fit=True)
         self.duration_s = duration_s
         self.stall_timeout_s = stall_timeout_s
         self.ttl = ttl
@@ -227,8 +227,9 @@ class LiveSession:
                 if rec is not None:
                     rec.samples(Recorder.EEG, stamps, source.last_raw())
                 newest_ts = stamps[-1] + correction
-                horizon = max(chunk_interval, n / sfreq)
-                state = engine.process(chunk, newest_ts, horizon)
+                # plan only what falls before the next chunk is due on the sample clock, exactly
+                # as replay does; a late chunk then costs a cycle, never a different decision rule
+                state = engine.process(chunk, newest_ts, n / sfreq)
                 pushed = outlets.push_state(state)
                 if self.keep_latencies:
                     stats.latency_s.append(pushed - newest_ts)

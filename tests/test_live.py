@@ -27,7 +27,7 @@ high_hz = 13.0
 target_phase_deg = {target}
 min_interval_s = 0.25
 amplitude_gate = "none"
-baseline_s = 2.0
+baseline_s = 4.0
 """
 
 
@@ -90,7 +90,7 @@ def test_live_run_delivers_phase_locked_markers_state_and_a_complete_recording(t
         proc = subprocess.run(
             [
                 sys.executable, "-m", "closedloop", "run", "--protocol", str(proto),
-                "--source-id", source_id, "--duration", "7", "--record", str(record),
+                "--source-id", source_id, "--duration", "9", "--record", str(record),
                 "--marker-source-id", source_id + "-m", "--state-source-id", source_id + "-s",
                 "--summary-json", str(summary_path),
             ],

@@ -88,18 +88,7 @@ def test_occipital_alpha_presets_hit_their_phase(name, tmp_path, capsys, eyes_cl
     assert abs(mean) > 0.6
 
 
-def _feedback_xfail(name: str):
-    return pytest.param(
-        name,
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="engine: asymmetry + individual band passes one row to a two-row "
-            "Envelope in Engine._finish_baseline (reported)",
-        ),
-    )
-
-
-@pytest.mark.parametrize("name", [_feedback_xfail(n) for n in FEEDBACK_PRESETS])
+@pytest.mark.parametrize("name", FEEDBACK_PRESETS)
 def test_feedback_preset_replays_with_finite_feedback(name, tmp_path, capsys, recordings):
     protocol = load_protocol(name)
     rows, _ = replay(name, tmp_path, capsys)
