@@ -109,8 +109,7 @@ class _StreamState:
         self.dtype = CHANNEL_FORMATS[fmt]
         self.sample_count = 0
         self.first_ts: float | None = None
-        # the reader's running "last time stamp" starts at 0.0
-        self.last_ts = 0.0
+        self.last_ts: float | None = None
         self.clock_offsets: list[tuple[float, float]] = []
         self.name = name
 
@@ -385,24 +384,26 @@ class XDFWriter:
             encoded_values = None
         if n == 0:
             return
+        # Which samples the reader can deduce (ts[k] == ts[k-1] + 1/srate). The first sample
+        # of a chunk always carries its stamp, so a chunk encodes on its own, outside the lock,
+        # and a reader that skipped a damaged chunk still gets the next one's times right.
+        stamped = np.ones(n, dtype=bool)
+        if stream.tdiff > 0 and n > 1:
+            stamped[1:] = ts[1:] != ts[:-1] + stream.tdiff
+        if values is not None:
+            body = self._encode_numeric(ts, stamped, values)
+        else:
+            body = self._encode_string_samples(ts, stamped, encoded_values)
+        chunk = _chunk(TAG_SAMPLES, struct.pack("<I", stream.stream_id) + _varlen(n) + body)
         with self._lock:
             if self._closing or self.error is not None:
                 self.dropped_chunks += 1
                 return
-            # which samples the reader can deduce: ts[k] == ts[k-1] + tdiff, never the first
-            stamped = np.ones(n, dtype=bool)
-            if stream.tdiff > 0 and n > 1:
-                stamped[1:] = ts[1:] != ts[:-1] + stream.tdiff
-            if values is not None:
-                body = self._encode_numeric(ts, stamped, values)
-            else:
-                body = self._encode_string_samples(ts, stamped, encoded_values)
-            content = struct.pack("<I", stream.stream_id) + _varlen(n) + body
             if stream.first_ts is None:
                 stream.first_ts = float(ts[0])
             stream.last_ts = float(ts[-1])
             stream.sample_count += n
-            self._append(_chunk(TAG_SAMPLES, content))
+            self._append(chunk)
             wake = self._pending_bytes >= _EARLY_FLUSH_BYTES
         if wake:
             self._wake.set()
