@@ -2,9 +2,11 @@
 
 A pulse is one byte ``code`` written to the port, then, ``pulse_width_s`` later, the byte 0:
 the usual protocol of USB-to-TTL trigger boxes that mirror each received byte on their output
-lines. :meth:`SerialTTL.fire` hands a pulse to the instance's own thread so the live loop never
-blocks on serial I/O; the time each code byte was written (LSL ``local_clock()``, taken as the
-write returns) comes back through :attr:`SerialTTL.sent` and the optional ``on_sent`` callback.
+lines. The live loop never blocks on serial I/O: :meth:`SerialTTL.fire` hands the whole pulse to
+the instance's own thread, and :meth:`SerialTTL.trigger` writes the code byte at once (one
+``write()`` call) and leaves the closing 0 to the thread. The time each code byte was written
+(LSL ``local_clock()``, taken as the write returns) is returned by ``trigger`` and comes back for
+every pulse through :attr:`SerialTTL.sent` and the optional ``on_sent`` callback.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 import serial
 
@@ -27,6 +30,13 @@ __all__ = ["SerialTTL"]
 logger = logging.getLogger(__name__)
 
 _STOP = object()
+
+
+class _End(NamedTuple):
+    """A triggered pulse the thread still has to end (write 0 at t_written + width)."""
+
+    code: int
+    t_written: float
 
 
 def _local_clock() -> float:
@@ -52,8 +62,9 @@ class SerialTTL:
     Attributes
     ----------
     sent : queue.SimpleQueue of (int, float)
-        ``(code, t_written)`` for every pulse sent with :meth:`fire`, in order;
-        ``t_written`` is the ``local_clock()`` time the code byte was written.
+        ``(code, t_written)`` for every pulse sent by :meth:`fire` or :meth:`trigger`, in
+        order, once the pulse has ended; ``t_written`` is the ``local_clock()`` time the
+        code byte was written.
     error : Exception or None
         The first serial write error; pulses fired after it are dropped and counted.
     pulses_sent, pulses_dropped : int
@@ -101,6 +112,7 @@ class SerialTTL:
         self.pulses_dropped = 0
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._io_lock = threading.Lock()
+        self._high = False  # a triggered pulse is up and waits for the thread to end it
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="ttl-serial", daemon=True)
         self._thread.start()
@@ -140,6 +152,43 @@ class SerialTTL:
             self._serial.write(b"\x00")
         return t_written
 
+    def trigger(self, code: int) -> float | None:
+        """Raise the lines now: write the code byte in the calling thread, return at once.
+
+        One ``write()`` call, no waiting: the pulse thread writes the closing 0 byte
+        ``pulse_width_s`` later. Use this when the delivery time must be the moment the byte
+        was written.
+
+        Returns
+        -------
+        float or None
+            ``local_clock()`` when the code byte had been written; None when no byte was
+            written now: a pulse is still up (this one is then queued as by :meth:`fire`),
+            the port failed (see :attr:`error`) or is closed.
+        """
+        code = self.check_code(code)
+        if self._closed or self.error is not None:
+            self.pulses_dropped += 1
+            return None
+        if not self._io_lock.acquire(blocking=False):
+            self._queue.put(code)
+            return None
+        try:
+            if self._high:
+                self._queue.put(code)
+                return None
+            try:
+                self._serial.write(bytes((code,)))
+            except (serial.SerialException, OSError) as exc:
+                self._fail(exc)
+                return None
+            t_written = _local_clock()
+            self._high = True
+            self._queue.put(_End(code, t_written))
+            return t_written
+        finally:
+            self._io_lock.release()
+
     def fire(self, code: int) -> None:
         """Queue one pulse for the pulse thread and return at once.
 
@@ -152,20 +201,37 @@ class SerialTTL:
             return
         self._queue.put(code)
 
+    def _end(self, item: _End) -> None:
+        _wait_until(item.t_written + self.pulse_width_s)
+        with self._io_lock:
+            try:
+                self._serial.write(b"\x00")
+            finally:
+                self._high = False
+
+    def _fail(self, exc: Exception) -> None:
+        if self.error is None:
+            self.error = exc
+            logger.error("TTL pulses on %s stopped: %s", self.port, exc)
+        self.pulses_dropped += 1
+
     def _run(self) -> None:
         while True:
-            code = self._queue.get()
-            if code is _STOP:
+            item = self._queue.get()
+            if item is _STOP:
                 return
             if self.error is not None:
                 self.pulses_dropped += 1
+                self._high = False
                 continue
             try:
-                t_written = self._pulse(code)
+                if isinstance(item, _End):
+                    self._end(item)
+                    code, t_written = item.code, item.t_written
+                else:
+                    code, t_written = item, self._pulse(item)
             except (serial.SerialException, OSError) as exc:  # a fault must not end the thread
-                self.error = exc
-                self.pulses_dropped += 1
-                logger.error("TTL pulses on %s stopped: %s", self.port, exc)
+                self._fail(exc)
                 continue
             self.pulses_sent += 1
             self.sent.put((code, t_written))

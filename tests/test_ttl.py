@@ -141,3 +141,37 @@ def test_a_vanished_device_is_recorded_not_raised() -> None:
         os.close(slave)
         if master >= 0:
             os.close(master)
+
+
+def test_trigger_writes_the_code_at_once_and_the_thread_ends_the_pulse(pty_pair) -> None:
+    master, port = pty_pair
+    width = 0.01
+    with SerialTTL(port, pulse_width_s=width) as ttl:
+        t0 = pylsl.local_clock()
+        t_written = ttl.trigger(77)
+        returned_after = pylsl.local_clock() - t0
+        # a second pulse while the first is still up is queued, never interleaved
+        assert ttl.trigger(78) is None
+        got = read_bytes(master, 4)
+        sent = [ttl.sent.get(timeout=5) for _ in range(2)]
+    assert t_written is not None and t0 <= t_written
+    assert returned_after < width / 2  # no waiting for the pulse width in the caller
+    assert [b for b, _ in got] == [77, 0, 78, 0]
+    assert sent[0] == (77, t_written)
+    assert sent[1][0] == 78 and sent[1][1] >= t_written + width
+    assert got[1][1] - t_written >= width  # the closing 0 only after the width
+    assert ttl.pulses_sent == 2
+
+
+def test_trigger_on_a_vanished_device_returns_none_and_records_the_error() -> None:
+    master, slave = os.openpty()
+    ttl = SerialTTL(os.ttyname(slave), pulse_width_s=0.001)
+    try:
+        os.close(master)
+        assert ttl.trigger(3) is None
+        assert ttl.error is not None and ttl.pulses_dropped == 1
+        assert ttl.trigger(4) is None
+        assert ttl.pulses_dropped == 2 and ttl.pulses_sent == 0
+    finally:
+        ttl.close()
+        os.close(slave)
