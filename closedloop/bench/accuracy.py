@@ -33,6 +33,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="evaluate triggers after this time (default: the protocol's baseline_s)")
     p.add_argument("--chunk-size", type=int, default=1,
                    help="samples per engine update (default 1: a decision after every sample)")
+    p.add_argument("--harness", action="store_true",
+                   help="use the estimators' development harness instead of the engine: the same "
+                   "decision rule after every sample, gated on each estimator's own amplitude")
     p.add_argument("--json", dest="json_path", default=None, help="write the results to this JSON file")
     p.add_argument("--figures", default=None, help="write a polar histogram PNG per estimator here")
 
@@ -111,6 +114,55 @@ def evaluate_recording(data: np.ndarray, sfreq: float, ch_names: list[str], prot
     return results
 
 
+def evaluate_harness(data: np.ndarray, sfreq: float, ch_names: list[str], protocol, *,
+                     methods: list[str], targets: list[float], eval_after_s: float) -> dict:
+    """Like :func:`evaluate_recording` with :func:`closedloop.estimators.evaluate.run_triggers`.
+
+    The decision rule is the engine's at chunk size 1; the amplitude gate compares each
+    estimator's own ``amplitude`` with the protocol's percentile of it over the baseline.
+    No artifact holds, no individual band.
+    """
+    from closedloop.estimators import make_estimator
+    from closedloop.estimators.evaluate import run_triggers
+    from closedloop.evaluation import derived_signal
+    from closedloop.groundtruth import GroundTruth, circular_stats
+
+    trig = protocol.trigger
+    if trig.gate_kind == "uv":
+        raise UsageError("--harness supports amplitude_gate = \"percentile:P\" or \"none\" only.")
+    percentile = float(trig.gate_value) if trig.gate_kind == "percentile" else None
+    band = (float(protocol.band.low_hz), float(protocol.band.high_hz))
+    derived = derived_signal(data, ch_names, protocol)
+    truth = GroundTruth(derived, sfreq, band)
+    if eval_after_s < trig.baseline_s:
+        raise UsageError("--harness evaluates after the baseline; --eval-after-s must be >= baseline_s.")
+    results: dict = {"band_hz": list(band), "eval_after_s": eval_after_s, "targets_deg": targets,
+                     "chunk_size": 1, "harness": True, "methods": {}}
+    own_method = protocol.estimator.method
+    for method in methods:
+        params = dict(protocol.estimator.params) if method == own_method else {}
+        pooled, by_target, span_s = [], {}, math.nan
+        for target in targets:
+            est = make_estimator(method, sfreq, band, **params)
+            run = run_triggers(est, derived, sfreq, float(target), truth=truth,
+                               baseline_s=eval_after_s, min_interval_s=trig.min_interval_s,
+                               gate_percentile=percentile, gate_source="estimator")
+            span_s = run.evaluated_s
+            pooled.append(run.errors_deg)
+            stats = run.stats.as_dict()
+            stats["per_min"] = run.per_minute
+            stats["us_per_update"] = run.us_per_update
+            by_target[f"{float(target):g}"] = stats
+        errors = np.concatenate(pooled)
+        entry = circular_stats(errors).as_dict()
+        entry["per_min"] = 60.0 * errors.size / span_s / max(1, len(targets))
+        entry["by_target"] = by_target
+        entry["errors_deg"] = [round(float(e), 3) for e in errors]
+        results["methods"][method] = entry
+    results["evaluated_s"] = span_s
+    return results
+
+
 def _polar_figure(path: Path, method: str, errors_deg: list[float], stats: dict) -> None:
     import matplotlib
 
@@ -170,14 +222,19 @@ def run_command(args: argparse.Namespace) -> int:
     with open_recording(args.recording) as rec:
         data = rec.read(0, rec.n_samples)
         sfreq, ch_names = rec.sfreq, list(rec.ch_names)
-    results = evaluate_recording(data, sfreq, ch_names, protocol, methods=methods, targets=targets,
-                                 eval_after_s=eval_after, chunk_size=args.chunk_size)
+    if args.harness:
+        results = evaluate_harness(data, sfreq, ch_names, protocol, methods=methods, targets=targets,
+                                   eval_after_s=eval_after)
+    else:
+        results = evaluate_recording(data, sfreq, ch_names, protocol, methods=methods, targets=targets,
+                                     eval_after_s=eval_after, chunk_size=args.chunk_size)
     results["recording"] = str(args.recording)
     results["protocol"] = protocol.name
     print(f"bench accuracy: {Path(args.recording).name}, protocol {protocol.name!r}, channel "
           f"{protocol.signal.channel} ({protocol.signal.reference}), band {results['band_hz'][0]:g}-"
           f"{results['band_hz'][1]:g} Hz, targets {', '.join(f'{t:g}' for t in targets)}°, "
-          f"evaluated {results['evaluated_s']:.0f} s after {eval_after:g} s, chunk {args.chunk_size}")
+          f"evaluated {results['evaluated_s']:.0f} s after {eval_after:g} s, "
+          + ("development harness, estimator-amplitude gate" if args.harness else f"engine, chunk {args.chunk_size}"))
     print(_table(results))
     if args.figures:
         out = Path(args.figures)

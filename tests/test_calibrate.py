@@ -1,0 +1,80 @@
+"""``closedloop calibrate`` on a real eyes-closed baseline: band, estimator, a protocol that loads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from closedloop.cli import main
+from closedloop.io import open_recording
+from closedloop.protocol import load_protocol
+from closedloop.replay import run_offline
+from tests.helpers.recordings import EYES_CLOSED
+
+PROTOCOL = """
+name = "alpha-o1-test"
+kind = "phase"
+[signal]
+channel = "O1"
+reference = "none"
+[band]
+low_hz = 8.0
+high_hz = 13.0
+[estimator]
+method = "ar"
+[trigger]
+target_phase_deg = 180.0
+min_interval_s = 0.25
+amplitude_gate = "percentile:50"
+baseline_s = 20.0
+"""
+
+
+@pytest.fixture
+def protocol_file(tmp_path: Path) -> Path:
+    path = tmp_path / "start.toml"
+    path.write_text(PROTOCOL)
+    return path
+
+
+def test_calibrate_writes_a_tuned_protocol_that_replays(recordings, protocol_file, tmp_path, capsys):
+    out = tmp_path / "tuned.toml"
+    rc = main(["calibrate", str(EYES_CLOSED), "--protocol", str(protocol_file), "--out", str(out),
+               "--methods", "wiener,echt,ar"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "individual peak" in printed and "wiener" in printed and "echt" in printed
+    tuned = load_protocol(str(out))
+    # S001R02 O1: alpha peak at 10.0 Hz (recordings README); band = peak +- 2 Hz
+    centre = (tuned.band.low_hz + tuned.band.high_hz) / 2
+    assert 9.5 < centre < 10.5 and tuned.band.high_hz - tuned.band.low_hz == pytest.approx(4.0)
+    assert tuned.band.individual is False
+    # on strong alpha our predictor wins the held-out comparison
+    assert tuned.estimator.method == "wiener"
+    assert set(tuned.estimator.params) <= {"window_s"}
+    assert tuned.trigger.target_phase_deg == 180.0 and tuned.signal.channel == "O1"
+    # the written protocol runs in the engine
+    with open_recording(EYES_CLOSED) as rec:
+        data, sfreq, names = rec.read(0, rec.n_samples), rec.sfreq, list(rec.ch_names)
+    result = run_offline(data, sfreq, names, tuned, chunk_size=4, keep_state=False)
+    assert result.summary["estimator"] == "wiener"
+    assert len(result.triggers) > 20
+    assert np.all(result.onsets_s >= 20.0)
+
+
+def test_calibrate_errors_name_the_problem(recordings, protocol_file, tmp_path, capsys):
+    assert main(["calibrate", str(EYES_CLOSED), "--protocol", str(protocol_file),
+                 "--out", str(tmp_path / "x.txt")]) == 2
+    assert "must be a .toml file" in capsys.readouterr().err
+    assert main(["calibrate", str(EYES_CLOSED), "--protocol", str(protocol_file),
+                 "--out", str(tmp_path / "x.toml"), "--methods", "kalman"]) == 2
+    assert "'kalman' is not a calibratable estimator; accepted: ar, echt, etp, wiener" in capsys.readouterr().err
+    assert main(["calibrate", str(EYES_CLOSED), "--protocol", str(protocol_file),
+                 "--out", str(tmp_path / "x.toml"), "--seconds", "10"]) == 3
+    assert "too short to calibrate" in capsys.readouterr().err
+    assert main(["calibrate", str(EYES_CLOSED), "--protocol", "faa-neurofeedback",
+                 "--out", str(tmp_path / "x.toml")]) == 2
+    assert "calibrate tunes phase protocols" in capsys.readouterr().err
+    assert not (tmp_path / "x.toml").exists()
