@@ -737,8 +737,9 @@ def render_html(numbers: dict, figures: dict[str, bytes | str]) -> str:
             continue
         value = lookup(numbers, key)
         rows.append(f'<tr><th>{e(label)}</th><td class="num" data-key="{key}">{_format(value, spec)}</td></tr>')
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>closedloop report</title>"
-             f"<style>{_CSS}</style></head><body>", head, "<h2>Summary</h2><table>", *rows, "</table>"]
+    page_head = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>closedloop report</title>"
+                 f"<style>{_CSS}</style></head><body>")
+    parts = [page_head, head, "<h2>Summary</h2><table>", *rows, "</table>"]
     if numbers["triggers"].get("dropped_by_reason"):
         reasons = ", ".join(f"{e(k)}: {v}" for k, v in numbers["triggers"]["dropped_by_reason"].items())
         parts.append(f"<p>Dropped triggers by reason: {reasons}.</p>")

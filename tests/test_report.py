@@ -67,7 +67,7 @@ def true_phase_deg(x: np.ndarray, sfreq: float, band: tuple[float, float], times
     (transition min(2 Hz, low/2), 3.3/transition s long), odd-symmetric ends, Hilbert transform,
     read between samples by linear interpolation."""
     low, high = band
-    numtaps = int(math.ceil(3.3 / min(2.0, low / 2.0) * sfreq)) | 1
+    numtaps = math.ceil(3.3 / min(2.0, low / 2.0) * sfreq) | 1
     h = firwin(numtaps, [low, high], pass_zero=False, window="hamming", fs=sfreq)
     half = numtaps // 2
     padded = np.concatenate([2 * x[0] - x[half:0:-1], x, 2 * x[-1] - x[-2 : -half - 2 : -1]])
@@ -79,7 +79,7 @@ def true_phase_deg(x: np.ndarray, sfreq: float, band: tuple[float, float], times
 
 
 def margin_s(sfreq: float, band: tuple[float, float]) -> float:
-    numtaps = int(math.ceil(3.3 / min(2.0, band[0] / 2.0) * sfreq)) | 1
+    numtaps = math.ceil(3.3 / min(2.0, band[0] / 2.0) * sfreq) | 1
     return (numtaps // 2) / sfreq
 
 
@@ -144,14 +144,14 @@ def replay_report(tmp_path_factory, recordings):
     out = tmp / "report.html"
     proc = subprocess.run(
         [sys.executable, "-m", "closedloop", "report", str(folder), "--out", str(out), "--quiet"],
-        capture_output=True, text=True, timeout=120,
+        check=False, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     return folder, out, proc.stderr
 
 
 def test_replay_report_embeds_the_figures_and_says_latency_does_not_apply(replay_report):
-    folder, out, stderr = replay_report
+    _, out, stderr = replay_report
     text = out.read_text()
     images = figures(text)
     assert set(images) == {"phases", "amplitude"}  # a phase protocol: no feedback figure
@@ -249,7 +249,7 @@ def live_session(tmp_path_factory, recordings):
             [sys.executable, "-m", "closedloop", "run", "--protocol", str(proto), "--source-id", source_id,
              "--duration", "6", "--record", str(record), "--marker-source-id", source_id + "-m",
              "--state-source-id", source_id + "-s"],
-            capture_output=True, text=True, timeout=60,
+            check=False, capture_output=True, text=True, timeout=60,
         )
     finally:
         outlet.close()
@@ -317,7 +317,7 @@ def test_xdf_report_without_a_known_protocol_still_reports_and_says_why_no_truth
 def test_missing_session_exits_3_with_a_sentence(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "closedloop", "report", str(tmp_path / "nowhere.xdf")],
-        capture_output=True, text=True, timeout=60,
+        check=False, capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode == 3
     assert "does not exist" in proc.stderr and "replay" in proc.stderr
