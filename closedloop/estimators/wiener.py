@@ -48,17 +48,27 @@ def analytic_fir(h: np.ndarray) -> np.ndarray:
 
 
 def _normal_equations(x: np.ndarray, z: np.ndarray, n_taps: int, proj: np.ndarray,
-                      rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """X^T X and X^T z for detrended windows ending at ``rows`` (accumulated in blocks)."""
-    windows = np.lib.stride_tricks.sliding_window_view(x, n_taps)
+                      start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """``P X^T X P`` and ``P X^T z`` for the windows ending at samples ``start .. stop - 1``.
+
+    ``X`` holds one window of ``n_taps`` raw samples per row and ``P`` (``proj``) removes
+    offset and drift. ``X^T X`` comes from prefix sums of lagged products: O(n L), not
+    O(n L^2). The mean of ``x`` is removed first (``P`` ignores it; precision gains).
+    """
+    x = x - x.mean()
+    n = x.shape[0]
+    first = start - n_taps + 1  # first sample of the first window
     xtx = np.zeros((n_taps, n_taps))
-    xtz = np.zeros(n_taps, dtype=np.complex128)
-    for start in range(0, rows.shape[0], 4096):
-        idx = rows[start : start + 4096]
-        block = windows[idx - n_taps + 1] @ proj
-        xtx += block.T @ block
-        xtz += block.T @ z[idx]
-    return xtx, xtz
+    i = np.arange(n_taps)
+    for k in range(n_taps):
+        prefix = np.concatenate([[0.0], np.cumsum(x[: n - k] * x[k:])])
+        rows = i[: n_taps - k]
+        vals = prefix[stop - n_taps + 1 + rows] - prefix[first + rows]
+        xtx[rows, rows + k] = vals
+        xtx[rows + k, rows] = vals
+    windows = np.lib.stride_tricks.sliding_window_view(x, n_taps)[first : stop - n_taps + 1]
+    xtz = windows.T @ z[start:stop]
+    return proj @ xtx @ proj, proj @ xtz
 
 
 def _phase_spread(z_est: np.ndarray, z_true: np.ndarray) -> float:
@@ -266,38 +276,47 @@ class WienerEstimator(ComplexFIREstimator):
         q, _ = np.linalg.qr(basis)
         return np.eye(n) - q @ q.T
 
-    def _solve(self, xtx: np.ndarray, xtz: np.ndarray, ridge: float, proj: np.ndarray) -> np.ndarray:
-        scale = np.trace(xtx) / xtx.shape[0]
-        w = np.linalg.solve(xtx + ridge * scale * np.eye(xtx.shape[0]), xtz)
-        return proj @ w
+    @staticmethod
+    def _ridge_solver(xtx: np.ndarray, xtz: np.ndarray):
+        """Weights for any ridge strength from one eigendecomposition of ``P X^T X P``."""
+        evals, evecs = np.linalg.eigh(xtx)
+        scale = max(float(np.mean(evals)), 1e-300)
+        rhs = evecs.T @ xtz
+
+        def solve(ridge: float) -> np.ndarray:
+            return evecs @ (rhs / (np.maximum(evals, 0.0) + ridge * scale))
+
+        return solve
 
     def fit(self, baseline: np.ndarray) -> None:
         """Train the weights on the baseline, then calibrate the corrections on a pass over it."""
         x = self._check_baseline(baseline, min_seconds=self.min_baseline_s)
         z = interior_analytic(x, self.sfreq, self.band_hz)
-        rows = np.arange(self.n_taps - 1, x.shape[0])
-        rows = rows[np.isfinite(z[rows])]
-        if rows.shape[0] < 4 * self.n_taps:
+        finite = np.flatnonzero(np.isfinite(z))
+        start = max(int(finite[0]) if finite.size else x.shape[0], self.n_taps - 1)
+        stop = int(finite[-1]) + 1 if finite.size else 0
+        n_rows = stop - start
+        if n_rows < 4 * self.n_taps:
             raise DataError(
                 f"the baseline is too short to train 'wiener' with a {self.n_taps}-sample window: "
-                f"{rows.shape[0]} usable samples; record a longer baseline (30 s or more)."
+                f"{max(n_rows, 0)} usable samples; record a longer baseline (30 s or more)."
             )
         proj = self._projection()
         ridge = self.params["ridge"]
         if ridge == "auto":
-            split = rows[int(rows.shape[0] * (1.0 - float(self.params["holdout"])))]
-            train, test = rows[rows < split], rows[rows >= split + self.n_taps]
-            xtx, xtz = _normal_equations(x, z, self.n_taps, proj, train)
+            split = start + int(n_rows * (1.0 - float(self.params["holdout"])))
+            solve = self._ridge_solver(*_normal_equations(x, z, self.n_taps, proj, start, split))
+            test = np.arange(split + self.n_taps, stop)
             windows = np.lib.stride_tricks.sliding_window_view(x, self.n_taps)[test - self.n_taps + 1]
-            scores = [_phase_spread(windows @ self._solve(xtx, xtz, c, proj), z[test]) for c in RIDGE_GRID]
+            scores = [_phase_spread(windows @ solve(c), z[test]) for c in RIDGE_GRID]
             ridge = RIDGE_GRID[int(np.argmin(scores))]
         ridge = float(ridge)
-        xtx, xtz = _normal_equations(x, z, self.n_taps, proj, rows)
+        solve = self._ridge_solver(*_normal_equations(x, z, self.n_taps, proj, start, stop))
         self.chosen_ridge = ridge
         self.correction = 1.0 + 0.0j
         self.rotation_acc = 0.0 + 0.0j
         self.grid[:] = 0.0
-        self._setup_fir(self._solve(xtx, xtz, ridge, proj))
+        self._setup_fir(solve(ridge))
         self.fitted = True
         self.reset()
         if self.adapt_s > 0:
