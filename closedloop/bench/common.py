@@ -478,6 +478,7 @@ def run_live(
     state_capacity: int,
     progress: bool = True,
     on_sample=None,
+    extra_env: dict[str, str] | None = None,
 ) -> LiveRun:
     """Start ``command`` (the engine or the comparison pipeline), receive its State (and Markers)
     while sampling its CPU and memory, wait for it to end and collect what it reported.
@@ -495,7 +496,8 @@ def run_live(
     trace = ProcessTrace()
     states = markers = None
     with open(stderr_path, "wb") as err_fh:
-        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err_fh, env=os.environ.copy())
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err_fh,
+                                env={**os.environ, **(extra_env or {})})
     started = time.monotonic()
     try:
         ps = psutil.Process(proc.pid)

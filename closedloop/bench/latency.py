@@ -106,11 +106,18 @@ def run_latency(settings: dict, *, progress: bool = True) -> dict:
                    "--state-source-id", mne_id, "--channel", channel,
                    "--band", str(protocol.band.low_hz), str(protocol.band.high_hz),
                    "--duration", f"{duration:g}"]
+            # mne-lsl ships its own liblsl (1.17); it is pointed at pylsl's, so that both pipelines
+            # use the same transport (and resolve each other reliably)
+            import pylsl
+
+            lib = getattr(getattr(pylsl.lib, "lib", None), "_name", None)
+            env = {"MNE_LSL_LIB": lib} if lib and Path(lib).exists() else None
             mrun = common.run_live("mne-lsl", amp, cmd, state_id=mne_id, marker_id=None,
                                    duration_s=duration, summary_json=None,
-                                   state_capacity=state_capacity, progress=progress)
+                                   state_capacity=state_capacity, progress=progress, extra_env=env)
             figures = common.state_figures(mrun)
             figures.update(common.process_figures(mrun))
+            figures["liblsl"] = lib if env else "mne-lsl's own"
             figures["pipeline"] = (f"mne_lsl.stream.StreamLSL(bufsize=2).connect(acquisition_delay=0.001); "
                                    f"filter({protocol.band.low_hz:g}, {protocol.band.high_hz:g}, picks={channel!r}); "
                                    f"get_data({MNE_LSL_WINDOW_S:g} s, picks={channel!r}); Hilbert phase of the last sample")
@@ -205,7 +212,14 @@ def mne_lsl_worker(source_id: str, state_source_id: str, channel: str, band: tup
     from closedloop.channels import find_channel
 
     stream = StreamLSL(bufsize=2.0, source_id=source_id)
-    stream.connect(acquisition_delay=0.001, timeout=10)
+    deadline = time.monotonic() + 30.0
+    while True:  # resolution on a busy machine can miss a round; the outlet is known to exist
+        try:
+            stream.connect(acquisition_delay=0.001, timeout=5)
+            break
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
     pick = stream.ch_names[find_channel(channel, stream.ch_names)]
     stream.filter(band[0], band[1], picks=pick)
     info = pylsl.StreamInfo(state_source_id, "ClosedLoopState", 5, pylsl.IRREGULAR_RATE, "double64",
