@@ -110,6 +110,7 @@ class WienerEstimator(ComplexFIREstimator):
         if self.params["ridge"] != "auto":
             self._param_number("ridge", 0.0, 1e6)
         self.adapt_s = self._param_number("adapt_s", 0.0, 3600.0)
+        self._keep_sample = math.exp(-1.0 / (self.adapt_s * self.sfreq)) if self.adapt_s > 0 else 0.0
         n = max(4, int(round(window_s * self.sfreq)))
         # until fitted: a plain quadrature pair at the band centre (answers, but not ready)
         t = (np.arange(n) - (n - 1)) / self.sfreq
@@ -173,9 +174,12 @@ class WienerEstimator(ComplexFIREstimator):
             self.frequency_hz = self.center_hz
 
     def _process_piece(self, x: np.ndarray) -> None:
+        m = x.shape[0]
+        if m == 1:
+            self._process_one(x)
+            return
         hist = self.history
         hist.push(x)
-        m = x.shape[0]
         newest = hist.count - 1
         end = hist.index + hist.size
         ring = self.ring_size
@@ -198,11 +202,40 @@ class WienerEstimator(ComplexFIREstimator):
         # rotation tracking: weight ~ |truth| |estimate|, forgetting per sample
         prod = truth * np.conj(self._z_ring[t_idx % ring])
         prod = np.where(np.isfinite(prod), prod, 0.0)
-        keep = math.exp(-1.0 / (self.adapt_s * self.sfreq))
+        keep = self._keep_sample
         decay = keep ** np.arange(n_truth - 1, -1, -1)
         self.rotation_acc = self.rotation_acc * keep**n_truth + (1.0 - keep) * np.dot(decay, prod)
         if self._pend:
             self._check_crossings(t_idx[-1])
+
+    def _process_one(self, x: np.ndarray) -> None:
+        """The per-sample path of :meth:`_process_piece` with scalars (chunk size 1)."""
+        hist = self.history
+        hist.push(x)
+        newest = hist.count - 1
+        end = hist.index + hist.size
+        ring = self.ring_size
+        out_re, out_im = self._out_re, self._out_im
+        if out_re.shape[0] < 1:
+            self._ensure_out(1)
+            out_re, out_im = self._out_re, self._out_im
+        if hist.count >= self.n_taps:
+            kernels.complex_fir(hist.buf, end, 1, self._w_re, self._w_im, out_re, out_im)
+            self._z_ring[newest % ring] = complex(out_re[0], out_im[0])
+        if self.adapt_s <= 0 or hist.count < self._t_re.shape[0]:
+            return
+        kernels.complex_fir(hist.buf, end, 1, self._t_re, self._t_im, out_re, out_im)
+        truth = complex(out_re[0], out_im[0])
+        k = (newest - self.delay) % ring
+        self._t_ring[k] = truth
+        prod = truth * complex(self._z_ring[k]).conjugate()
+        keep = self._keep_sample
+        if prod == prod:
+            self.rotation_acc = self.rotation_acc * keep + (1.0 - keep) * prod
+        else:
+            self.rotation_acc *= keep
+        if self._pend:
+            self._check_crossings(newest - self.delay)
 
     def _check_crossings(self, last_truth: int) -> None:
         """Score pending crossings whose truth is known now; update the grid."""
