@@ -18,7 +18,9 @@ from scipy.signal import firwin, hilbert, oaconvolve
 from closedloop.errors import DataError, UsageError
 
 
-def truth_fir(sfreq: float, band_hz: tuple[float, float], transition_hz: float | None = None) -> np.ndarray:
+def truth_fir(
+    sfreq: float, band_hz: tuple[float, float], transition_hz: float | None = None
+) -> np.ndarray:
     """Linear-phase (odd-length, symmetric) FIR band-pass used for the ground truth.
 
     Hamming window; the transition width defaults to ``min(2 Hz, low_hz / 2)``, so the
@@ -32,7 +34,7 @@ def truth_fir(sfreq: float, band_hz: tuple[float, float], transition_hz: float |
             f"0 < low < high < {nyquist:g}."
         )
     tw = transition_hz if transition_hz is not None else min(2.0, low / 2.0)
-    numtaps = int(math.ceil(3.3 / tw * sfreq)) | 1
+    numtaps = math.ceil(3.3 / tw * sfreq) | 1
     return zero_dc(firwin(numtaps, [low, high], pass_zero=False, window="hamming", fs=sfreq))
 
 
@@ -46,8 +48,9 @@ def zero_dc(h: np.ndarray) -> np.ndarray:
     return h - taper * (h.sum() / taper.sum())
 
 
-def band_analytic(x: np.ndarray, sfreq: float, band_hz: tuple[float, float],
-                  transition_hz: float | None = None) -> np.ndarray:
+def band_analytic(
+    x: np.ndarray, sfreq: float, band_hz: tuple[float, float], transition_hz: float | None = None
+) -> np.ndarray:
     """Analytic signal of ``x`` band-passed with a zero-phase FIR (non-causal, offline).
 
     The filter is applied once, centred (zero phase), with odd-symmetric extension at both
@@ -70,7 +73,9 @@ def band_analytic(x: np.ndarray, sfreq: float, band_hz: tuple[float, float],
     if x.ndim != 1:
         raise DataError(f"the ground truth needs a 1-D signal; got shape {x.shape}.")
     if not np.all(np.isfinite(x)):
-        raise DataError("the signal contains NaN or infinite samples; the ground truth needs finite data.")
+        raise DataError(
+            "the signal contains NaN or infinite samples; the ground truth needs finite data."
+        )
     h = truth_fir(sfreq, band_hz, transition_hz)
     half = h.shape[0] // 2
     if x.shape[0] < 2:
@@ -78,9 +83,11 @@ def band_analytic(x: np.ndarray, sfreq: float, band_hz: tuple[float, float],
     pad = min(half, x.shape[0] - 1)
     left = 2 * x[0] - x[pad:0:-1]
     right = 2 * x[-1] - x[-2 : -pad - 2 : -1]
-    ext = np.concatenate([np.full(half - pad, left[0]), left, x, right, np.full(half - pad, right[-1])])
+    ext = np.concatenate(
+        [np.full(half - pad, left[0]), left, x, right, np.full(half - pad, right[-1])]
+    )
     y = oaconvolve(ext, h, mode="valid")
-    n_fft = 1 << int(math.ceil(math.log2(y.shape[0] + 2 * half)))
+    n_fft = 1 << math.ceil(math.log2(y.shape[0] + 2 * half))
     padded = np.zeros(n_fft)
     padded[half : half + y.shape[0]] = y
     return hilbert(padded)[half : half + y.shape[0]]
@@ -112,8 +119,13 @@ class GroundTruth:
         Pass band, Hz.
     """
 
-    def __init__(self, x: np.ndarray, sfreq: float, band_hz: tuple[float, float],
-                 transition_hz: float | None = None) -> None:
+    def __init__(
+        self,
+        x: np.ndarray,
+        sfreq: float,
+        band_hz: tuple[float, float],
+        transition_hz: float | None = None,
+    ) -> None:
         self.sfreq = float(sfreq)
         self.band_hz = (float(band_hz[0]), float(band_hz[1]))
         self.analytic = band_analytic(x, self.sfreq, self.band_hz, transition_hz)
@@ -165,14 +177,19 @@ class CircularStats:
     """Summary of phase errors (true phase at delivery minus target), degrees."""
 
     n: int
-    mean_deg: float     # circular mean error
-    sd_deg: float       # circular standard deviation, sqrt(-2 ln R)
-    plv: float          # resultant length R (phase-locking value)
-    within_45: float    # share of errors within +/-45 degrees
+    mean_deg: float  # circular mean error
+    sd_deg: float  # circular standard deviation, sqrt(-2 ln R)
+    plv: float  # resultant length R (phase-locking value)
+    within_45: float  # share of errors within +/-45 degrees
 
     def as_dict(self) -> dict[str, float]:
-        return {"n": self.n, "mean_deg": self.mean_deg, "sd_deg": self.sd_deg,
-                "plv": self.plv, "within_45": self.within_45}
+        return {
+            "n": self.n,
+            "mean_deg": self.mean_deg,
+            "sd_deg": self.sd_deg,
+            "plv": self.plv,
+            "within_45": self.within_45,
+        }
 
 
 def circular_stats(errors_deg: np.ndarray) -> CircularStats:

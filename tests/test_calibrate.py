@@ -39,10 +39,22 @@ def protocol_file(tmp_path: Path) -> Path:
     return path
 
 
-def test_calibrate_writes_a_tuned_protocol_that_replays(recordings, protocol_file, tmp_path, capsys):
+def test_calibrate_writes_a_tuned_protocol_that_replays(
+    recordings, protocol_file, tmp_path, capsys
+):
     out = tmp_path / "tuned.toml"
-    rc = main(["calibrate", str(EYES_CLOSED), "--protocol", str(protocol_file), "--out", str(out),
-               "--methods", "wiener,echt,ar"])
+    rc = main(
+        [
+            "calibrate",
+            str(EYES_CLOSED),
+            "--protocol",
+            str(protocol_file),
+            "--out",
+            str(out),
+            "--methods",
+            "wiener,echt,ar",
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "individual peak" in printed and "wiener" in printed and "echt" in printed
@@ -65,16 +77,67 @@ def test_calibrate_writes_a_tuned_protocol_that_replays(recordings, protocol_fil
 
 
 def test_calibrate_errors_name_the_problem(recordings, protocol_file, tmp_path, capsys):
-    assert main(["calibrate", str(EYES_CLOSED), "--protocol", str(protocol_file),
-                 "--out", str(tmp_path / "x.txt")]) == 2
+    assert (
+        main(
+            [
+                "calibrate",
+                str(EYES_CLOSED),
+                "--protocol",
+                str(protocol_file),
+                "--out",
+                str(tmp_path / "x.txt"),
+            ]
+        )
+        == 2
+    )
     assert "must be a .toml file" in capsys.readouterr().err
-    assert main(["calibrate", str(EYES_CLOSED), "--protocol", str(protocol_file),
-                 "--out", str(tmp_path / "x.toml"), "--methods", "kalman"]) == 2
-    assert "'kalman' is not a calibratable estimator; accepted: ar, echt, etp, wiener" in capsys.readouterr().err
-    assert main(["calibrate", str(EYES_CLOSED), "--protocol", str(protocol_file),
-                 "--out", str(tmp_path / "x.toml"), "--seconds", "10"]) == 3
+    assert (
+        main(
+            [
+                "calibrate",
+                str(EYES_CLOSED),
+                "--protocol",
+                str(protocol_file),
+                "--out",
+                str(tmp_path / "x.toml"),
+                "--methods",
+                "kalman",
+            ]
+        )
+        == 2
+    )
+    assert (
+        "'kalman' is not a calibratable estimator; accepted: ar, echt, etp, wiener"
+        in capsys.readouterr().err
+    )
+    assert (
+        main(
+            [
+                "calibrate",
+                str(EYES_CLOSED),
+                "--protocol",
+                str(protocol_file),
+                "--out",
+                str(tmp_path / "x.toml"),
+                "--seconds",
+                "10",
+            ]
+        )
+        == 3
+    )
     assert "too short to calibrate" in capsys.readouterr().err
-    assert main(["calibrate", str(EYES_CLOSED), "--protocol", "faa-neurofeedback",
-                 "--out", str(tmp_path / "x.toml")]) == 2
+    assert (
+        main(
+            [
+                "calibrate",
+                str(EYES_CLOSED),
+                "--protocol",
+                "faa-neurofeedback",
+                "--out",
+                str(tmp_path / "x.toml"),
+            ]
+        )
+        == 2
+    )
     assert "calibrate tunes phase protocols" in capsys.readouterr().err
     assert not (tmp_path / "x.toml").exists()

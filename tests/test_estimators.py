@@ -107,7 +107,9 @@ def test_ar_extend_and_fir_kernels():
     assert np.allclose(out, np.correlate(x, h, mode="valid"))
     w = rng.normal(size=7) + 1j * rng.normal(size=7)
     re, im = np.zeros(3), np.zeros(3)
-    kernels.complex_fir(x, 49, 3, np.ascontiguousarray(w.real), np.ascontiguousarray(w.imag), re, im)
+    kernels.complex_fir(
+        x, 49, 3, np.ascontiguousarray(w.real), np.ascontiguousarray(w.imag), re, im
+    )
     expected = [w @ x[e - 6 : e + 1] for e in (47, 48, 49)]
     assert np.allclose(re + 1j * im, expected)
 
@@ -217,8 +219,14 @@ def test_wiener_beats_ar_and_echt_on_real_alpha(eyes_closed_o1):
     x, sfreq, truth = eyes_closed_o1
     results = {}
     for method in ("wiener", "ar", "echt"):
-        run = run_triggers(make_estimator(method, sfreq, BAND), x, sfreq, 180.0, truth=truth,
-                           gate_source="estimator")
+        run = run_triggers(
+            make_estimator(method, sfreq, BAND),
+            x,
+            sfreq,
+            180.0,
+            truth=truth,
+            gate_source="estimator",
+        )
         results[method] = run
     best = results["wiener"].stats
     assert best.n >= 50

@@ -38,9 +38,23 @@ def protocol_file(tmp_path: Path) -> Path:
 
 def test_bench_accuracy_through_the_engine(recordings, protocol_file, tmp_path, capsys):
     out_json, figures = tmp_path / "acc.json", tmp_path / "fig"
-    rc = main(["bench", "accuracy", str(EYES_CLOSED), "--protocol", str(protocol_file),
-               "--targets", "0,180", "--methods", "wiener,ar", "--json", str(out_json),
-               "--figures", str(figures)])
+    rc = main(
+        [
+            "bench",
+            "accuracy",
+            str(EYES_CLOSED),
+            "--protocol",
+            str(protocol_file),
+            "--targets",
+            "0,180",
+            "--methods",
+            "wiener,ar",
+            "--json",
+            str(out_json),
+            "--figures",
+            str(figures),
+        ]
+    )
     assert rc == 0
     table = capsys.readouterr().out
     assert "wiener" in table and "ar " in table and "@   180°" in table
@@ -59,10 +73,26 @@ def test_bench_accuracy_through_the_engine(recordings, protocol_file, tmp_path, 
     assert result["methods"]["wiener"]["sd_deg"] < result["methods"]["ar"]["sd_deg"]
 
 
-def test_bench_accuracy_harness_meets_the_targets_on_strong_alpha(recordings, protocol_file, tmp_path, capsys):
+def test_bench_accuracy_harness_meets_the_targets_on_strong_alpha(
+    recordings, protocol_file, tmp_path, capsys
+):
     out_json = tmp_path / "h.json"
-    rc = main(["bench", "accuracy", str(EYES_CLOSED), "--protocol", str(protocol_file), "--harness",
-               "--targets", "0,180", "--methods", "wiener,ar,echt", "--json", str(out_json)])
+    rc = main(
+        [
+            "bench",
+            "accuracy",
+            str(EYES_CLOSED),
+            "--protocol",
+            str(protocol_file),
+            "--harness",
+            "--targets",
+            "0,180",
+            "--methods",
+            "wiener,ar,echt",
+            "--json",
+            str(out_json),
+        ]
+    )
     assert rc == 0
     methods = json.loads(out_json.read_text())["methods"]
     ours = methods["wiener"]
@@ -72,12 +102,48 @@ def test_bench_accuracy_harness_meets_the_targets_on_strong_alpha(recordings, pr
 
 
 def test_bench_accuracy_bad_options(recordings, protocol_file, capsys):
-    assert main(["bench", "accuracy", str(EYES_CLOSED), "--protocol", str(protocol_file),
-                 "--methods", "wiener,foo"]) == 2
+    assert (
+        main(
+            [
+                "bench",
+                "accuracy",
+                str(EYES_CLOSED),
+                "--protocol",
+                str(protocol_file),
+                "--methods",
+                "wiener,foo",
+            ]
+        )
+        == 2
+    )
     assert "'foo' is not an estimator; accepted: auto, ar" in capsys.readouterr().err
-    assert main(["bench", "accuracy", str(EYES_CLOSED), "--protocol", str(protocol_file),
-                 "--targets", "0,peak"]) == 2
+    assert (
+        main(
+            [
+                "bench",
+                "accuracy",
+                str(EYES_CLOSED),
+                "--protocol",
+                str(protocol_file),
+                "--targets",
+                "0,peak",
+            ]
+        )
+        == 2
+    )
     assert "is not a comma-separated list of floats" in capsys.readouterr().err
-    assert main(["bench", "accuracy", str(EYES_CLOSED), "--protocol", str(protocol_file),
-                 "--eval-after-s", "58"]) == 2
+    assert (
+        main(
+            [
+                "bench",
+                "accuracy",
+                str(EYES_CLOSED),
+                "--protocol",
+                str(protocol_file),
+                "--eval-after-s",
+                "58",
+            ]
+        )
+        == 2
+    )
     assert "leaves too little" in capsys.readouterr().err

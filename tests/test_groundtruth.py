@@ -38,9 +38,9 @@ def test_truth_phase_of_a_sine_at_fractional_times():
 
 def test_truth_follows_the_phase_convention():
     # cos: peak at phase 0; the trough is 180; the rising zero crossing is -90
-    t, x, (freq, _, _) = _sine(phase0=0.0, freq=10.0)
+    _t, x, (_freq, _, _) = _sine(phase0=0.0, freq=10.0)
     truth = GroundTruth(x, SFREQ, (8.0, 13.0))
-    k = int(round(10.0 * SFREQ))  # t = 10 s is a peak of cos(2 pi 10 t)
+    k = round(10.0 * SFREQ)  # t = 10 s is a peak of cos(2 pi 10 t)
     assert abs(wrap_deg(truth.phase_deg[k])) < 0.5
     assert abs(wrap_deg(truth.phase_at(10.05) - 180.0)) < 0.5
     assert abs(wrap_deg(truth.phase_at(10.075) + 90.0)) < 0.5
@@ -88,7 +88,9 @@ def test_circular_stats_known_values():
     d = 30.0
     s = circular_stats(np.array([d, -d]))
     assert s.plv == pytest.approx(math.cos(math.radians(d)))
-    assert s.sd_deg == pytest.approx(math.degrees(math.sqrt(-2 * math.log(math.cos(math.radians(d))))))
+    assert s.sd_deg == pytest.approx(
+        math.degrees(math.sqrt(-2 * math.log(math.cos(math.radians(d)))))
+    )
     s = circular_stats(np.array([0.0, 44.0, -46.0, 90.0]))
     assert s.within_45 == pytest.approx(0.5)
     # narrow normal errors: circular sd close to the linear sd

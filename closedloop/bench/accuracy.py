@@ -25,18 +25,37 @@ from closedloop.errors import UsageError
 def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("recording", help="a recording (any format MNE reads, or XDF)")
     p.add_argument("--protocol", required=True, help="protocol file or preset name")
-    p.add_argument("--methods", default=None,
-                   help="comma-separated estimators (default: every method but 'auto')")
-    p.add_argument("--targets", default=None,
-                   help="comma-separated target phases in degrees (default: the protocol's)")
-    p.add_argument("--eval-after-s", type=float, default=None,
-                   help="evaluate triggers after this time (default: the protocol's baseline_s)")
-    p.add_argument("--chunk-size", type=int, default=1,
-                   help="samples per engine update (default 1: a decision after every sample)")
-    p.add_argument("--harness", action="store_true",
-                   help="use the estimators' development harness instead of the engine: the same "
-                   "decision rule after every sample, gated on each estimator's own amplitude")
-    p.add_argument("--json", dest="json_path", default=None, help="write the results to this JSON file")
+    p.add_argument(
+        "--methods",
+        default=None,
+        help="comma-separated estimators (default: every method but 'auto')",
+    )
+    p.add_argument(
+        "--targets",
+        default=None,
+        help="comma-separated target phases in degrees (default: the protocol's)",
+    )
+    p.add_argument(
+        "--eval-after-s",
+        type=float,
+        default=None,
+        help="evaluate triggers after this time (default: the protocol's baseline_s)",
+    )
+    p.add_argument(
+        "--chunk-size",
+        type=int,
+        default=1,
+        help="samples per engine update (default 1: a decision after every sample)",
+    )
+    p.add_argument(
+        "--harness",
+        action="store_true",
+        help="use the estimators' development harness instead of the engine: the same "
+        "decision rule after every sample, gated on each estimator's own amplitude",
+    )
+    p.add_argument(
+        "--json", dest="json_path", default=None, help="write the results to this JSON file"
+    )
     p.add_argument("--figures", default=None, help="write a polar histogram PNG per estimator here")
 
 
@@ -49,12 +68,22 @@ def _parse_list(text: str | None, what: str, convert):
     try:
         return [convert(t) for t in items]
     except ValueError:
-        raise UsageError(f"--{what} {text!r} is not a comma-separated list of {convert.__name__}s.") from None
+        raise UsageError(
+            f"--{what} {text!r} is not a comma-separated list of {convert.__name__}s."
+        ) from None
 
 
-def evaluate_recording(data: np.ndarray, sfreq: float, ch_names: list[str], protocol, *,
-                       methods: list[str], targets: list[float], eval_after_s: float,
-                       chunk_size: int = 1) -> dict:
+def evaluate_recording(
+    data: np.ndarray,
+    sfreq: float,
+    ch_names: list[str],
+    protocol,
+    *,
+    methods: list[str],
+    targets: list[float],
+    eval_after_s: float,
+    chunk_size: int = 1,
+) -> dict:
     """Replay ``data`` through the engine per method and target; return the results as a dict.
 
     Returns
@@ -80,8 +109,14 @@ def evaluate_recording(data: np.ndarray, sfreq: float, ch_names: list[str], prot
             f"{eval_after_s:g} s leaves too little. Use a longer recording or a smaller --eval-after-s."
         )
     own_method = protocol.estimator.method
-    results: dict = {"band_hz": list(band), "eval_after_s": eval_after_s, "evaluated_s": span_s,
-                     "targets_deg": targets, "chunk_size": chunk_size, "methods": {}}
+    results: dict = {
+        "band_hz": list(band),
+        "eval_after_s": eval_after_s,
+        "evaluated_s": span_s,
+        "targets_deg": targets,
+        "chunk_size": chunk_size,
+        "methods": {},
+    }
     for method in methods:
         params = dict(protocol.estimator.params) if method == own_method else {}
         pooled: list[np.ndarray] = []
@@ -97,8 +132,9 @@ def evaluate_recording(data: np.ndarray, sfreq: float, ch_names: list[str], prot
             speeds.append(run.speed_x)
             onsets = run.onsets_s
             onsets = onsets[(onsets >= eval_after_s) & (onsets <= end_s)]
-            _, errors = phase_errors(derived, sfreq, band, onsets, np.full(onsets.shape, float(target)),
-                                     truth=truth)
+            _, errors = phase_errors(
+                derived, sfreq, band, onsets, np.full(onsets.shape, float(target)), truth=truth
+            )
             errors = errors[np.isfinite(errors)]
             pooled.append(errors)
             stats = circular_stats(errors).as_dict()
@@ -114,8 +150,16 @@ def evaluate_recording(data: np.ndarray, sfreq: float, ch_names: list[str], prot
     return results
 
 
-def evaluate_harness(data: np.ndarray, sfreq: float, ch_names: list[str], protocol, *,
-                     methods: list[str], targets: list[float], eval_after_s: float) -> dict:
+def evaluate_harness(
+    data: np.ndarray,
+    sfreq: float,
+    ch_names: list[str],
+    protocol,
+    *,
+    methods: list[str],
+    targets: list[float],
+    eval_after_s: float,
+) -> dict:
     """Like :func:`evaluate_recording` with :func:`closedloop.estimators.evaluate.run_triggers`.
 
     The decision rule is the engine's at chunk size 1; the amplitude gate compares each
@@ -129,24 +173,40 @@ def evaluate_harness(data: np.ndarray, sfreq: float, ch_names: list[str], protoc
 
     trig = protocol.trigger
     if trig.gate_kind == "uv":
-        raise UsageError("--harness supports amplitude_gate = \"percentile:P\" or \"none\" only.")
+        raise UsageError('--harness supports amplitude_gate = "percentile:P" or "none" only.')
     percentile = float(trig.gate_value) if trig.gate_kind == "percentile" else None
     band = (float(protocol.band.low_hz), float(protocol.band.high_hz))
     derived = derived_signal(data, ch_names, protocol)
     truth = GroundTruth(derived, sfreq, band)
     if eval_after_s < trig.baseline_s:
-        raise UsageError("--harness evaluates after the baseline; --eval-after-s must be >= baseline_s.")
-    results: dict = {"band_hz": list(band), "eval_after_s": eval_after_s, "targets_deg": targets,
-                     "chunk_size": 1, "harness": True, "methods": {}}
+        raise UsageError(
+            "--harness evaluates after the baseline; --eval-after-s must be >= baseline_s."
+        )
+    results: dict = {
+        "band_hz": list(band),
+        "eval_after_s": eval_after_s,
+        "targets_deg": targets,
+        "chunk_size": 1,
+        "harness": True,
+        "methods": {},
+    }
     own_method = protocol.estimator.method
     for method in methods:
         params = dict(protocol.estimator.params) if method == own_method else {}
         pooled, by_target, span_s = [], {}, math.nan
         for target in targets:
             est = make_estimator(method, sfreq, band, **params)
-            run = run_triggers(est, derived, sfreq, float(target), truth=truth,
-                               baseline_s=eval_after_s, min_interval_s=trig.min_interval_s,
-                               gate_percentile=percentile, gate_source="estimator")
+            run = run_triggers(
+                est,
+                derived,
+                sfreq,
+                float(target),
+                truth=truth,
+                baseline_s=eval_after_s,
+                min_interval_s=trig.min_interval_s,
+                gate_percentile=percentile,
+                gate_source="estimator",
+            )
             span_s = run.evaluated_s
             pooled.append(run.errors_deg)
             stats = run.stats.as_dict()
@@ -175,12 +235,18 @@ def _polar_figure(path: Path, method: str, errors_deg: list[float], stats: dict)
     counts, _ = np.histogram(np.radians(errors_deg), bins=edges)
     ax.bar(edges[:-1], counts, width=np.radians(10), align="edge", color="tab:blue", alpha=0.75)
     if stats["n"]:
-        ax.annotate("", xy=(math.radians(stats["mean_deg"]), stats["plv"] * max(counts.max(), 1)),
-                    xytext=(0, 0), arrowprops={"arrowstyle": "->", "color": "tab:red", "lw": 2})
+        ax.annotate(
+            "",
+            xy=(math.radians(stats["mean_deg"]), stats["plv"] * max(counts.max(), 1)),
+            xytext=(0, 0),
+            arrowprops={"arrowstyle": "->", "color": "tab:red", "lw": 2},
+        )
     ax.set_theta_zero_location("N")
-    ax.set_title(f"{method}: error vs target (n={stats['n']})\n"
-                 f"mean {stats['mean_deg']:.1f}°, SD {stats['sd_deg']:.1f}°, PLV {stats['plv']:.2f}",
-                 fontsize=9)
+    ax.set_title(
+        f"{method}: error vs target (n={stats['n']})\n"
+        f"mean {stats['mean_deg']:.1f}°, SD {stats['sd_deg']:.1f}°, PLV {stats['plv']:.2f}",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -190,14 +256,20 @@ def _table(results: dict) -> str:
     head = f"{'estimator':10s} {'n':>5s} {'/min':>6s} {'mean°':>7s} {'SD°':>6s} {'PLV':>5s} {'±45°':>5s}"
     lines = [head, "-" * len(head)]
     for method, r in results["methods"].items():
+
         def f(v, spec):
             return format(v, spec) if v is not None and math.isfinite(v) else "n/a"
-        lines.append(f"{method:10s} {r['n']:5d} {f(r['per_min'], '6.1f')} {f(r['mean_deg'], '7.1f')} "
-                     f"{f(r['sd_deg'], '6.1f')} {f(r['plv'], '5.2f')} {f(r['within_45'], '5.2f')}")
+
+        lines.append(
+            f"{method:10s} {r['n']:5d} {f(r['per_min'], '6.1f')} {f(r['mean_deg'], '7.1f')} "
+            f"{f(r['sd_deg'], '6.1f')} {f(r['plv'], '5.2f')} {f(r['within_45'], '5.2f')}"
+        )
         if len(r["by_target"]) > 1:
             for target, s in r["by_target"].items():
-                lines.append(f"  @{target:>6s}° {s['n']:5d} {f(s['per_min'], '6.1f')} {f(s['mean_deg'], '7.1f')} "
-                             f"{f(s['sd_deg'], '6.1f')} {f(s['plv'], '5.2f')} {f(s['within_45'], '5.2f')}")
+                lines.append(
+                    f"  @{target:>6s}° {s['n']:5d} {f(s['per_min'], '6.1f')} {f(s['mean_deg'], '7.1f')} "
+                    f"{f(s['sd_deg'], '6.1f')} {f(s['plv'], '5.2f')} {f(s['within_45'], '5.2f')}"
+                )
     return "\n".join(lines)
 
 
@@ -208,33 +280,60 @@ def run_command(args: argparse.Namespace) -> int:
 
     protocol = load_protocol(args.protocol)
     if protocol.kind != "phase":
-        raise UsageError(f"protocol {protocol.name!r} is a {protocol.kind!r} protocol; "
-                         "bench accuracy needs kind = \"phase\".")
+        raise UsageError(
+            f"protocol {protocol.name!r} is a {protocol.kind!r} protocol; "
+            'bench accuracy needs kind = "phase".'
+        )
     known = [m for m in available_methods() if m != "auto"]
     methods = _parse_list(args.methods, "methods", str) or known
     for m in methods:
         if m not in available_methods():
-            raise UsageError(f"--methods: {m!r} is not an estimator; accepted: {', '.join(available_methods())}.")
+            raise UsageError(
+                f"--methods: {m!r} is not an estimator; accepted: {', '.join(available_methods())}."
+            )
     targets = _parse_list(args.targets, "targets", float) or [protocol.trigger.target_phase_deg]
     if args.chunk_size < 1:
         raise UsageError(f"--chunk-size must be a whole number >= 1, got {args.chunk_size}.")
-    eval_after = protocol.trigger.baseline_s if args.eval_after_s is None else float(args.eval_after_s)
+    eval_after = (
+        protocol.trigger.baseline_s if args.eval_after_s is None else float(args.eval_after_s)
+    )
     with open_recording(args.recording) as rec:
         data = rec.read(0, rec.n_samples)
         sfreq, ch_names = rec.sfreq, list(rec.ch_names)
     if args.harness:
-        results = evaluate_harness(data, sfreq, ch_names, protocol, methods=methods, targets=targets,
-                                   eval_after_s=eval_after)
+        results = evaluate_harness(
+            data,
+            sfreq,
+            ch_names,
+            protocol,
+            methods=methods,
+            targets=targets,
+            eval_after_s=eval_after,
+        )
     else:
-        results = evaluate_recording(data, sfreq, ch_names, protocol, methods=methods, targets=targets,
-                                     eval_after_s=eval_after, chunk_size=args.chunk_size)
+        results = evaluate_recording(
+            data,
+            sfreq,
+            ch_names,
+            protocol,
+            methods=methods,
+            targets=targets,
+            eval_after_s=eval_after,
+            chunk_size=args.chunk_size,
+        )
     results["recording"] = str(args.recording)
     results["protocol"] = protocol.name
-    print(f"bench accuracy: {Path(args.recording).name}, protocol {protocol.name!r}, channel "
-          f"{protocol.signal.channel} ({protocol.signal.reference}), band {results['band_hz'][0]:g}-"
-          f"{results['band_hz'][1]:g} Hz, targets {', '.join(f'{t:g}' for t in targets)}°, "
-          f"evaluated {results['evaluated_s']:.0f} s after {eval_after:g} s, "
-          + ("development harness, estimator-amplitude gate" if args.harness else f"engine, chunk {args.chunk_size}"))
+    print(
+        f"bench accuracy: {Path(args.recording).name}, protocol {protocol.name!r}, channel "
+        f"{protocol.signal.channel} ({protocol.signal.reference}), band {results['band_hz'][0]:g}-"
+        f"{results['band_hz'][1]:g} Hz, targets {', '.join(f'{t:g}' for t in targets)}°, "
+        f"evaluated {results['evaluated_s']:.0f} s after {eval_after:g} s, "
+        + (
+            "development harness, estimator-amplitude gate"
+            if args.harness
+            else f"engine, chunk {args.chunk_size}"
+        )
+    )
     print(_table(results))
     if args.figures:
         out = Path(args.figures)

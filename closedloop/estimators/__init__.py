@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from closedloop.errors import ProtocolError
-from closedloop.estimators.base import PhaseEstimator
 from closedloop.estimators.ar import AREstimator
+from closedloop.estimators.base import PhaseEstimator
 from closedloop.estimators.echt import ECHTEstimator
 from closedloop.estimators.etp import ETPEstimator
 from closedloop.estimators.wiener import WienerEstimator
@@ -29,8 +29,9 @@ def available_methods() -> tuple[str, ...]:
     return ("auto", *_REGISTRY)
 
 
-def make_estimator(method: str, sfreq: float, band_hz: tuple[float, float],
-                   **params: Any) -> PhaseEstimator:
+def make_estimator(
+    method: str, sfreq: float, band_hz: tuple[float, float], **params: Any
+) -> PhaseEstimator:
     """Build a phase estimator by name.
 
     Parameters
@@ -54,4 +55,4 @@ def make_estimator(method: str, sfreq: float, band_hz: tuple[float, float],
     return _REGISTRY[key](sfreq, band_hz, **params)
 
 
-__all__ = ["PhaseEstimator", "available_methods", "make_estimator", "AUTO_METHOD"]
+__all__ = ["AUTO_METHOD", "PhaseEstimator", "available_methods", "make_estimator"]

@@ -11,6 +11,7 @@ order at Zrenner's 1 kHz, so they scale to the working rate.
 from __future__ import annotations
 
 import math
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy.fft import fft, ifft, next_fast_len
@@ -45,8 +46,14 @@ class AREstimator(PhaseEstimator):
     """
 
     name = "ar"
-    defaults = {"window_s": 0.5, "edge_s": 0.064, "ahead_s": 0.064, "order": 30,
-                "ar_method": "yule-walker", "calibrate_bias": False}
+    defaults: ClassVar[dict[str, Any]] = {
+        "window_s": 0.5,
+        "edge_s": 0.064,
+        "ahead_s": 0.064,
+        "order": 30,
+        "ar_method": "yule-walker",
+        "calibrate_bias": False,
+    }
 
     def _init_params(self) -> None:
         window_s = self._param_number("window_s", 0.1, 10.0)
@@ -60,11 +67,11 @@ class AREstimator(PhaseEstimator):
                 "known; accepted: 'yule-walker', 'burg'."
             )
         self.ar_method = method
-        self.n_window = int(round(window_s * self.sfreq))
-        self.edge = int(round(edge_s * self.sfreq))
+        self.n_window = round(window_s * self.sfreq)
+        self.edge = round(edge_s * self.sfreq)
         self.n_taps = 2 * self.edge + 1
-        self.n_ahead = int(round(ahead_s * self.sfreq))
-        self.order = max(2, int(round(order_ref * self.sfreq / REFERENCE_SFREQ)))
+        self.n_ahead = round(ahead_s * self.sfreq)
+        self.order = max(2, round(order_ref * self.sfreq / REFERENCE_SFREQ))
         self.n_valid = self.n_window - self.n_taps + 1
         if self.n_valid < 2 * self.order + 2:
             raise ProtocolError(
@@ -93,7 +100,7 @@ class AREstimator(PhaseEstimator):
         ramp = np.linspace(-1.0, 1.0, self.n_window)
         self._ramp = ramp / np.linalg.norm(ramp)
         self._detrended = np.zeros(self.n_window)
-        self.freq_lag = max(1, int(round(self.sfreq / self.center_hz / 4.0)))
+        self.freq_lag = max(1, round(self.sfreq / self.center_hz / 4.0))
         self.correction = 1.0 + 0.0j
 
     def _reset_state(self) -> None:

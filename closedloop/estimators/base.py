@@ -8,7 +8,7 @@ amplitude, instantaneous frequency, and the time to the next crossing of a targe
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -86,7 +86,7 @@ class PhaseEstimator:
     """
 
     name: str = "base"
-    defaults: dict[str, Any] = {}
+    defaults: ClassVar[dict[str, Any]] = {}
     #: shortest baseline ``fit`` accepts, seconds (the engine checks protocols against it)
     min_baseline_s: float = 2.0
 
@@ -94,9 +94,13 @@ class PhaseEstimator:
         try:
             sfreq = float(sfreq)
         except (TypeError, ValueError):
-            raise DataError(f"sampling rate {sfreq!r} is not a number; give a rate in Hz.") from None
+            raise DataError(
+                f"sampling rate {sfreq!r} is not a number; give a rate in Hz."
+            ) from None
         if not math.isfinite(sfreq) or sfreq <= 0:
-            raise DataError(f"sampling rate {sfreq!r} Hz is unusable; it must be a positive number.")
+            raise DataError(
+                f"sampling rate {sfreq!r} Hz is unusable; it must be a positive number."
+            )
         try:
             low, high = (float(v) for v in band_hz)
         except (TypeError, ValueError):
@@ -205,7 +209,7 @@ class PhaseEstimator:
             raise DataError(
                 f"the baseline must be a 1-D derived signal; got an array of shape {x.shape}."
             )
-        need = int(math.ceil(min_seconds * self.sfreq))
+        need = math.ceil(min_seconds * self.sfreq)
         if x.shape[0] < need:
             raise DataError(
                 f"the baseline has {x.shape[0]} samples ({x.shape[0] / self.sfreq:.2f} s); "
@@ -297,7 +301,7 @@ def track(estimator: PhaseEstimator, x: np.ndarray, max_updates: int = 3000) -> 
     """
     x = np.asarray(x, dtype=np.float64)
     out = np.full(x.shape[0], np.nan + 0j)
-    step = max(1, int(math.ceil(x.shape[0] / max_updates)))
+    step = max(1, math.ceil(x.shape[0] / max_updates))
     estimator.reset()
     for end in range(step, x.shape[0] + 1, step):
         estimator.process(x[end - step : end])

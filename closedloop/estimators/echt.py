@@ -9,6 +9,8 @@ baseline against the offline truth (as Osmers and Kolossa propose for ecHT).
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import numpy as np
 from scipy.signal import butter, freqz
 
@@ -48,12 +50,16 @@ class ECHTEstimator(ComplexFIREstimator):
     """
 
     name = "echt"
-    defaults = {"window_s": 0.5, "filter_order": 1, "calibrate_bias": True}
+    defaults: ClassVar[dict[str, Any]] = {
+        "window_s": 0.5,
+        "filter_order": 1,
+        "calibrate_bias": True,
+    }
 
     def _init_params(self) -> None:
         window_s = self._param_number("window_s", 0.05, 10.0)
         order = int(self._param_number("filter_order", 1, 4, integer=True))
-        n = max(8, int(round(window_s * self.sfreq)))
+        n = max(8, round(window_s * self.sfreq))
         self.correction = 1.0 + 0.0j
         self._setup_fir(echt_weights(n, self.sfreq, self.band_hz, order))
 

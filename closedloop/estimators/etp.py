@@ -11,6 +11,7 @@ person's data).
 from __future__ import annotations
 
 import math
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy.signal import firwin
@@ -36,14 +37,14 @@ class ETPEstimator(PhaseEstimator):
     """
 
     name = "etp"
-    defaults = {"window_s": 0.5, "edge_s": 0.064, "calibrate_bias": True}
+    defaults: ClassVar[dict[str, Any]] = {"window_s": 0.5, "edge_s": 0.064, "calibrate_bias": True}
     needs_fit = True
 
     def _init_params(self) -> None:
         window_s = self._param_number("window_s", 0.1, 10.0)
         edge_s = self._param_number("edge_s", 0.0, 1.0)
-        self.n_window = int(round(window_s * self.sfreq))
-        self.edge = int(round(edge_s * self.sfreq))
+        self.n_window = round(window_s * self.sfreq)
+        self.edge = round(edge_s * self.sfreq)
         n_taps = 2 * self.edge + 1
         self.n_valid = self.n_window - n_taps + 1
         if self.n_valid * 2 < self.sfreq / self.band_hz[0]:
@@ -51,7 +52,11 @@ class ETPEstimator(PhaseEstimator):
                 f"estimator 'etp': window_s = {window_s:g} s leaves too little filtered signal to "
                 f"find a peak at {self.band_hz[0]:g} Hz; use a longer window_s."
             )
-        self.fir = firwin(n_taps, self.band_hz, pass_zero=False, fs=self.sfreq) if n_taps > 1 else np.ones(1)
+        self.fir = (
+            firwin(n_taps, self.band_hz, pass_zero=False, fs=self.sfreq)
+            if n_taps > 1
+            else np.ones(1)
+        )
         self.history = History(self.n_window)
         self._y = np.zeros(self.n_valid)
         ramp = np.linspace(-1.0, 1.0, self.n_window)

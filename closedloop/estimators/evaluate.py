@@ -25,7 +25,7 @@ def causal_envelope(x: np.ndarray, sfreq: float, band_hz: tuple[float, float]) -
     """Causal band amplitude for the gate: Butterworth band-pass, RMS over one cycle, x sqrt 2."""
     sos = butter(2, band_hz, btype="bandpass", fs=sfreq, output="sos")
     y = sosfilt(sos, np.asarray(x, dtype=np.float64))
-    n = max(1, int(round(sfreq * 2.0 / (band_hz[0] + band_hz[1]))))
+    n = max(1, round(sfreq * 2.0 / (band_hz[0] + band_hz[1])))
     power = np.convolve(y * y, np.ones(n) / n)[: y.shape[0]]
     return np.sqrt(2.0 * power)
 
@@ -50,10 +50,20 @@ class TriggerRun:
         return 60.0 * self.times_s.shape[0] / self.evaluated_s if self.evaluated_s > 0 else math.nan
 
 
-def run_triggers(estimator: PhaseEstimator, x: np.ndarray, sfreq: float, target_deg: float, *,
-                 truth: GroundTruth, baseline_s: float = 30.0, min_interval_s: float = 0.25,
-                 gate_percentile: float | None = 50.0, envelope: np.ndarray | None = None,
-                 end_margin_s: float = 1.0, gate_source: str = "envelope") -> TriggerRun:
+def run_triggers(
+    estimator: PhaseEstimator,
+    x: np.ndarray,
+    sfreq: float,
+    target_deg: float,
+    *,
+    truth: GroundTruth,
+    baseline_s: float = 30.0,
+    min_interval_s: float = 0.25,
+    gate_percentile: float | None = 50.0,
+    envelope: np.ndarray | None = None,
+    end_margin_s: float = 1.0,
+    gate_source: str = "envelope",
+) -> TriggerRun:
     """Fit on the first ``baseline_s``, then trigger sample by sample on the rest.
 
     Parameters
@@ -75,8 +85,8 @@ def run_triggers(estimator: PhaseEstimator, x: np.ndarray, sfreq: float, target_
         on the estimator's own ``amplitude`` with the threshold from its amplitude over the
         baseline.
     """
-    n_base = int(round(baseline_s * sfreq))
-    n_end = x.shape[0] - int(round(end_margin_s * sfreq))
+    n_base = round(baseline_s * sfreq)
+    n_end = x.shape[0] - round(end_margin_s * sfreq)
     if n_base < 1 or n_end - n_base < sfreq:
         raise DataError(
             f"the recording has {x.shape[0] / sfreq:.1f} s; it needs more than "
@@ -111,5 +121,11 @@ def run_triggers(estimator: PhaseEstimator, x: np.ndarray, sfreq: float, target_
     elapsed = time.perf_counter() - t0
     t_arr = np.asarray(times)
     errors = wrap_deg(truth.phase_at(t_arr) - target_deg) if t_arr.size else np.zeros(0)
-    return TriggerRun(estimator.name, float(target_deg), t_arr, errors,
-                      (n_end - n_base) / sfreq, 1e6 * elapsed / max(1, n_end - n_base))
+    return TriggerRun(
+        estimator.name,
+        float(target_deg),
+        t_arr,
+        errors,
+        (n_end - n_base) / sfreq,
+        1e6 * elapsed / max(1, n_end - n_base),
+    )

@@ -31,7 +31,7 @@ class ComplexFIREstimator(PhaseEstimator):
         self._w_im = np.ascontiguousarray(self.weights.imag)
         self.n_taps = self.weights.shape[0]
         # phase slope over about a quarter cycle of the band centre gives the frequency
-        self.freq_lag = max(1, int(round(self.sfreq / self.center_hz / 4.0)))
+        self.freq_lag = max(1, round(self.sfreq / self.center_hz / 4.0))
         self.history = History(self.n_taps + self.freq_lag + 1)
         self._z_hist = np.zeros(self.freq_lag + 1, dtype=np.complex128)
         self._out_re = np.zeros(0)
@@ -59,8 +59,15 @@ class ComplexFIREstimator(PhaseEstimator):
         # outputs for the newest samples only: the answers need the last lag + 1 of them
         n_out = min(x.shape[0], lag + 1, hist.count - self.n_taps + 1)
         self._ensure_out(n_out)
-        kernels.complex_fir(hist.buf, hist.index + hist.size, n_out, self._w_re, self._w_im,
-                            self._out_re, self._out_im)
+        kernels.complex_fir(
+            hist.buf,
+            hist.index + hist.size,
+            n_out,
+            self._w_re,
+            self._w_im,
+            self._out_re,
+            self._out_im,
+        )
         z = (self._out_re[:n_out] + 1j * self._out_im[:n_out]) * self.correction
         zh = self._z_hist
         if n_out < zh.shape[0]:
@@ -87,7 +94,9 @@ class ComplexFIREstimator(PhaseEstimator):
         x = np.asarray(x, dtype=np.float64)
         out = np.full(x.shape[0], np.nan + 0j)
         if x.shape[0] >= self.n_taps:
-            out[self.n_taps - 1 :] = np.convolve(x, self.weights[::-1], mode="valid") * self.correction
+            out[self.n_taps - 1 :] = (
+                np.convolve(x, self.weights[::-1], mode="valid") * self.correction
+            )
         return out
 
     def _baseline_track(self, x: np.ndarray) -> np.ndarray:

@@ -23,7 +23,9 @@ rhythm drifts away from the baseline (alpha frequency, waveform, noise):
 
 from __future__ import annotations
 
+import cmath
 import math
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy.fft import fft, ifft, next_fast_len
@@ -47,8 +49,9 @@ def analytic_fir(h: np.ndarray) -> np.ndarray:
     return ifft(spec)[: h.shape[0]]
 
 
-def _normal_equations(x: np.ndarray, z: np.ndarray, n_taps: int, proj: np.ndarray,
-                      start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+def _normal_equations(
+    x: np.ndarray, z: np.ndarray, n_taps: int, proj: np.ndarray, start: int, stop: int
+) -> tuple[np.ndarray, np.ndarray]:
     """``P X^T X P`` and ``P X^T z`` for the windows ending at samples ``start .. stop - 1``.
 
     ``X`` holds one window of ``n_taps`` raw samples per row and ``P`` (``proj``) removes
@@ -96,7 +99,12 @@ class WienerEstimator(ComplexFIREstimator):
     """
 
     name = "wiener"
-    defaults = {"window_s": 0.5, "ridge": "auto", "holdout": 0.25, "adapt_s": 20.0}
+    defaults: ClassVar[dict[str, Any]] = {
+        "window_s": 0.5,
+        "ridge": "auto",
+        "holdout": 0.25,
+        "adapt_s": 20.0,
+    }
     needs_fit = True
 
     @property
@@ -110,8 +118,10 @@ class WienerEstimator(ComplexFIREstimator):
         if self.params["ridge"] != "auto":
             self._param_number("ridge", 0.0, 1e6)
         self.adapt_s = self._param_number("adapt_s", 0.0, 3600.0)
-        self._keep_sample = math.exp(-1.0 / (self.adapt_s * self.sfreq)) if self.adapt_s > 0 else 0.0
-        n = max(4, int(round(window_s * self.sfreq)))
+        self._keep_sample = (
+            math.exp(-1.0 / (self.adapt_s * self.sfreq)) if self.adapt_s > 0 else 0.0
+        )
+        n = max(4, round(window_s * self.sfreq))
         # until fitted: a plain quadrature pair at the band centre (answers, but not ready)
         t = (np.arange(n) - (n - 1)) / self.sfreq
         taper = np.hanning(n + 2)[1:-1]
@@ -166,7 +176,7 @@ class WienerEstimator(ComplexFIREstimator):
         self.ready = True
         lag = self.freq_lag
         z_then = complex(zh[(newest - lag) % self.ring_size])
-        if hist.count >= self.n_taps + lag and z_then == z_then:
+        if hist.count >= self.n_taps + lag and cmath.isfinite(z_then):
             dz = z_now * (z_then * self.rotation * self.correction).conjugate()
             freq = math.atan2(dz.imag, dz.real) * self.sfreq / (2.0 * math.pi * lag)
             self.frequency_hz = min(max(freq, self.band_hz[0]), self.band_hz[1])
@@ -187,15 +197,17 @@ class WienerEstimator(ComplexFIREstimator):
         n_est = min(m, hist.count - self.n_taps + 1)
         if n_est > 0:
             self._ensure_out(m)
-            kernels.complex_fir(hist.buf, end, n_est, self._w_re, self._w_im,
-                                self._out_re, self._out_im)
+            kernels.complex_fir(
+                hist.buf, end, n_est, self._w_re, self._w_im, self._out_re, self._out_im
+            )
             self._z_ring[idx[m - n_est :] % ring] = self._out_re[:n_est] + 1j * self._out_im[:n_est]
         n_truth = min(m, hist.count - self._t_re.shape[0] + 1)
         if self.adapt_s <= 0 or n_truth <= 0:
             return
         self._ensure_out(m)
-        kernels.complex_fir(hist.buf, end, n_truth, self._t_re, self._t_im,
-                            self._out_re, self._out_im)
+        kernels.complex_fir(
+            hist.buf, end, n_truth, self._t_re, self._t_im, self._out_re, self._out_im
+        )
         t_idx = idx[m - n_truth :] - self.delay
         truth = self._out_re[:n_truth] + 1j * self._out_im[:n_truth]
         self._t_ring[t_idx % ring] = truth
@@ -230,7 +242,7 @@ class WienerEstimator(ComplexFIREstimator):
         self._t_ring[k] = truth
         prod = truth * complex(self._z_ring[k]).conjugate()
         keep = self._keep_sample
-        if prod == prod:
+        if cmath.isfinite(prod):
             self.rotation_acc = self.rotation_acc * keep + (1.0 - keep) * prod
         else:
             self.rotation_acc *= keep
@@ -243,7 +255,7 @@ class WienerEstimator(ComplexFIREstimator):
         still = []
         keep = math.exp(-1.0 / (self.adapt_s * self.center_hz))  # per crossing: ~1 a cycle
         for t, aimed, weight in self._pend:
-            k = int(math.floor(t))
+            k = math.floor(t)
             if k + 1 > last_truth:
                 still.append((t, aimed, weight))
                 continue
@@ -253,23 +265,25 @@ class WienerEstimator(ComplexFIREstimator):
             z = self._t_ring[k % ring] * (1.0 - frac) + self._t_ring[(k + 1) % ring] * frac
             if not np.isfinite(z):
                 continue
-            err = z * abs(z) * complex(math.cos(math.radians(aimed)), -math.sin(math.radians(aimed)))
+            err = (
+                z * abs(z) * complex(math.cos(math.radians(aimed)), -math.sin(math.radians(aimed)))
+            )
             self._grid_update(aimed, err, keep)
         self._pend = still
 
     def _grid_update(self, aimed: float, err: complex, keep: float) -> None:
         pos = (wrap_deg(aimed) + 180.0) / GRID_STEP_DEG
-        i = int(math.floor(pos)) % self.grid.shape[0]
+        i = math.floor(pos) % self.grid.shape[0]
         u = pos - math.floor(pos)
         j = (i + 1) % self.grid.shape[0]
         for g, w in ((i, 1.0 - u), (j, u)):
             if w > 0:
-                a = 1.0 - keep ** w
+                a = 1.0 - keep**w
                 self.grid[g] = (1.0 - a) * self.grid[g] + a * err
 
     def _grid_bias_deg(self, aimed: float) -> float:
         pos = (wrap_deg(aimed) + 180.0) / GRID_STEP_DEG
-        i = int(math.floor(pos)) % self.grid.shape[0]
+        i = math.floor(pos) % self.grid.shape[0]
         u = pos - math.floor(pos)
         v = self.grid[i] * (1.0 - u) + self.grid[(i + 1) % self.grid.shape[0]] * u
         return math.degrees(math.atan2(v.imag, v.real)) if abs(v) > 0 else 0.0
@@ -340,7 +354,9 @@ class WienerEstimator(ComplexFIREstimator):
             split = start + int(n_rows * (1.0 - float(self.params["holdout"])))
             solve = self._ridge_solver(*_normal_equations(x, z, self.n_taps, proj, start, split))
             test = np.arange(split + self.n_taps, stop)
-            windows = np.lib.stride_tricks.sliding_window_view(x, self.n_taps)[test - self.n_taps + 1]
+            windows = np.lib.stride_tricks.sliding_window_view(x, self.n_taps)[
+                test - self.n_taps + 1
+            ]
             scores = [_phase_spread(windows @ solve(c), z[test]) for c in RIDGE_GRID]
             ridge = RIDGE_GRID[int(np.argmin(scores))]
         ridge = float(ridge)
@@ -381,7 +397,7 @@ class WienerEstimator(ComplexFIREstimator):
             hit = np.flatnonzero((ahead_deg < step_deg) & np.isfinite(phase))
             t = hit + lag + ahead_deg[hit] / step_deg[hit]
             k = np.floor(t).astype(int)
-            good = (k + 1 < x.shape[0])
+            good = k + 1 < x.shape[0]
             k, t = k[good], t[good]
             frac = t - k
             zt = z_true[k] * (1.0 - frac) + z_true[np.minimum(k + 1, x.shape[0] - 1)] * frac
