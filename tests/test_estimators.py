@@ -233,3 +233,21 @@ def test_wiener_beats_ar_and_echt_on_real_alpha(eyes_closed_o1):
     assert abs(best.mean_deg) <= 5.0 and best.sd_deg <= 16.0
     assert best.sd_deg < results["ar"].stats.sd_deg and best.sd_deg < results["echt"].stats.sd_deg
     assert results["wiener"].per_minute >= results["ar"].per_minute
+
+
+def test_wiener_window_follows_the_band_and_tracks_slow_oscillations():
+    fs = 100.0
+    assert make_estimator("wiener", fs, BAND).n_taps == 50  # alpha: 0.5 s
+    est = make_estimator("wiener", fs, (0.5, 2.0))
+    assert est.n_taps == 80  # one cycle of 1.25 Hz
+    rng = np.random.default_rng(9)
+    n = int(90 * fs)
+    t = np.arange(n) / fs
+    phase = 2 * np.pi * 0.9 * t + np.cumsum(rng.normal(0, 0.01, n))
+    x = 60 * np.cos(phase) + lfilter([1.0], [1.0, -0.98], rng.normal(0, 3, n)) + rng.normal(0, 5, n)
+    truth = GroundTruth(x, fs, (0.5, 2.0))
+    run = run_triggers(
+        est, x, fs, 0.0, truth=truth, baseline_s=30.0, min_interval_s=2.0, gate_source="estimator"
+    )
+    assert run.stats.n >= 10
+    assert run.stats.sd_deg < 12.0 and abs(run.stats.mean_deg) < 6.0

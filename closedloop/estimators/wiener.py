@@ -87,8 +87,9 @@ class WienerEstimator(ComplexFIREstimator):
 
     Parameters (``**params``)
     -------------------------
-    window_s : float
-        Length of the FIR over the raw signal (default 0.5 s).
+    window_s : float or "auto"
+        Length of the FIR over the raw signal; "auto" (default): one cycle of the band centre,
+        at least 0.5 s.
     ridge : float or "auto"
         Ridge strength relative to the mean input power; "auto" (default) chooses it on the
         held-out last quarter of the baseline.
@@ -100,7 +101,7 @@ class WienerEstimator(ComplexFIREstimator):
 
     name = "wiener"
     defaults: ClassVar[dict[str, Any]] = {
-        "window_s": 0.5,
+        "window_s": "auto",
         "ridge": "auto",
         "holdout": 0.25,
         "adapt_s": 20.0,
@@ -113,7 +114,12 @@ class WienerEstimator(ComplexFIREstimator):
 
     # -- set-up ----------------------------------------------------------------------------
     def _init_params(self) -> None:
-        window_s = self._param_number("window_s", 0.05, 5.0)
+        if self.params["window_s"] == "auto":
+            # at least one cycle of the band centre: 0.5 s for alpha, 0.8 s for 0.5-2 Hz
+            window_s = max(0.5, 1.0 / self.center_hz)
+        else:
+            window_s = self._param_number("window_s", 0.05, 5.0)
+        self.window_s = window_s
         self._param_number("holdout", 0.05, 0.5)
         if self.params["ridge"] != "auto":
             self._param_number("ridge", 0.0, 1e6)
@@ -122,7 +128,7 @@ class WienerEstimator(ComplexFIREstimator):
             math.exp(-1.0 / (self.adapt_s * self.sfreq)) if self.adapt_s > 0 else 0.0
         )
         n = max(4, round(window_s * self.sfreq))
-        # until fitted: a plain quadrature pair at the band centre (answers, but not ready)
+        # until fitted: a plain quadrature pair at the band centre (a rough answer; fit replaces it)
         t = (np.arange(n) - (n - 1)) / self.sfreq
         taper = np.hanning(n + 2)[1:-1]
         self.correction = 1.0 + 0.0j
