@@ -643,6 +643,9 @@ def marker_figures(run: LiveRun) -> dict:
         "markers_unreadable": bad,
         "delivery_error_ms": summarize_ms(np.abs(errors_arr)),
         "delivery_late_ms_mean": float(errors_arr.mean() * 1e3) if errors_arr.size else math.nan,
+        "delivery_over_0_2ms": int(np.sum(np.abs(errors_arr) > 0.0002)),
+        # actual - scheduled per marker (positive = late), for a look at where misses come from
+        "delivery_error_ms_signed": [round(float(e) * 1e3, 4) for e in errors_arr[:1000]],
         "marker_latency_ms": summarize_ms(np.asarray(transit)),
     }
 
