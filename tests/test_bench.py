@@ -26,7 +26,7 @@ def bench(*args: str, timeout: float = 240.0) -> subprocess.CompletedProcess:
     """``python -m closedloop bench ...`` with this session's loopback LSL configuration."""
     return subprocess.run(
         [sys.executable, "-m", "closedloop", "bench", *args],
-        cwd=ROOT, env=os.environ.copy(), capture_output=True, text=True, timeout=timeout,
+        cwd=ROOT, env=os.environ.copy(), capture_output=True, text=True, timeout=timeout, check=False,
     )
 
 

@@ -7,6 +7,7 @@ benchmark's private loopback configuration is in force before liblsl loads.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import math
@@ -74,11 +75,11 @@ def cpu_model() -> str:
 
 
 def _version(module: str) -> str | None:
-    try:
-        from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
         return version(module)
-    except Exception:
+    except PackageNotFoundError:
         return None
 
 
@@ -99,10 +100,7 @@ def machine_info() -> dict:
     for name in ("numpy", "scipy", "pylsl", "mne", "mne-lsl", "psutil", "cython"):
         versions[name] = _version(name)
     if "pylsl" in sys.modules:
-        try:
-            versions["liblsl"] = sys.modules["pylsl"].library_version()
-        except Exception:
-            pass
+        versions["liblsl"] = sys.modules["pylsl"].library_version()
     info["versions"] = versions
     return info
 
@@ -345,10 +343,8 @@ class StateReceiver:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
-        try:
+        with contextlib.suppress(Exception):  # a lost stream has nothing left to close
             self.inlet.close_stream()
-        except Exception:
-            pass
         del self.inlet
 
 
@@ -382,10 +378,8 @@ class MarkerReceiver:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
-        try:
+        with contextlib.suppress(Exception):  # a lost stream has nothing left to close
             self.inlet.close_stream()
-        except Exception:
-            pass
         del self.inlet
 
 
@@ -506,7 +500,7 @@ def run_live(
         if marker_id is not None:
             markers = MarkerReceiver(_resolve(marker_id, ENGINE_START_TIMEOUT_S, proc, label, stderr_path))
         limit = duration_s + ENGINE_START_TIMEOUT_S + 15.0
-        with progress_bar(int(round(duration_s)), f"bench {label}", disable=not progress) as advance:
+        with progress_bar(round(duration_s), f"bench {label}", disable=not progress) as advance:
             shown = 0
             while proc.poll() is None:
                 if time.monotonic() - started > limit:
@@ -530,8 +524,8 @@ def run_live(
                 if states.n:
                     elapsed = int(pylsl.local_clock() - states.received[0])
                     if elapsed > shown:
-                        advance(min(elapsed, int(round(duration_s))) - shown)
-                        shown = min(elapsed, int(round(duration_s)))
+                        advance(min(elapsed, round(duration_s)) - shown)
+                        shown = min(elapsed, round(duration_s))
                 time.sleep(PROCESS_SAMPLE_S)
         proc.wait(timeout=15)
     except BaseException:

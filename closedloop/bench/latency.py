@@ -159,11 +159,11 @@ def print_result(result: dict) -> None:
     c = result["closedloop"]
     lat, eng, dly = c["latency_ms"], c["engine_ms"], c["delivery_error_ms"]
     rows = [
-        ("settings", f"{s['channels']} ch, {s['sfreq']:g} Hz, chunks of {s['chunk_size']}, {s['duration_s']:g} s, "
+        ("settings", (f"{s['channels']} ch, {s['sfreq']:g} Hz, chunks of {s['chunk_size']}, {s['duration_s']:g} s, "
                      f"protocol {s['protocol']!r}, monitor {'on' if s['monitor'] else 'off'}, "
-                     f"stamps {s['stamping']}"),
-        ("push -> State received (ms)", f"p50 {fmt(lat['p50'])}  p95 {fmt(lat['p95'])}  p99 {fmt(lat['p99'])}  "
-                                        f"max {fmt(lat['max'])}  (n {lat['n']}; target p50 <= 0.35, p99 <= 1.0)"),
+                     f"stamps {s['stamping']}")),
+        ("push -> State received (ms)", (f"p50 {fmt(lat['p50'])}  p95 {fmt(lat['p95'])}  p99 {fmt(lat['p99'])}  "
+                                        f"max {fmt(lat['max'])}  (n {lat['n']}; target p50 <= 0.35, p99 <= 1.0)")),
         ("push -> State pushed (ms)", f"p50 {fmt(eng['p50'])}  p99 {fmt(eng['p99'])}  max {fmt(eng['max'])}"),
         ("trigger delivery |actual - scheduled| (ms)",
          f"p50 {fmt(dly['p50'])}  p99 {fmt(dly['p99'])}  max {fmt(dly['max'])}  (n {dly['n']}; target p99 <= 0.2)"),
@@ -171,16 +171,16 @@ def print_result(result: dict) -> None:
         ("dropped samples / gaps", f"{c['dropped_samples']} / {c['gaps']}  (target 0)"),
         ("triggers", f"{c['triggers']} delivered, {c['engine_summary'].get('triggers_dropped')} dropped"),
         ("engine CPU (% of one core)", f"{fmt(c['cpu_percent_of_one_core'], '.1f')}  (target < 50)"),
-        ("State samples", f"{c['state_samples']} received, {c['state_samples_unmatched']} unmatched, "
-                          f"{c['chunks_without_own_state']} chunks merged into a later one"),
-        ("amplifier push lateness (ms)", f"p50 {fmt(result['amplifier']['push_lateness_ms']['p50'])}  "
-                                         f"p99 {fmt(result['amplifier']['push_lateness_ms']['p99'])}"),
+        ("State samples", (f"{c['state_samples']} received, {c['state_samples_unmatched']} unmatched, "
+                          f"{c['chunks_without_own_state']} chunks merged into a later one")),
+        ("amplifier push lateness (ms)", (f"p50 {fmt(result['amplifier']['push_lateness_ms']['p50'])}  "
+                                         f"p99 {fmt(result['amplifier']['push_lateness_ms']['p99'])}")),
     ]
     if "mne_lsl" in result:
         m = result["mne_lsl"]["latency_ms"]
         rows += [
-            ("mne-lsl push -> State received (ms)", f"p50 {fmt(m['p50'])}  p95 {fmt(m['p95'])}  p99 {fmt(m['p99'])}  "
-                                                    f"max {fmt(m['max'])}  (n {m['n']})"),
+            ("mne-lsl push -> State received (ms)", (f"p50 {fmt(m['p50'])}  p95 {fmt(m['p95'])}  p99 {fmt(m['p99'])}  "
+                                                    f"max {fmt(m['max'])}  (n {m['n']})")),
             ("mne-lsl CPU (% of one core)", fmt(result["mne_lsl"]["cpu_percent_of_one_core"], ".1f")),
             ("p50 ratio mne-lsl / closedloop", f"{fmt(result['ratio_p50_mne_lsl_over_closedloop'], '.2f')}x  (target >= 3)"),
         ]

@@ -66,7 +66,7 @@ def run_soak(settings: dict, *, progress: bool = True) -> dict:
     t_first = run.states.received[0] if run.states.n else math.nan
     since = m["received"] - t_first
     per_minute = []
-    for minute in range(int(math.ceil(duration / 60.0))):
+    for minute in range(math.ceil(duration / 60.0)):
         sel = (since >= minute * 60.0) & (since < (minute + 1) * 60.0)
         if minute == 0:
             sel &= since >= common.WARMUP_S
@@ -120,21 +120,21 @@ def print_result(result: dict) -> None:
 
     s = result["settings"]
     rows = [
-        ("settings", f"{s['channels']} ch, {s['sfreq']:g} Hz, chunks of {s['chunk_size']}, {s['duration_s']:g} s, "
-                     f"protocol {s['protocol']!r}"),
-        ("memory growth after minute 1", f"{fmt(result['memory_growth_mb'], '.2f')} MB (at the end "
-                                         f"{fmt(result['memory_growth_end_mb'], '.2f')} MB; target < 5)"),
+        ("settings", (f"{s['channels']} ch, {s['sfreq']:g} Hz, chunks of {s['chunk_size']}, {s['duration_s']:g} s, "
+                     f"protocol {s['protocol']!r}")),
+        ("memory growth after minute 1", (f"{fmt(result['memory_growth_mb'], '.2f')} MB (at the end "
+                                         f"{fmt(result['memory_growth_end_mb'], '.2f')} MB; target < 5)")),
         ("resident memory at minute 1", f"{fmt(result['rss_mb_at_1_min'], '.1f')} MB"),
         ("dropped samples / gaps / stalls", f"{result['dropped_samples']} / {result['gaps']} / {result['stalls']}"),
         ("triggers", f"{result['triggers']} delivered, {result['triggers_dropped']} dropped"),
         ("engine CPU (% of one core)", fmt(result["cpu_percent_of_one_core"], ".1f")),
-        ("latency over the run (ms)", f"p50 {fmt(result['latency_ms']['p50'])}  p99 {fmt(result['latency_ms']['p99'])}  "
-                                      f"max {fmt(result['latency_ms']['max'])}"),
+        ("latency over the run (ms)", (f"p50 {fmt(result['latency_ms']['p50'])}  p99 {fmt(result['latency_ms']['p99'])}  "
+                                      f"max {fmt(result['latency_ms']['max'])}")),
         ("per-minute spread (ms)", f"p50 {fmt(result['p50_spread_ms'])}  p99 {fmt(result['p99_spread_ms'])}"),
     ]
     for p in result["latency_per_minute_ms"]:
-        rows.append((f"  minute {p['minute']}", f"p50 {fmt(p['p50'])}  p95 {fmt(p['p95'])}  p99 {fmt(p['p99'])}  "
-                                                f"max {fmt(p['max'])}  (n {p['n']})"))
+        rows.append((f"  minute {p['minute']}", (f"p50 {fmt(p['p50'])}  p95 {fmt(p['p95'])}  p99 {fmt(p['p99'])}  "
+                                                f"max {fmt(p['max'])}  (n {p['n']})")))
     rows += machine_rows(result["machine"])
     print_table("closedloop bench soak", rows)
 

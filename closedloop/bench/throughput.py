@@ -70,7 +70,7 @@ def trial_protocol(spec: str, folder: Path, baseline_s: float = TRIAL_BASELINE_S
     from closedloop.protocol import load_protocol, protocol_to_toml
 
     text = protocol_to_toml(load_protocol(spec))
-    text, n = re.subn(r"(?m)^baseline_s\s*=.*$", f"baseline_s = {baseline_s:g}", text)
+    text = re.sub(r"(?m)^baseline_s\s*=.*$", f"baseline_s = {baseline_s:g}", text)
     path = folder / "trial-protocol.toml"
     path.write_text(text)
     load_protocol(str(path))
@@ -102,7 +102,7 @@ def live_trial(n_channels: int, sfreq: float, chunk_size: int, seconds: float, p
                               progress=progress)
     except common.EngineStartError:
         raise  # bad settings, not load: searching further would not help
-    except Exception as exc:  # a run that breaks down counts as not sustained
+    except Exception as exc:  # noqa: BLE001 -- a run that breaks down under load is "not sustained"
         error = str(exc)
     finally:
         amp_fig = common.amplifier_figures(amp)
@@ -202,7 +202,7 @@ def replay_speed(seconds: float, *, n_channels: int = 64, sfreq: float = 1000.0,
     chunk = default_chunk_size(sfreq)
     data, names = simulated_base(sfreq, 60.0, n_channels)
     n_loop = data.shape[1] - data.shape[1] % chunk
-    total = int(round(seconds * sfreq))
+    total = round(seconds * sfreq)
     total -= total % chunk
 
     def chunks():
@@ -258,22 +258,22 @@ def print_result(result: dict) -> None:
     from closedloop.bench.common import fmt, machine_rows, print_table
 
     s = result["settings"]
-    rows = [("settings", f"chunks of {s['chunk_size']}, trials {s['trial_s']:g} s, confirmation {s['duration_s']:g} s, "
-                         f"protocol {s['protocol']!r} (baseline {TRIAL_BASELINE_S:g} s)")]
+    rows = [("settings", (f"chunks of {s['chunk_size']}, trials {s['trial_s']:g} s, confirmation {s['duration_s']:g} s, "
+                         f"protocol {s['protocol']!r} (baseline {TRIAL_BASELINE_S:g} s)"))]
     for live in result.get("live", []):
         confirmed = f"confirmed for {live['confirmed_for_s']:g} s" if live["confirmed_for_s"] else "not confirmed"
         cap = " (the largest tried)" if live["capped_at_max"] else f"; {live['first_failing_channels']} failed"
-        rows.append((f"live, {live['sfreq']:g} Hz", f"{live['max_channels_sustained']} channels sustained, "
-                                                      f"{confirmed}{cap}"))
+        rows.append((f"live, {live['sfreq']:g} Hz", (f"{live['max_channels_sustained']} channels sustained, "
+                                                      f"{confirmed}{cap}")))
     r = result["replay"]
-    rows.append(("replay speed", f"{fmt(r['speed_x_realtime'], '.0f')}x real time ({r['channels']} ch, {r['sfreq']:g} Hz, "
-                                 f"{r['data_seconds']:g} s of data in {fmt(r['wall_s'], '.2f')} s)"))
+    rows.append(("replay speed", (f"{fmt(r['speed_x_realtime'], '.0f')}x real time ({r['channels']} ch, {r['sfreq']:g} Hz, "
+                                 f"{r['data_seconds']:g} s of data in {fmt(r['wall_s'], '.2f')} s)")))
     d = result.get("dsp")
     if d:
         c = d["closedloop"]
-        rows.append(("DSP chain per chunk", f"p50 {fmt(c['p50_us'], '.1f')} us, p99 {fmt(c['p99_us'], '.1f')} us "
+        rows.append(("DSP chain per chunk", (f"p50 {fmt(c['p50_us'], '.1f')} us, p99 {fmt(c['p99_us'], '.1f')} us "
                                             f"({d['n_channels']} ch, {d['sfreq']:g} Hz, chunks of {d['chunk_size']}); "
-                                            f"{fmt(d.get('speedup_mean'), '.1f')}x scipy"))
+                                            f"{fmt(d.get('speedup_mean'), '.1f')}x scipy")))
     rows += machine_rows(result["machine"])
     print_table("closedloop bench throughput", rows)
 
