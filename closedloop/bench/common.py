@@ -30,6 +30,8 @@ from closedloop.errors import ClosedLoopError, StreamError, UsageError
 ENGINE_START_TIMEOUT_S = 30.0
 #: psutil samples of the engine process are taken this often.
 PROCESS_SAMPLE_S = 0.25
+#: Plans aimed at least this far ahead of their newest input sample count as "planned ahead".
+AHEAD_S = 0.001
 #: State samples received in the first second of a run are left out (connection and first calls).
 WARMUP_S = 1.0
 
@@ -619,27 +621,40 @@ def state_figures(run: LiveRun, *, warmup_s: float = WARMUP_S) -> dict:
 
 
 def marker_figures(run: LiveRun) -> dict:
-    """Delivery precision (|LSL timestamp - scheduled_ts|) and push-to-receipt of the markers."""
+    """Delivery precision (|LSL timestamp - scheduled_ts|) and push-to-receipt of the markers.
+
+    A plan's lead is ``scheduled_ts - sample_ts``: how far ahead of the newest input sample the
+    engine aimed. Plans with a lead under ``AHEAD_S`` were due (or overdue) about when they were
+    made, so the loop can only fire them late; precision of the wait itself shows in the plans
+    made further ahead (``delivery_error_ms_planned_ahead``).
+    """
     rows = run.markers.markers if run.markers is not None else []
-    errors, transit, bad = [], [], 0
+    errors, transit, lead, bad = [], [], [], 0
     for ts, received, text in rows:
         try:
             payload = json.loads(text)
             scheduled = float(payload["scheduled_ts"])
+            sample_ts = float(payload["sample_ts"])
         except (ValueError, KeyError, TypeError):
             bad += 1
             continue
         errors.append(ts - scheduled)
         transit.append(received - ts)
-    errors_arr = np.asarray(errors)
+        lead.append(scheduled - sample_ts)
+    errors_arr, lead_arr = np.asarray(errors), np.asarray(lead)
+    ahead = lead_arr >= AHEAD_S
     return {
         "markers": len(rows),
         "markers_unreadable": bad,
         "delivery_error_ms": summarize_ms(np.abs(errors_arr)),
         "delivery_late_ms_mean": float(errors_arr.mean() * 1e3) if errors_arr.size else math.nan,
         "delivery_over_0_2ms": int(np.sum(np.abs(errors_arr) > 0.0002)),
-        # actual - scheduled per marker (positive = late), for a look at where misses come from
+        "delivery_error_ms_planned_ahead": summarize_ms(np.abs(errors_arr[ahead])),
+        "plans_with_lead_under_1ms": int(np.sum(~ahead)),
+        "plans_overdue_when_made": int(np.sum(lead_arr < 0)),
+        # actual - scheduled and scheduled - sample_ts per marker, ms (positive = late / ahead)
         "delivery_error_ms_signed": [round(float(e) * 1e3, 4) for e in errors_arr[:1000]],
+        "plan_lead_ms": [round(float(e) * 1e3, 4) for e in lead_arr[:1000]],
         "marker_latency_ms": summarize_ms(np.asarray(transit)),
     }
 

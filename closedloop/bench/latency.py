@@ -62,10 +62,16 @@ def _settings(args: argparse.Namespace) -> dict:
         "compare": args.compare,
         "stamping": args.stamping,
     }
-    if settings["sfreq"] < 200:
-        from closedloop.errors import UsageError
+    from closedloop.errors import UsageError
 
+    if settings["sfreq"] < 200:
         raise UsageError(f"--sfreq must be at least 200 Hz for the simulated signal, got {args.sfreq:g}.")
+    if settings["compare"] == "mne-lsl":
+        import importlib.util
+
+        if importlib.util.find_spec("mne_lsl") is None:
+            raise UsageError("--compare mne-lsl needs mne-lsl, which is not installed "
+                             "(pip install 'closedloop[compare]').")
     return settings
 
 
@@ -167,6 +173,9 @@ def print_result(result: dict) -> None:
         ("push -> State pushed (ms)", f"p50 {fmt(eng['p50'])}  p99 {fmt(eng['p99'])}  max {fmt(eng['max'])}"),
         ("trigger delivery |actual - scheduled| (ms)",
          f"p50 {fmt(dly['p50'])}  p99 {fmt(dly['p99'])}  max {fmt(dly['max'])}  (n {dly['n']}; target p99 <= 0.2)"),
+        ("  of plans made >= 1 ms ahead (ms)",
+         (f"p50 {fmt(c['delivery_error_ms_planned_ahead']['p50'])}  p99 {fmt(c['delivery_error_ms_planned_ahead']['p99'])}  "
+         f"(n {c['delivery_error_ms_planned_ahead']['n']}; {c['plans_overdue_when_made']} plans were overdue when made)")),
         ("marker push -> received (ms)", f"p50 {fmt(c['marker_latency_ms']['p50'])}  p99 {fmt(c['marker_latency_ms']['p99'])}"),
         ("dropped samples / gaps", f"{c['dropped_samples']} / {c['gaps']}  (target 0)"),
         ("triggers", f"{c['triggers']} delivered, {c['engine_summary'].get('triggers_dropped')} dropped"),
