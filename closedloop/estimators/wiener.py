@@ -152,6 +152,7 @@ class WienerEstimator(ComplexFIREstimator):
         self._t_ring = np.full(self.ring_size, np.nan + 0j)
         self._pend: list[tuple[float, float, float]] = []
         self._last_query: tuple[int, float] | None = None
+        self._last_chunk_n = 1
 
     def _reset_state(self) -> None:
         super()._reset_state()
@@ -169,6 +170,7 @@ class WienerEstimator(ComplexFIREstimator):
 
     # -- run time --------------------------------------------------------------------------
     def _process_good(self, x: np.ndarray) -> None:
+        self._last_chunk_n = x.shape[0]
         for start in range(0, x.shape[0], self.piece):
             self._process_piece(x[start : start + self.piece])
         hist = self.history
@@ -312,7 +314,12 @@ class WienerEstimator(ComplexFIREstimator):
         return ahead
 
     def _note_crossing(self, ahead: float, aimed: float) -> None:
-        if self.adapt_s <= 0 or ahead * self.sfreq >= 1.0:
+        """Remember a crossing a caller would act on now, to score it when the truth is known.
+
+        A caller deciding once per chunk of n samples fires for crossings before the next chunk
+        arrives; the estimator takes the size of the latest chunk as that horizon.
+        """
+        if self.adapt_s <= 0 or ahead * self.sfreq >= self._last_chunk_n:
             return
         newest = self.history.count - 1
         key = (newest, round(aimed, 6))
