@@ -251,3 +251,37 @@ def test_wiener_window_follows_the_band_and_tracks_slow_oscillations():
     )
     assert run.stats.n >= 10
     assert run.stats.sd_deg < 12.0 and abs(run.stats.mean_deg) < 6.0
+
+
+def test_wiener_corrects_a_bias_that_appears_after_the_baseline():
+    # after the baseline the rhythm's frequency content changes (10 -> 11.5 Hz): the trained
+    # filter's phase response there differs; the delayed-truth tracking must remove the bias
+    rng = np.random.default_rng(11)
+    n = int(80 * SFREQ)
+    n_base = int(20 * SFREQ)
+    freq = np.where(np.arange(n) < n_base, 9.0, 11.5)
+    phase = np.cumsum(2 * np.pi * freq / SFREQ) + np.cumsum(rng.normal(0, 0.01, n))
+    x = 10.0 * np.cos(phase) + lfilter([1.0], [1.0, -0.95], rng.normal(0, 1.0, n))
+    truth = band_analytic(x, SFREQ, BAND)
+
+    def run(adapt_s: float) -> tuple[float, float]:
+        est = make_estimator("wiener", SFREQ, BAND, adapt_s=adapt_s)
+        est.fit(x[:n_base])
+        est.process(x[:n_base])
+        early, late = [], []
+        for k in range(n_base, n - 300):
+            est.process(x[k : k + 1])
+            if k % 10:
+                continue
+            err = wrap_deg(np.degrees(np.angle(truth[k])) - est.phase_deg)
+            if k < n_base + int(3 * SFREQ):
+                early.append(err)
+            elif k > n - int(20 * SFREQ):
+                late.append(err)
+        return float(np.mean(early)), float(np.mean(late))
+
+    fixed_early, fixed_late = run(0.0)
+    early, late = run(5.0)
+    assert abs(fixed_late) > 4.0  # without tracking the bias stays
+    assert abs(late) < 0.4 * abs(fixed_late)  # with it, it shrinks
+    assert abs(early - fixed_early) < abs(fixed_early) / 2 + 1.0  # tracking is slow, not jumpy
