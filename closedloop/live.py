@@ -204,6 +204,7 @@ class LiveSession:
                             pending = None
                         print(f"closedloop run: the input stream stalled ({silent:.2f} s without data); triggering held.", file=sys.stderr)
                     if silent > self.stall_timeout_s:
+                        self.end_reason = f"no data for {silent:.1f} s (--timeout)"
                         raise StreamError(
                             f"no data from stream {source.layout.name!r} for {silent:.1f} s "
                             f"(--timeout {self.stall_timeout_s:g} s); the recording was closed cleanly."
@@ -226,6 +227,13 @@ class LiveSession:
                 stats.chunks += 1
                 if rec is not None:
                     rec.samples(Recorder.EEG, stamps, source.last_raw())
+                    if stats.record_error is None and rec.error is not None:
+                        stats.record_error = str(rec.error)
+                        print(
+                            f"closedloop run: the recording stopped ({rec.error}); it keeps what was "
+                            "written so far and the session goes on.",
+                            file=sys.stderr,
+                        )
                 newest_ts = stamps[-1] + correction
                 # plan only what falls before the next chunk is due on the sample clock, exactly
                 # as replay does; a late chunk then costs a cycle, never a different decision rule
@@ -348,8 +356,6 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    import json
-
     from closedloop.lsl.outputs import EngineOutlets
     from closedloop.lsl.source import LSLSource, resolve_stream
     from closedloop.protocol import load_protocol
@@ -400,6 +406,10 @@ def run_command(args: argparse.Namespace) -> int:
             monitor.start()
         try:
             summary = session.run()
+        except StreamError:
+            if args.summary_json:
+                _write_summary(args.summary_json, session.summary())
+            raise
         finally:
             if monitor is not None:
                 monitor.stop()
@@ -416,6 +426,12 @@ def run_command(args: argparse.Namespace) -> int:
     if summary["record_error"]:
         print(f"closedloop run: the recording stopped early: {summary['record_error']}", file=sys.stderr)
     if args.summary_json:
-        with open(args.summary_json, "w") as fh:
-            json.dump(summary, fh, indent=2, default=str)
+        _write_summary(args.summary_json, summary)
     return 0
+
+
+def _write_summary(path: str, summary: dict) -> None:
+    import json
+
+    with open(path, "w") as fh:
+        json.dump(summary, fh, indent=2, default=str)

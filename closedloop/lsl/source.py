@@ -16,6 +16,10 @@ import pylsl
 
 from closedloop.errors import DataError, StreamError
 
+# pylsl 1.16 exported these at the top level; 1.17+ keeps them in pylsl.util only
+_LSLTimeout = getattr(pylsl, "TimeoutError", None) or pylsl.util.TimeoutError
+_LSLLost = getattr(pylsl, "LostError", None) or pylsl.util.LostError
+
 _NUMPY_DTYPES = {
     pylsl.cf_float32: np.float32,
     pylsl.cf_double64: np.float64,
@@ -171,7 +175,7 @@ class LSLSource:
         try:
             full = self.inlet.info(open_timeout)
             self.inlet.open_stream(open_timeout)
-        except pylsl.TimeoutError as exc:
+        except _LSLTimeout as exc:
             raise StreamError(f"stream {info.name()!r} did not answer within {open_timeout:g} s.") from exc
         self.layout = read_layout(full)
         self.n_channels = info.channel_count()
@@ -206,14 +210,14 @@ class LSLSource:
         """First estimate of the offset to the local clock (takes a few ms), then cached updates."""
         try:
             self.correction = float(self.inlet.time_correction(timeout))
-        except pylsl.TimeoutError:
+        except _LSLTimeout:
             pass
         return self.correction
 
     def refresh_time_correction(self) -> float:
         try:
             self.correction = float(self.inlet.time_correction(0.1))
-        except (pylsl.TimeoutError, pylsl.LostError):
+        except (_LSLTimeout, _LSLLost):
             pass
         return self.correction
 
@@ -230,7 +234,7 @@ class LSLSource:
                 ctypes.c_double(timeout), ctypes.byref(err),
             )
             if err.value:
-                pylsl.util.handle_error(err)
+                self._raise(err)
             if not got:
                 return None, None
             more = self._pull(
@@ -238,7 +242,7 @@ class LSLSource:
                 self._zero, ctypes.byref(err),
             )
             if err.value:
-                pylsl.util.handle_error(err)
+                self._raise(err)
             n = 1 + more // self.n_channels
         else:  # a pylsl without the raw entry point: the public low-latency path
             _, ts = self.inlet.pull_chunk(
@@ -256,6 +260,15 @@ class LSLSource:
         else:
             np.multiply(self._buf[:n].T, self._scale, out=chunk)
         return chunk, self._ts[:n].copy()
+
+    def _raise(self, err: ctypes.c_int) -> None:
+        try:
+            pylsl.util.handle_error(err)
+        except _LSLLost as exc:
+            raise StreamError(
+                f"stream {self.layout.name!r} was lost and cannot be recovered (it has no source_id "
+                "to find it again by)."
+            ) from exc
 
     def last_raw(self) -> np.ndarray:
         """A copy of the last pull's samples exactly as received: ``(n, n_channels)``, stream dtype."""

@@ -1,0 +1,290 @@
+"""Fault injection for the reliability tests: real LSL outlets that misbehave, a marker consumer
+that can walk away, bad recordings written from real ones, and the `closedloop` command line as a
+subprocess.
+
+Everything here drives real parts: pylsl outlets and inlets on loopback, real files, the real
+``python -m closedloop`` process. Nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pylsl
+
+from tests.helpers.recordings import PROJECT_ROOT
+
+#: Channels of the synthetic live stream: sample index, two EEG channels, and the target O2.
+LIVE_CH_NAMES = ["index", "O1", "O2", "Cz"]
+LIVE_SFREQ = 500.0
+ALPHA_HZ = 10.0
+
+#: A short-baseline phase protocol on O2 for live runs (the fault, not the estimator, is tested).
+LIVE_PROTOCOL = """
+name = "reliability"
+kind = "phase"
+[signal]
+channel = "O2"
+[band]
+low_hz = 8.0
+high_hz = 13.0
+[estimator]
+method = "echt"
+[trigger]
+target_phase_deg = 0.0
+min_interval_s = 0.25
+amplitude_gate = "none"
+baseline_s = 2.0
+[artifact]
+hold_s = 1.0
+"""
+
+
+def env() -> dict[str, str]:
+    """The environment for a `closedloop` subprocess: this tree first on the path."""
+    out = dict(os.environ)
+    out["PYTHONPATH"] = str(PROJECT_ROOT) + os.pathsep + out.get("PYTHONPATH", "")
+    return out
+
+
+def closedloop(*args: str) -> list[str]:
+    """argv for ``python -m closedloop ARGS``."""
+    return [sys.executable, "-m", "closedloop", *map(str, args)]
+
+
+def run_cli(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
+    """Run ``python -m closedloop ARGS`` to completion (text output captured)."""
+    return subprocess.run(
+        closedloop(*args), capture_output=True, text=True, timeout=timeout, env=env(), cwd=PROJECT_ROOT
+    )
+
+
+def start_cli(*args: str) -> subprocess.Popen:
+    """Start ``python -m closedloop ARGS`` (stdout/stderr piped, text)."""
+    return subprocess.Popen(
+        closedloop(*args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env(),
+        cwd=PROJECT_ROOT,
+    )
+
+
+def write_protocol(path: Path, text: str = LIVE_PROTOCOL) -> Path:
+    path.write_text(text)
+    return path
+
+
+def alpha_stream(seconds: float, sfreq: float = LIVE_SFREQ, seed: int = 0, amplitude_uv: float = 20.0) -> np.ndarray:
+    """(4, n) µV: noise, with a 10 Hz cosine of known phase on O2 (channel 2); t = k / sfreq."""
+    rng = np.random.default_rng(seed)
+    n = int(round(sfreq * seconds))
+    t = np.arange(n) / sfreq
+    data = rng.normal(0.0, 2.0, (len(LIVE_CH_NAMES), n))
+    data[2] += amplitude_uv * np.cos(2 * np.pi * ALPHA_HZ * t)
+    return data
+
+
+class FaultyOutlet:
+    """A real pylsl outlet on a thread, pacing ``data`` like an amplifier, with faults on request.
+
+    Sample ``k`` is due at ``t0 + k / (sfreq * rate_factor)`` (LSL clock) and stamped with that
+    time, so the stamps follow the true rate even when it differs from the nominal one. Channel 0
+    carries the sample index when ``index_channel``.
+
+    Parameters
+    ----------
+    data : ndarray, shape (n_channels, n_samples)
+        Values to send (looped).
+    sfreq : float
+        Nominal rate written in the stream's info.
+    rate_factor : float
+        Actual rate / nominal rate (1.02 = 2 % fast).
+    stall : (float, float), optional
+        ``(after_s, for_s)``: stop pushing ``after_s`` seconds after the start for ``for_s``
+        seconds; the samples due meanwhile are lost (as from an amplifier whose link hung).
+    stamp : callable, optional
+        ``stamp(chunk_number, true_stamp) -> stamp`` to push instead (non-monotonic or duplicated
+        timestamps).
+    channel_format : str
+        ``"float32"``, ``"double64"``, ``"int16"``, ``"int32"`` or ``"string"``.
+    unit : str
+        The unit written in every channel's description.
+    """
+
+    def __init__(
+        self,
+        data: np.ndarray,
+        sfreq: float,
+        source_id: str,
+        *,
+        name: str = "faulty-eeg",
+        chunk_size: int = 5,
+        index_channel: bool = True,
+        ch_names: list[str] | None = None,
+        channel_format: str = "float32",
+        unit: str = "microvolts",
+        rate_factor: float = 1.0,
+        stall: tuple[float, float] | None = None,
+        stamp: Callable[[int, float], float] | None = None,
+    ) -> None:
+        self.channel_format = channel_format
+        self.data = np.array(data, dtype=np.float64)
+        if index_channel:
+            self.data[0] = np.arange(self.data.shape[1])
+        self.sfreq = float(sfreq)
+        self.rate = self.sfreq * rate_factor
+        self.chunk_size = int(chunk_size)
+        self.stall = stall
+        self.stamp = stamp
+        info = pylsl.StreamInfo(name, "EEG", self.data.shape[0], self.sfreq, channel_format, source_id)
+        chans = info.desc().append_child("channels")
+        for label in ch_names or LIVE_CH_NAMES[: self.data.shape[0]]:
+            ch = chans.append_child("channel")
+            ch.append_child_value("label", label)
+            ch.append_child_value("unit", unit)
+            ch.append_child_value("type", "EEG")
+        self.outlet = pylsl.StreamOutlet(info, chunk_size=self.chunk_size, max_buffered=60)
+        self.t0: float | None = None
+        self.sent = 0  # samples pushed (index of the next one due)
+        self.pushed: list[tuple[int, float]] = []  # (index of a chunk's last sample, its stamp)
+        self.stall_window: tuple[float, float] | None = None  # LSL times with nothing pushed
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="faulty-outlet", daemon=True)
+
+    def start(self) -> FaultyOutlet:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        n = self.data.shape[1]
+        start = pylsl.local_clock() + 0.05
+        self.t0 = start
+        k = 0
+        number = 0
+        while not self._stop.is_set():
+            stop = k + self.chunk_size
+            due = start + (stop - 1) / self.rate
+            delay = due - pylsl.local_clock()
+            if delay > 0:
+                time.sleep(delay)
+            if self.stall is not None and self.stall_window is None and due - start >= self.stall[0]:
+                resume = due + self.stall[1]
+                self.stall_window = (due, resume)
+                while pylsl.local_clock() < resume and not self._stop.is_set():
+                    time.sleep(0.01)
+                # the samples due while stalled never come
+                k = int(math.ceil((resume - start) * self.rate))
+                continue
+            idx = np.arange(k, stop)
+            values = self.data[:, idx % n].T
+            if self.channel_format == "string":
+                chunk = [[f"{v:.3f}" for v in row] for row in values]
+            elif self.channel_format in ("int16", "int32"):
+                chunk = np.round(values).astype(np.int16 if self.channel_format == "int16" else np.int32)
+            else:
+                chunk = np.ascontiguousarray(values, dtype=np.float32 if self.channel_format == "float32" else np.float64)
+            stamp = due if self.stamp is None else self.stamp(number, due)
+            if self.channel_format == "string":
+                for i, row in enumerate(chunk):
+                    self.outlet.push_sample(row, stamp - (len(chunk) - 1 - i) / self.rate)
+            else:
+                self.outlet.push_chunk(chunk, stamp)
+            self.pushed.append((stop - 1, stamp))
+            self.sent = stop
+            k = stop
+            number += 1
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        del self.outlet
+
+
+class MarkerConsumer:
+    """Receives a Markers stream (by source_id) on a thread until :meth:`disconnect`."""
+
+    def __init__(self, source_id: str, resolve_s: float = 20.0) -> None:
+        self.source_id = source_id
+        self.resolve_s = resolve_s
+        self.markers: list[dict] = []
+        self.stamps: list[float] = []
+        self.connected = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="marker-consumer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        found = pylsl.resolve_byprop("source_id", self.source_id, 1, self.resolve_s)
+        if not found:
+            return
+        inlet = pylsl.StreamInlet(found[0], max_buflen=10)
+        inlet.open_stream(5.0)
+        self.connected.set()
+        while not self._stop.is_set():
+            sample, stamp = inlet.pull_sample(0.05)
+            if stamp is not None:
+                self.markers.append(json.loads(sample[0]))
+                self.stamps.append(stamp)
+        inlet.close_stream()
+        del inlet
+
+    def wait_for(self, n: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while len(self.markers) < n and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return len(self.markers) >= n
+
+    def disconnect(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+def read_summary(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def wait_for_line(proc: subprocess.Popen, needle: str, timeout: float, seen: list[str]) -> bool:
+    """Read ``proc.stderr`` line by line (into ``seen``) until one contains ``needle``."""
+    deadline = time.monotonic() + timeout
+    box: list[str | None] = []
+
+    def reader() -> None:
+        while True:
+            line = proc.stderr.readline()
+            box.append(line)
+            if not line or needle in line:
+                return
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    thread.join(max(0.0, deadline - time.monotonic()))
+    seen.extend(line for line in box if line)
+    return any(line and needle in line for line in box)
+
+
+def sine_phase_deg(times_lsl: np.ndarray, t0: float, rate: float, sfreq_nominal: float | None = None) -> np.ndarray:
+    """Phase (deg) of :func:`alpha_stream`'s O2 cosine at LSL times, for a stream started at ``t0``.
+
+    The cosine has 10 cycles per ``sfreq_nominal`` samples; played at ``rate`` samples per second
+    its true frequency is ``10 * rate / sfreq_nominal``. Looping is ignored (tests stay short).
+    """
+    nominal = sfreq_nominal or rate
+    samples = (np.asarray(times_lsl) - t0) * rate
+    return np.angle(np.exp(1j * 2 * np.pi * ALPHA_HZ * samples / nominal), deg=True)
+
+
+def circular_mean_deg(angles_deg: np.ndarray) -> tuple[float, float]:
+    """(mean angle, circular standard deviation) in degrees."""
+    z = np.exp(1j * np.radians(np.asarray(angles_deg))).mean()
+    return float(np.degrees(np.angle(z))), float(np.degrees(np.sqrt(-2 * np.log(max(abs(z), 1e-12)))))
