@@ -141,6 +141,7 @@ def test_throughput_short_search_and_replay(tmp_path):
         if t["passed"]:
             assert t["dropped_samples"] == 0 and t["gaps"] == 0 and t["reason"] == ""
             assert t["lag_growth_ms"] <= r["criteria"]["lag_growth_ms_max"]
+            assert t["final_latency_ms"] <= r["criteria"]["final_latency_ms_max"]
             check_percentiles(t["latency_ms"], n_min=500)
         else:
             assert t["reason"]
