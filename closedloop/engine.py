@@ -274,7 +274,8 @@ class Engine:
                 self.envelope = Envelope(self.sfreq_work, *self.band_hz, self.n_derived)
                 # the gate's reference, again in the individual band; the envelope then
                 # carries on from the end of the baseline
-                self._baseline_env[:, :n] = self.envelope.process(np.ascontiguousarray(base))
+                highpass = SOSFilter(self.highpass.sos, self.n_derived)
+                self._baseline_env[:, :n] = self.envelope.process(highpass.process(np.ascontiguousarray(base)))
         if self.kind == "phase":
             self.gate_threshold = self._gate_threshold(self._baseline_env[0, :n])
             estimator = self._make_estimator()
@@ -363,7 +364,11 @@ class Engine:
             first_ts = newest_ts - (n - 1) * dt
             step = first_ts - self._last_ts
             if step < -0.5 * dt:
+                # timestamps that go back (or repeat) cannot time a stimulus: hold, counted from
+                # the new timeline, so that a clock that jumped back for good does not hold forever
                 c.n_nonmonotonic += 1
+                self._hold_until = newest_ts + max(self.protocol.artifact.hold_s, SETTLE_S)
+                self.gate = False
             elif step > 2.5 * dt:
                 missing = int(round(step * self.sfreq)) - 1
                 c.n_gaps += 1
@@ -403,13 +408,15 @@ class Engine:
         else:
             self._newest_work_ts = newest_ts
 
+        # the envelope's complex demodulation leaks a DC offset into the band (about -50 dB:
+        # 5 mV reads as several µV of amplitude), so it follows the DC-free signal
+        hp = self.highpass.process(derived)
         if self.protocol.artifact.enabled:
-            hp = self.highpass.process(derived)
             over = np.abs(hp[0]) > self.protocol.artifact.max_abs_uv
             if over.any():
                 c.n_bad_samples += int(over.sum())
                 self._hold(newest_ts + self.protocol.artifact.hold_s)
-        env = self.envelope.process(derived)
+        env = self.envelope.process(hp)
 
         if not self.baseline_done:
             take = min(m, self.baseline_n - self._baseline_fill)
