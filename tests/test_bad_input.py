@@ -238,8 +238,8 @@ def test_nan_runs_and_non_monotonic_or_repeated_timestamps_in_a_live_stream_neve
     tmp_path, source_id
 ):
     data = alpha_stream(40.0)
-    nan_s = (6.0, 6.5)
-    back_s, dup_s = (8.0, 8.1), (10.0, 10.1)
+    nan_s = (5.0, 5.5)
+    back_s, dup_s = (6.7, 6.8), (8.2, 8.3)
     data[2, int(nan_s[0] * LIVE_SFREQ) : int(nan_s[1] * LIVE_SFREQ)] = np.nan
     chunk_s = 5 / LIVE_SFREQ
     last_good = {}
@@ -256,7 +256,7 @@ def test_nan_runs_and_non_monotonic_or_repeated_timestamps_in_a_live_stream_neve
     outlet = FaultyOutlet(data, LIVE_SFREQ, source_id, stamp=stamp).start()
     markers = MarkerConsumer(source_id + "-m")
     try:
-        done, summary = run_live(tmp_path, source_id, 11.5)
+        done, summary = run_live(tmp_path, source_id, 9.0)
     finally:
         markers.disconnect()
         outlet.close()

@@ -121,6 +121,7 @@ def test_amplifier_process_killed_and_restarted_reconnects_and_resumes_after_set
         stamps, gap_start, resumed_ts)
 
 
+@pytest.mark.slow
 def test_five_second_stall_holds_triggering_counts_the_gap_and_resumes(tmp_path, source_id):
     protocol = write_protocol(tmp_path / "p.toml")
     record, summary_path = tmp_path / "s.xdf", tmp_path / "s.json"
@@ -232,7 +233,7 @@ def _mount_small_tmpfs(path: Path, size: str) -> bool:
 
 def test_full_disk_keeps_the_loop_running_reports_it_and_sigint_stops_within_1s(tmp_path, source_id):
     mount = tmp_path / "small"
-    if not _mount_small_tmpfs(mount, "160k"):
+    if not _mount_small_tmpfs(mount, "100k"):
         pytest.skip("cannot mount a tmpfs here (needs root); tests/test_xdf_crash.py covers the writer")
     protocol = write_protocol(tmp_path / "p.toml")
     record, summary_path = mount / "s.xdf", tmp_path / "s.json"
@@ -242,7 +243,7 @@ def test_full_disk_keeps_the_loop_running_reports_it_and_sigint_stops_within_1s(
                               "--summary-json", str(summary_path)))
     seen: list[str] = []
     try:
-        # 4 channels float32 at 500 Hz plus state: 160 kB fills within a few seconds
+        # 4 channels float32 at 500 Hz plus state: 100 kB fills within a few seconds
         assert wait_for_line(run, "the recording stopped", 30.0, seen), seen
         n_before = len(markers.markers)
         assert markers.wait_for(n_before + 5, 10.0), "triggering stopped with the recording"
@@ -266,7 +267,7 @@ def test_full_disk_keeps_the_loop_running_reports_it_and_sigint_stops_within_1s(
     # the file holds what fitted: the first samples, each once, readable
     np.testing.assert_array_equal(kept, np.arange(kept[0], kept[0] + len(kept)))
     assert len(kept) > 2 * LIVE_SFREQ
-    assert summary["samples"] > len(kept) + 2 * LIVE_SFREQ  # and the loop went on without it
+    assert summary["samples"] > len(kept) + LIVE_SFREQ  # and the loop went on without it
 
 
 def test_sigkill_leaves_a_readable_recording_missing_at_most_the_last_second(tmp_path, source_id):
