@@ -30,8 +30,6 @@ from closedloop.errors import ClosedLoopError, StreamError, UsageError
 ENGINE_START_TIMEOUT_S = 30.0
 #: psutil samples of the engine process are taken this often.
 PROCESS_SAMPLE_S = 0.25
-#: Plans aimed at least this far ahead of their newest input sample count as "planned ahead".
-AHEAD_S = 0.001
 #: State samples received in the first second of a run are left out (connection and first calls).
 WARMUP_S = 1.0
 
@@ -623,12 +621,15 @@ def state_figures(run: LiveRun, *, warmup_s: float = WARMUP_S) -> dict:
 def marker_figures(run: LiveRun) -> dict:
     """Delivery precision (|LSL timestamp - scheduled_ts|) and push-to-receipt of the markers.
 
-    A plan's lead is ``scheduled_ts - sample_ts``: how far ahead of the newest input sample the
-    engine aimed. Plans with a lead under ``AHEAD_S`` were due (or overdue) about when they were
-    made, so the loop can only fire them late; precision of the wait itself shows in the plans
-    made further ahead (``delivery_error_ms_planned_ahead``).
+    A plan is made while the engine processes a chunk and is published with that chunk's State
+    sample (same ``sample_ts``); its lead is ``scheduled_ts`` minus that State's push time. A plan
+    with a negative lead was already overdue when made, so the loop could only fire it late; the
+    precision of the wait itself shows in the plans made ahead (``delivery_error_ms_planned_ahead``).
     """
     rows = run.markers.markers if run.markers is not None else []
+    st = run.states
+    made_ts = st.sample_ts[: st.n] if st is not None else np.empty(0)
+    made_at = st.state_ts[: st.n] if st is not None else np.empty(0)
     errors, transit, lead, bad = [], [], [], 0
     for ts, received, text in rows:
         try:
@@ -640,9 +641,11 @@ def marker_figures(run: LiveRun) -> dict:
             continue
         errors.append(ts - scheduled)
         transit.append(received - ts)
-        lead.append(scheduled - sample_ts)
+        i = int(np.searchsorted(made_ts, sample_ts - 1e-9))
+        found = i < made_ts.size and abs(made_ts[i] - sample_ts) < 1e-9
+        lead.append(scheduled - made_at[i] if found else math.nan)
     errors_arr, lead_arr = np.asarray(errors), np.asarray(lead)
-    ahead = lead_arr >= AHEAD_S
+    ahead = lead_arr > 0
     return {
         "markers": len(rows),
         "markers_unreadable": bad,
@@ -650,11 +653,11 @@ def marker_figures(run: LiveRun) -> dict:
         "delivery_late_ms_mean": float(errors_arr.mean() * 1e3) if errors_arr.size else math.nan,
         "delivery_over_0_2ms": int(np.sum(np.abs(errors_arr) > 0.0002)),
         "delivery_error_ms_planned_ahead": summarize_ms(np.abs(errors_arr[ahead])),
-        "plans_with_lead_under_1ms": int(np.sum(~ahead)),
-        "plans_overdue_when_made": int(np.sum(lead_arr < 0)),
-        # actual - scheduled and scheduled - sample_ts per marker, ms (positive = late / ahead)
+        "plans_overdue_when_made": int(np.sum(lead_arr <= 0)),
+        "plans_without_state": int(np.sum(np.isnan(lead_arr))),
+        # per marker, ms: actual - scheduled (positive = late), scheduled - State push (lead)
         "delivery_error_ms_signed": [round(float(e) * 1e3, 4) for e in errors_arr[:1000]],
-        "plan_lead_ms": [round(float(e) * 1e3, 4) for e in lead_arr[:1000]],
+        "plan_lead_ms": [round(float(e) * 1e3, 4) if math.isfinite(e) else None for e in lead_arr[:1000]],
         "marker_latency_ms": summarize_ms(np.asarray(transit)),
     }
 
