@@ -135,8 +135,8 @@ def test_throughput_short_search_and_replay(tmp_path):
     r = json.loads(out.read_text())
     (live,) = r["live"]
     assert live["sfreq"] == 1000.0
-    assert live["max_channels_sustained"] in (0, 54, 64)  # 64 passed, or 85 % of it, or nothing
-    assert 1 <= len(live["trials"]) <= 8
+    assert 0 <= live["max_channels_sustained"] <= 64
+    assert 1 <= len(live["trials"]) <= 10
     for t in live["trials"]:
         assert t["channels"] <= 64 and isinstance(t["passed"], bool)
         if t["passed"]:
