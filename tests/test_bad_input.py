@@ -17,8 +17,8 @@ from closedloop.engine import SETTLE_S
 from closedloop.replay import read_events_tsv
 from tests.helpers.faults import (
     LIVE_CH_NAMES,
-    LIVE_SFREQ,
     LIVE_PROTOCOL,
+    LIVE_SFREQ,
     FaultyOutlet,
     MarkerConsumer,
     alpha_stream,
@@ -74,7 +74,9 @@ def write_fif(path: Path, data_uv: np.ndarray, sfreq: float, ch_names: list[str]
 
 
 def replay(recording: Path, protocol: Path, out: Path, *extra: str):
-    return run_cli("replay", str(recording), "--protocol", str(protocol), "--out", str(out), "--quiet", *extra)
+    return run_cli(
+        "replay", str(recording), "--protocol", str(protocol), "--out", str(out), "--quiet", *extra
+    )
 
 
 def onsets(out: Path) -> np.ndarray:
@@ -88,7 +90,11 @@ def onsets(out: Path) -> np.ndarray:
         ("header-only.edf", lambda src: src.read_bytes()[:300], "damaged or truncated"),
         ("empty.edf", lambda src: b"", "could not read recording"),
         ("noise.edf", lambda src: np.random.default_rng(1).bytes(5000), "could not read recording"),
-        ("recording.xyz", lambda src: src.read_bytes(), "is not a format closedloop can read (.xyz)"),
+        (
+            "recording.xyz",
+            lambda src: src.read_bytes(),
+            "is not a format closedloop can read (.xyz)",
+        ),
         ("missing.edf", None, "does not exist"),
     ],
 )
@@ -124,7 +130,9 @@ def test_truncated_xdf_is_read_up_to_the_damage(tmp_path, recordings):
     assert 0.3 * n_full < n_cut < 0.7 * n_full
 
 
-def test_protocol_channel_missing_from_the_recording_exits_3_naming_the_nearest(tmp_path, recordings):
+def test_protocol_channel_missing_from_the_recording_exits_3_naming_the_nearest(
+    tmp_path, recordings
+):
     protocol = write_protocol(tmp_path / "p.toml", REPLAY_PROTOCOL.replace('"O2"', '"PO9"'))
     done = replay(EYES_CLOSED, protocol, tmp_path / "out")
     assert done.returncode == 3, done.stderr
@@ -135,7 +143,9 @@ def test_protocol_channel_missing_from_the_recording_exits_3_naming_the_nearest(
 def test_sampling_rate_too_low_for_the_band_exits_3_with_the_rate_needed(tmp_path, recordings):
     protocol = write_protocol(
         tmp_path / "p.toml",
-        REPLAY_PROTOCOL.replace("low_hz = 8.0", "low_hz = 65.0").replace("high_hz = 13.0", "high_hz = 75.0"),
+        REPLAY_PROTOCOL.replace("low_hz = 8.0", "low_hz = 65.0").replace(
+            "high_hz = 13.0", "high_hz = 75.0"
+        ),
     )
     done = replay(EYES_CLOSED, protocol, tmp_path / "out")  # 160 Hz: 0.9 x Nyquist = 72 Hz
     assert done.returncode == 3, done.stderr
@@ -202,25 +212,47 @@ def test_dc_offset_of_5_mv_changes_nothing(tmp_path, eyes_closed):
 
 
 # ---------------------------------------------------------------------- live streams
-def live_args(tmp_path: Path, source_id: str, duration: float, protocol_text: str, *extra: str) -> list[str]:
+def live_args(
+    tmp_path: Path, source_id: str, duration: float, protocol_text: str, *extra: str
+) -> list[str]:
     protocol = write_protocol(tmp_path / f"{source_id}.toml", protocol_text)
     return [
-        "run", "--protocol", str(protocol), "--source-id", source_id, "--resolve-timeout", "20",
-        "--marker-source-id", source_id + "-m", "--state-source-id", source_id + "-s",
-        "--duration", str(duration), "--summary-json", str(tmp_path / f"{source_id}.json"), *extra,
+        "run",
+        "--protocol",
+        str(protocol),
+        "--source-id",
+        source_id,
+        "--resolve-timeout",
+        "20",
+        "--marker-source-id",
+        source_id + "-m",
+        "--state-source-id",
+        source_id + "-s",
+        "--duration",
+        str(duration),
+        "--summary-json",
+        str(tmp_path / f"{source_id}.json"),
+        *extra,
     ]
 
 
-def run_live(tmp_path: Path, source_id: str, duration: float, protocol_text: str = LIVE_PROTOCOL, *extra: str):
+def run_live(
+    tmp_path: Path, source_id: str, duration: float, protocol_text: str = LIVE_PROTOCOL, *extra: str
+):
     """One `closedloop run` to the end: (completed process, summary or None)."""
-    done = run_cli(*live_args(tmp_path, source_id, duration, protocol_text, *extra), timeout=duration + 60)
+    done = run_cli(
+        *live_args(tmp_path, source_id, duration, protocol_text, *extra), timeout=duration + 60
+    )
     summary = tmp_path / f"{source_id}.json"
     return done, (read_summary(summary) if summary.exists() else None)
 
 
 def run_live_together(tmp_path: Path, runs: list[tuple[str, float, tuple[str, ...]]]):
     """Several `closedloop run` processes at once (each mostly waits on its stream)."""
-    procs = [start_cli(*live_args(tmp_path, sid, duration, LIVE_PROTOCOL, *extra)) for sid, duration, extra in runs]
+    procs = [
+        start_cli(*live_args(tmp_path, sid, duration, LIVE_PROTOCOL, *extra))
+        for sid, duration, extra in runs
+    ]
     results = []
     for proc, (sid, duration, _) in zip(procs, runs):
         try:
@@ -272,16 +304,21 @@ def test_nan_runs_and_non_monotonic_or_repeated_timestamps_in_a_live_stream_neve
         begin = start + chunk_s
         end = stop - 1.0 / LIVE_SFREQ + max(HOLD_S, SETTLE_S)  # the last bad sample + the hold
         inside = stamps[(stamps >= begin) & (stamps < end)]
-        assert inside.size == 0, f"triggers at {inside} s in the bad stretch {start}-{stop} s + hold"
+        assert inside.size == 0, (
+            f"triggers at {inside} s in the bad stretch {start}-{stop} s + hold"
+        )
     assert stamps.size >= 5, "no triggers on the good stretches"
     assert np.any(stamps > dup_s[1] + SETTLE_S) or np.any(stamps > back_s[1] + SETTLE_S)
 
 
-def test_actual_rate_2_percent_off_nominal_counts_no_gaps_and_stays_phase_locked(tmp_path, source_id):
+def test_actual_rate_2_percent_off_nominal_counts_no_gaps_and_stays_phase_locked(
+    tmp_path, source_id
+):
     factors = (1.02, 0.98)
     ids = [f"{source_id}-{i}" for i in range(len(factors))]
     outlets = [
-        FaultyOutlet(alpha_stream(40.0), LIVE_SFREQ, sid, rate_factor=f).start() for sid, f in zip(ids, factors)
+        FaultyOutlet(alpha_stream(40.0), LIVE_SFREQ, sid, rate_factor=f).start()
+        for sid, f in zip(ids, factors)
     ]
     consumers = [MarkerConsumer(sid + "-m") for sid in ids]
     try:
@@ -305,7 +342,9 @@ def test_integer_streams_are_scaled_by_their_units(tmp_path, source_id):
     cases = [("int16", "microvolts", 1.0), ("int32", "nanovolts", 1000.0)]
     ids = [f"{source_id}-{fmt}" for fmt, _, _ in cases]
     outlets = [
-        FaultyOutlet(alpha_stream(40.0) * scale, LIVE_SFREQ, sid, channel_format=fmt, unit=unit).start()
+        FaultyOutlet(
+            alpha_stream(40.0) * scale, LIVE_SFREQ, sid, channel_format=fmt, unit=unit
+        ).start()
         for sid, (fmt, unit, scale) in zip(ids, cases)
     ]
     consumers = [MarkerConsumer(sid + "-m") for sid in ids]
@@ -316,24 +355,32 @@ def test_integer_streams_are_scaled_by_their_units(tmp_path, source_id):
     finally:
         for item in (*consumers, *outlets):
             item.disconnect() if isinstance(item, MarkerConsumer) else item.close()
-    for sid, (fmt, _, _), outlet, markers, (code, err, summary) in zip(ids, cases, outlets, consumers, results):
+    for sid, (fmt, _, _), outlet, markers, (code, err, summary) in zip(
+        ids, cases, outlets, consumers, results
+    ):
         assert code == 0, err
         assert summary["dropped_samples"] == 0
         assert len(markers.markers) >= 5, fmt
         # the 20 µV cosine reads about 20 µV whatever the stream's integer units
         amplitude = np.median([m["amplitude"] for m in markers.markers])
         assert 12.0 < amplitude < 28.0, (fmt, amplitude)
-        mean, spread = circular_mean_deg(sine_phase_deg(np.array(markers.stamps), outlet.t0, LIVE_SFREQ))
+        mean, spread = circular_mean_deg(
+            sine_phase_deg(np.array(markers.stamps), outlet.t0, LIVE_SFREQ)
+        )
         assert abs(mean) < 25.0 and spread < 35.0, (fmt, mean, spread)
         # recorded as received: the stream's integer format, the index exact
-        streams, _ = pyxdf.load_xdf(str(tmp_path / f"{sid}.xdf"), synchronize_clocks=False, dejitter_timestamps=False)
+        streams, _ = pyxdf.load_xdf(
+            str(tmp_path / f"{sid}.xdf"), synchronize_clocks=False, dejitter_timestamps=False
+        )
         eeg = next(s for s in streams if s["info"]["type"] == ["EEG"])
         assert eeg["info"]["channel_format"] == [fmt]
         index = np.asarray(eeg["time_series"])[:, 0].astype(np.int64)
         np.testing.assert_array_equal(index, np.arange(index[0], index[0] + len(index)))
 
 
-def _bare_outlet(source_id: str, sfreq: float, channel_format: str, labels: list[str]) -> pylsl.StreamOutlet:
+def _bare_outlet(
+    source_id: str, sfreq: float, channel_format: str, labels: list[str]
+) -> pylsl.StreamOutlet:
     info = pylsl.StreamInfo("bad-eeg", "EEG", len(labels), sfreq, channel_format, source_id)
     chans = info.desc().append_child("channels")
     for label in labels:
@@ -355,7 +402,9 @@ def test_unusable_streams_exit_3_with_a_clear_message(tmp_path, source_id, case,
     outlet = None
     pusher = None
     if case == "string":
-        pusher = FaultyOutlet(alpha_stream(20.0), LIVE_SFREQ, source_id, channel_format="string").start()
+        pusher = FaultyOutlet(
+            alpha_stream(20.0), LIVE_SFREQ, source_id, channel_format="string"
+        ).start()
     elif case == "irregular":
         outlet = _bare_outlet(source_id, 0.0, "float32", LIVE_CH_NAMES)
     elif case == "missing channel":

@@ -33,9 +33,18 @@ from tests.helpers.recordings import EYES_CLOSED
 
 def run_args(protocol: Path, source_id: str, *extra: str) -> list[str]:
     return [
-        "run", "--protocol", str(protocol), "--source-id", source_id,
-        "--marker-source-id", source_id + "-m", "--state-source-id", source_id + "-s",
-        "--resolve-timeout", "20", *extra,
+        "run",
+        "--protocol",
+        str(protocol),
+        "--source-id",
+        source_id,
+        "--marker-source-id",
+        source_id + "-m",
+        "--state-source-id",
+        source_id + "-s",
+        "--resolve-timeout",
+        "20",
+        *extra,
     ]
 
 
@@ -74,8 +83,18 @@ def test_amplifier_process_killed_and_restarted_reconnects_and_resumes_after_set
     play = [str(EYES_CLOSED), "--source-id", source_id, "--index-channel", "--quiet"]
     amp = start_cli("play", *play)
     markers = MarkerConsumer(source_id + "-m")
-    run = start_cli(*run_args(protocol, source_id, "--duration", "16", "--record", str(record),
-                              "--summary-json", str(summary_path)))
+    run = start_cli(
+        *run_args(
+            protocol,
+            source_id,
+            "--duration",
+            "16",
+            "--record",
+            str(record),
+            "--summary-json",
+            str(summary_path),
+        )
+    )
     seen: list[str] = []
     amp2 = None
     try:
@@ -111,6 +130,7 @@ def test_amplifier_process_killed_and_restarted_reconnects_and_resumes_after_set
     runs = assert_runs_of_consecutive(index, max_runs=2)
     assert len(runs) == 2 and runs[1][0] < runs[0][1]
     streams, _ = pyxdf.load_xdf(str(record), synchronize_clocks=False, dejitter_timestamps=False)
+    assert all("footer" in s for s in streams)  # closed cleanly at --duration
     eeg = next(s for s in streams if s["info"]["type"] == ["EEG"])
     split = int(np.flatnonzero(np.diff(index) != 1)[0]) + 1
     resumed_ts = eeg["time_stamps"][split]  # first sample of the new amplifier (same host clock)
@@ -118,7 +138,10 @@ def test_amplifier_process_killed_and_restarted_reconnects_and_resumes_after_set
     # horizon (the time the next chunk was due); after that, nothing until the new data settled
     gap_start = eeg["time_stamps"][split - 1] + PLAY_CHUNK / 160.0
     assert not np.any((stamps > gap_start) & (stamps < resumed_ts + SETTLE_S)), (
-        stamps, gap_start, resumed_ts)
+        stamps,
+        gap_start,
+        resumed_ts,
+    )
 
 
 @pytest.mark.slow
@@ -127,8 +150,18 @@ def test_five_second_stall_holds_triggering_counts_the_gap_and_resumes(tmp_path,
     record, summary_path = tmp_path / "s.xdf", tmp_path / "s.json"
     outlet = FaultyOutlet(alpha_stream(40.0), LIVE_SFREQ, source_id, stall=(5.0, 5.0)).start()
     markers = MarkerConsumer(source_id + "-m")
-    run = start_cli(*run_args(protocol, source_id, "--duration", "14", "--record", str(record),
-                              "--summary-json", str(summary_path)))
+    run = start_cli(
+        *run_args(
+            protocol,
+            source_id,
+            "--duration",
+            "14",
+            "--record",
+            str(record),
+            "--summary-json",
+            str(summary_path),
+        )
+    )
     try:
         code, err = finish(run)
     finally:
@@ -147,7 +180,11 @@ def test_five_second_stall_holds_triggering_counts_the_gap_and_resumes(tmp_path,
     stamps = np.array(markers.stamps)
     assert np.sum(stamps < stall_start) >= 5, "triggering never started"
     # nothing in the gap, nothing while the filters settle after it
-    assert not np.any((stamps > stall_start) & (stamps < resume + SETTLE_S)), (stall_start, resume, stamps)
+    assert not np.any((stamps > stall_start) & (stamps < resume + SETTLE_S)), (
+        stall_start,
+        resume,
+        stamps,
+    )
     later = stamps[stamps > resume + SETTLE_S]
     assert later.size >= 5, "triggering did not resume"
     # and what resumes is still phase-locked (target 0 deg = peak of the O2 cosine)
@@ -165,8 +202,18 @@ def test_stall_longer_than_timeout_ends_with_exit_4_and_a_closed_recording(tmp_p
     protocol = write_protocol(tmp_path / "p.toml")
     record, summary_path = tmp_path / "s.xdf", tmp_path / "s.json"
     outlet = FaultyOutlet(alpha_stream(30.0), LIVE_SFREQ, source_id, stall=(3.0, 30.0)).start()
-    run = start_cli(*run_args(protocol, source_id, "--timeout", "2", "--record", str(record),
-                              "--summary-json", str(summary_path)))
+    run = start_cli(
+        *run_args(
+            protocol,
+            source_id,
+            "--timeout",
+            "2",
+            "--record",
+            str(record),
+            "--summary-json",
+            str(summary_path),
+        )
+    )
     try:
         code, err = finish(run, timeout=40)
     finally:
@@ -226,21 +273,29 @@ def test_marker_consumer_leaving_does_not_disturb_the_loop_and_sigterm_stops_wit
 
 def _mount_small_tmpfs(path: Path, size: str) -> bool:
     path.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                          check=False, capture_output=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        check=False,
+        capture_output=True,
+    )
     return done.returncode == 0
 
 
-def test_full_disk_keeps_the_loop_running_reports_it_and_sigint_stops_within_1s(tmp_path, source_id):
+def test_full_disk_keeps_the_loop_running_reports_it_and_sigint_stops_within_1s(
+    tmp_path, source_id
+):
     mount = tmp_path / "small"
     if not _mount_small_tmpfs(mount, "100k"):
-        pytest.skip("cannot mount a tmpfs here (needs root); tests/test_xdf_crash.py covers the writer")
+        pytest.skip(
+            "cannot mount a tmpfs here (needs root); tests/test_xdf_crash.py covers the writer"
+        )
     protocol = write_protocol(tmp_path / "p.toml")
     record, summary_path = mount / "s.xdf", tmp_path / "s.json"
     outlet = FaultyOutlet(alpha_stream(40.0), LIVE_SFREQ, source_id).start()
     markers = MarkerConsumer(source_id + "-m")
-    run = start_cli(*run_args(protocol, source_id, "--record", str(record),
-                              "--summary-json", str(summary_path)))
+    run = start_cli(
+        *run_args(protocol, source_id, "--record", str(record), "--summary-json", str(summary_path))
+    )
     seen: list[str] = []
     try:
         # 4 channels float32 at 500 Hz plus state: 100 kB fills within a few seconds

@@ -32,7 +32,12 @@ VALID = {
     "signal": {"channel": "O2", "reference": "none"},
     "band": {"low_hz": 8.0, "high_hz": 13.0},
     "estimator": {"method": "ar"},
-    "trigger": {"target_phase_deg": 0.0, "min_interval_s": 0.25, "amplitude_gate": "none", "baseline_s": 3.0},
+    "trigger": {
+        "target_phase_deg": 0.0,
+        "min_interval_s": 0.25,
+        "amplitude_gate": "none",
+        "baseline_s": 3.0,
+    },
 }
 
 # the keys each section knows, with values that make sense there (mixed with nonsense below)
@@ -44,10 +49,14 @@ SENSIBLE = {
     },
     "signal": {
         "channel": st.sampled_from(["O2", "o2", "EEG O2", "O1..", "Cz", "C3", "X9", ""]),
-        "reference": st.sampled_from(["none", "average", "hjorth", "bipolar", "weights", "laplace"]),
+        "reference": st.sampled_from(
+            ["none", "average", "hjorth", "bipolar", "weights", "laplace"]
+        ),
         "neighbors": st.lists(st.sampled_from(["O1", "Oz", "PO8", "P8", "O2", "Q1"]), max_size=4),
         "bipolar_with": st.sampled_from(["O1", "O2", "Pz", "Z9"]),
-        "weights": st.dictionaries(st.sampled_from(["O2", "O1", "Pz", "Q"]), st.floats(-2, 2), max_size=3),
+        "weights": st.dictionaries(
+            st.sampled_from(["O2", "O1", "Pz", "Q"]), st.floats(-2, 2), max_size=3
+        ),
         "notch_hz": st.sampled_from([0.0, 50.0, 60.0, 55.0, -50]),
     },
     "band": {
@@ -70,7 +79,9 @@ SENSIBLE = {
         "phase_tolerance_deg": st.floats(-10.0, 200.0),
         "min_interval_s": st.floats(-1.0, 5.0),
         "min_interval_jitter_s": st.floats(-1.0, 1.0),
-        "amplitude_gate": st.sampled_from(["none", "percentile:50", "percentile:150", "uv:5", "uv:-1", "db:3"]),
+        "amplitude_gate": st.sampled_from(
+            ["none", "percentile:50", "percentile:150", "uv:5", "uv:-1", "db:3"]
+        ),
         "baseline_s": st.floats(-1.0, 20.0),
         "max_triggers": st.integers(-3, 50),
         "technical_delay_s": st.floats(-0.1, 2.0),
@@ -105,7 +116,10 @@ ANY_VALUE = st.recursive(
         st.floats(allow_nan=True, allow_infinity=True),
         st.text(max_size=10),
     ),
-    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(string.ascii_letters, min_size=1, max_size=6), inner, max_size=3)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.text(string.ascii_letters, min_size=1, max_size=6), inner, max_size=3),
+    ),
     max_leaves=6,
 )
 
@@ -119,14 +133,18 @@ def protocol_tables(draw) -> dict:
         table = data if section == "" else data.setdefault(section, {})
         if not isinstance(table, dict):
             continue
-        action = draw(st.sampled_from(["sensible", "sensible", "wrong type", "unknown key", "delete"]))
+        action = draw(
+            st.sampled_from(["sensible", "sensible", "wrong type", "unknown key", "delete"])
+        )
         key = draw(st.sampled_from(sorted(SENSIBLE[section])))
         if action == "sensible":
             table[key] = draw(SENSIBLE[section][key])
         elif action == "wrong type":
             table[key] = draw(ANY_VALUE)
         elif action == "unknown key":
-            table[draw(st.text(string.ascii_letters + "_", min_size=1, max_size=8))] = draw(ANY_VALUE)
+            table[draw(st.text(string.ascii_letters + "_", min_size=1, max_size=8))] = draw(
+                ANY_VALUE
+            )
         else:
             table.pop(key, None)
     return data
@@ -144,14 +162,24 @@ def toml_value(value) -> str:
             return "inf" if value > 0 else "-inf"
         return repr(value)
     if isinstance(value, str):
-        return '"' + "".join(c if c.isprintable() and c not in '"\\' else f"\\u{ord(c):04x}" for c in value) + '"'
+        return (
+            '"'
+            + "".join(
+                c if c.isprintable() and c not in '"\\' else f"\\u{ord(c):04x}" for c in value
+            )
+            + '"'
+        )
     if isinstance(value, list):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     return "{" + ", ".join(f"{toml_key(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
 
 
 def toml_key(key: str) -> str:
-    return key if key and all(c.isalnum() or c in "_-" for c in key) and key.isascii() else toml_value(key)
+    return (
+        key
+        if key and all(c.isalnum() or c in "_-" for c in key) and key.isascii()
+        else toml_value(key)
+    )
 
 
 def to_toml(data: dict) -> str:
@@ -184,17 +212,31 @@ def check_outcome(code: int, err: str, text: str) -> None:
         assert len(lines[-1]) > len("closedloop replay: error: ") + 10, shown
 
 
-def replay_in_process(capsys, recording: Path, protocol_text: str, workdir: Path) -> tuple[int, str]:
+def replay_in_process(
+    capsys, recording: Path, protocol_text: str, workdir: Path
+) -> tuple[int, str]:
     path = workdir / "fuzz.toml"
     path.write_text(protocol_text, encoding="utf-8", errors="surrogatepass")
     capsys.readouterr()
-    code = main(["replay", str(recording), "--protocol", str(path), "--out", str(workdir / "out"), "--quiet"])
+    code = main(
+        [
+            "replay",
+            str(recording),
+            "--protocol",
+            str(path),
+            "--out",
+            str(workdir / "out"),
+            "--quiet",
+        ]
+    )
     return code, capsys.readouterr().err
 
 
 @FUZZ_SETTINGS
 @given(data=protocol_tables())
-def test_generated_protocols_run_or_are_refused_with_exit_2_or_3(data, short_recording, tmp_path, capsys):
+def test_generated_protocols_run_or_are_refused_with_exit_2_or_3(
+    data, short_recording, tmp_path, capsys
+):
     text = to_toml(data)
     code, err = replay_in_process(capsys, short_recording, text, tmp_path)
     check_outcome(code, err, text)
@@ -203,7 +245,9 @@ def test_generated_protocols_run_or_are_refused_with_exit_2_or_3(data, short_rec
 
 
 @FUZZ_SETTINGS
-@given(edits=st.lists(st.tuples(st.integers(0, 10_000), st.text(max_size=4)), min_size=1, max_size=4))
+@given(
+    edits=st.lists(st.tuples(st.integers(0, 10_000), st.text(max_size=4)), min_size=1, max_size=4)
+)
 def test_damaged_toml_text_runs_or_is_refused_with_exit_2(edits, short_recording, tmp_path, capsys):
     text = to_toml(VALID)
     for position, insert in edits:
@@ -213,8 +257,12 @@ def test_damaged_toml_text_runs_or_is_refused_with_exit_2(edits, short_recording
     check_outcome(code, err, text)
 
 
-@settings(max_examples=30, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=30,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(text=st.text(max_size=200))
 def test_random_unicode_is_refused_with_exit_2(text, short_recording, tmp_path, capsys):
     code, err = replay_in_process(capsys, short_recording, text, tmp_path)
@@ -226,15 +274,29 @@ def test_random_unicode_is_refused_with_exit_2(text, short_recording, tmp_path, 
     "text, message",
     [
         ("\x00\x01 not toml at all \u2603", "not valid TOML"),
-        (to_toml({**VALID, "band": {"low_hz": "eight", "high_hz": 13.0}}), 'low_hz = "eight" is not accepted'),
-        (to_toml({**VALID, "trigger": {**VALID["trigger"], "min_interval_s": 0.01}}), "min_interval_s = 0.01"),
+        (
+            to_toml({**VALID, "band": {"low_hz": "eight", "high_hz": 13.0}}),
+            'low_hz = "eight" is not accepted',
+        ),
+        (
+            to_toml({**VALID, "trigger": {**VALID["trigger"], "min_interval_s": 0.01}}),
+            "min_interval_s = 0.01",
+        ),
         (to_toml({**VALID, "triger": {}}), 'did you mean "trigger"'),
     ],
 )
 def test_bad_protocols_through_the_real_command(tmp_path, short_recording, text, message):
     path = tmp_path / "bad.toml"
     path.write_text(text, encoding="utf-8")
-    done = run_cli("replay", str(short_recording), "--protocol", str(path), "--out", str(tmp_path / "out"), "--quiet")
+    done = run_cli(
+        "replay",
+        str(short_recording),
+        "--protocol",
+        str(path),
+        "--out",
+        str(tmp_path / "out"),
+        "--quiet",
+    )
     assert done.returncode == 2, done.stderr
     assert message in done.stderr, done.stderr
     assert "Traceback" not in done.stderr

@@ -21,7 +21,9 @@ def eyes_closed(recordings) -> tuple[np.ndarray, float, list[str]]:
     return raw.get_data() * 1e6, raw.info["sfreq"], list(raw.ch_names)
 
 
-def feed(engine: Engine, data: np.ndarray, sfreq: float, stamps: np.ndarray, chunk: int = 4) -> list:
+def feed(
+    engine: Engine, data: np.ndarray, sfreq: float, stamps: np.ndarray, chunk: int = 4
+) -> list:
     """Process ``data`` in chunks with the given per-sample stamps; the state after each chunk."""
     states = []
     for start in range(0, data.shape[1], chunk):
@@ -36,7 +38,9 @@ def feed(engine: Engine, data: np.ndarray, sfreq: float, stamps: np.ndarray, chu
 @pytest.mark.parametrize("fault", ["back", "repeat"])
 def test_timestamps_that_go_back_or_repeat_close_the_gate_for_the_hold(eyes_closed, fault):
     data, sfreq, names = eyes_closed
-    protocol = make_protocol(signal={"channel": "O2"}, estimator={"method": "ar"}, trigger={"baseline_s": 3.0})
+    protocol = make_protocol(
+        signal={"channel": "O2"}, estimator={"method": "ar"}, trigger={"baseline_s": 3.0}
+    )
     stamps = np.arange(data.shape[1]) / sfreq
     at = int(15.0 * sfreq)
     if fault == "back":
@@ -59,7 +63,9 @@ def test_timestamps_that_go_back_or_repeat_close_the_gate_for_the_hold(eyes_clos
 def test_a_dc_offset_does_not_reach_the_band_amplitude(eyes_closed):
     """Complex demodulation leaks DC into the band; the engine feeds it DC-free data."""
     data, sfreq, names = eyes_closed
-    protocol = make_protocol(signal={"channel": "O2"}, estimator={"method": "ar"}, trigger={"baseline_s": 3.0})
+    protocol = make_protocol(
+        signal={"channel": "O2"}, estimator={"method": "ar"}, trigger={"baseline_s": 3.0}
+    )
     stamps = np.arange(data.shape[1]) / sfreq
     amplitudes, n_bad = [], []
     for offset in (0.0, 5000.0, -3000.0):

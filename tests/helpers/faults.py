@@ -64,7 +64,13 @@ def closedloop(*args: str) -> list[str]:
 def run_cli(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
     """Run ``python -m closedloop ARGS`` to completion (text output captured)."""
     return subprocess.run(
-        closedloop(*args), capture_output=True, text=True, timeout=timeout, env=env(), cwd=PROJECT_ROOT
+        closedloop(*args),
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env(),
+        cwd=PROJECT_ROOT,
     )
 
 
@@ -85,10 +91,12 @@ def write_protocol(path: Path, text: str = LIVE_PROTOCOL) -> Path:
     return path
 
 
-def alpha_stream(seconds: float, sfreq: float = LIVE_SFREQ, seed: int = 0, amplitude_uv: float = 20.0) -> np.ndarray:
+def alpha_stream(
+    seconds: float, sfreq: float = LIVE_SFREQ, seed: int = 0, amplitude_uv: float = 20.0
+) -> np.ndarray:
     """(4, n) µV: noise, with a 10 Hz cosine of known phase on O2 (channel 2); t = k / sfreq."""
     rng = np.random.default_rng(seed)
-    n = int(round(sfreq * seconds))
+    n = round(sfreq * seconds)
     t = np.arange(n) / sfreq
     data = rng.normal(0.0, 2.0, (len(LIVE_CH_NAMES), n))
     data[2] += amplitude_uv * np.cos(2 * np.pi * ALPHA_HZ * t)
@@ -147,7 +155,9 @@ class FaultyOutlet:
         self.chunk_size = int(chunk_size)
         self.stall = stall
         self.stamp = stamp
-        info = pylsl.StreamInfo(name, "EEG", self.data.shape[0], self.sfreq, channel_format, source_id)
+        info = pylsl.StreamInfo(
+            name, "EEG", self.data.shape[0], self.sfreq, channel_format, source_id
+        )
         chans = info.desc().append_child("channels")
         for label in ch_names or LIVE_CH_NAMES[: self.data.shape[0]]:
             ch = chans.append_child("channel")
@@ -178,22 +188,30 @@ class FaultyOutlet:
             delay = due - pylsl.local_clock()
             if delay > 0:
                 time.sleep(delay)
-            if self.stall is not None and self.stall_window is None and due - start >= self.stall[0]:
+            if (
+                self.stall is not None
+                and self.stall_window is None
+                and due - start >= self.stall[0]
+            ):
                 resume = due + self.stall[1]
                 self.stall_window = (due, resume)
                 while pylsl.local_clock() < resume and not self._stop.is_set():
                     time.sleep(0.01)
                 # the samples due while stalled never come
-                k = int(math.ceil((resume - start) * self.rate))
+                k = math.ceil((resume - start) * self.rate)
                 continue
             idx = np.arange(k, stop)
             values = self.data[:, idx % n].T
             if self.channel_format == "string":
                 chunk = [[f"{v:.3f}" for v in row] for row in values]
             elif self.channel_format in ("int16", "int32"):
-                chunk = np.round(values).astype(np.int16 if self.channel_format == "int16" else np.int32)
+                chunk = np.round(values).astype(
+                    np.int16 if self.channel_format == "int16" else np.int32
+                )
             else:
-                chunk = np.ascontiguousarray(values, dtype=np.float32 if self.channel_format == "float32" else np.float64)
+                chunk = np.ascontiguousarray(
+                    values, dtype=np.float32 if self.channel_format == "float32" else np.float64
+                )
             stamp = due if self.stamp is None else self.stamp(number, due)
             if self.channel_format == "string":
                 for i, row in enumerate(chunk):
@@ -273,7 +291,9 @@ def wait_for_line(proc: subprocess.Popen, needle: str, timeout: float, seen: lis
     return any(line and needle in line for line in box)
 
 
-def sine_phase_deg(times_lsl: np.ndarray, t0: float, rate: float, sfreq_nominal: float | None = None) -> np.ndarray:
+def sine_phase_deg(
+    times_lsl: np.ndarray, t0: float, rate: float, sfreq_nominal: float | None = None
+) -> np.ndarray:
     """Phase (deg) of :func:`alpha_stream`'s O2 cosine at LSL times, for a stream started at ``t0``.
 
     The cosine has 10 cycles per ``sfreq_nominal`` samples; played at ``rate`` samples per second
@@ -287,4 +307,6 @@ def sine_phase_deg(times_lsl: np.ndarray, t0: float, rate: float, sfreq_nominal:
 def circular_mean_deg(angles_deg: np.ndarray) -> tuple[float, float]:
     """(mean angle, circular standard deviation) in degrees."""
     z = np.exp(1j * np.radians(np.asarray(angles_deg))).mean()
-    return float(np.degrees(np.angle(z))), float(np.degrees(np.sqrt(-2 * np.log(max(abs(z), 1e-12)))))
+    return float(np.degrees(np.angle(z))), float(
+        np.degrees(np.sqrt(-2 * np.log(max(abs(z), 1e-12))))
+    )
