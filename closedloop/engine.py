@@ -363,12 +363,15 @@ class Engine:
         if self._last_ts is not None:
             first_ts = newest_ts - (n - 1) * dt
             step = first_ts - self._last_ts
-            if step < -0.5 * dt:
+            if newest_ts <= self._last_ts:
                 # timestamps that go back (or repeat) cannot time a stimulus: hold, counted from
                 # the new timeline, so that a clock that jumped back for good does not hold forever
                 c.n_nonmonotonic += 1
                 self._hold_until = newest_ts + max(self.protocol.artifact.hold_s, SETTLE_S)
                 self.gate = False
+            elif step < -0.5 * dt:
+                # chunks that overlap a little: push-time stamps with jitter; counted, not held
+                c.n_nonmonotonic += 1
             elif step > 2.5 * dt:
                 missing = int(round(step * self.sfreq)) - 1
                 c.n_gaps += 1
