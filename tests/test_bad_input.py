@@ -322,7 +322,7 @@ def test_actual_rate_2_percent_off_nominal_counts_no_gaps_and_stays_phase_locked
     ]
     consumers = [MarkerConsumer(sid + "-m") for sid in ids]
     try:
-        results = run_live_together(tmp_path, [(sid, 7.0, ()) for sid in ids])
+        results = run_live_together(tmp_path, [(sid, 6.0, ()) for sid in ids])
     finally:
         for item in (*consumers, *outlets):
             item.disconnect() if isinstance(item, MarkerConsumer) else item.close()

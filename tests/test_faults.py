@@ -285,7 +285,7 @@ def test_full_disk_keeps_the_loop_running_reports_it_and_sigint_stops_within_1s(
     tmp_path, source_id
 ):
     mount = tmp_path / "small"
-    if not _mount_small_tmpfs(mount, "100k"):
+    if not _mount_small_tmpfs(mount, "64k"):
         pytest.skip(
             "cannot mount a tmpfs here (needs root); tests/test_xdf_crash.py covers the writer"
         )
@@ -298,7 +298,7 @@ def test_full_disk_keeps_the_loop_running_reports_it_and_sigint_stops_within_1s(
     )
     seen: list[str] = []
     try:
-        # 4 channels float32 at 500 Hz plus state: 100 kB fills within a few seconds
+        # 4 channels float32 at 500 Hz plus state: 64 kB fills within a few seconds
         assert wait_for_line(run, "the recording stopped", 30.0, seen), seen
         n_before = len(markers.markers)
         assert markers.wait_for(n_before + 5, 10.0), "triggering stopped with the recording"
