@@ -45,7 +45,7 @@ def test_monitor_shows_the_loop_figures_refreshed_from_its_own_thread(recordings
     protocol = make_protocol(
         signal={"channel": "O1", "reference": "none"},
         estimator={"method": "echt"},
-        trigger={"target_phase_deg": 180.0, "baseline_s": 2.0, "amplitude_gate": "percentile:30"},
+        trigger={"target_phase_deg": 180.0, "baseline_s": 2.0, "amplitude_gate": "none"},
     )
     outlet = OutletThread(data, sfreq, source_id, chunk_size=2, ch_names=ch_names).start()
     source = LSLSource(resolve_stream(source_id=source_id, timeout=10.0))

@@ -38,7 +38,7 @@ method = "{method}"
 [trigger]
 target_phase_deg = 180.0
 min_interval_s = 0.25
-amplitude_gate = "percentile:50"
+amplitude_gate = "{gate}"
 baseline_s = {baseline}
 """
 FEEDBACK_PROTOCOL = """
@@ -138,7 +138,7 @@ def assert_table_matches_json(html_text: str, numbers: dict) -> int:
 def replay_report(tmp_path_factory, recordings):
     tmp = tmp_path_factory.mktemp("replay-report")
     proto = tmp / "o1.toml"
-    proto.write_text(PHASE_PROTOCOL.format(baseline=10.0, method="auto"))
+    proto.write_text(PHASE_PROTOCOL.format(baseline=10.0, method="auto", gate="percentile:50"))
     folder = tmp / "replay"
     assert main(["replay", str(EYES_CLOSED), "--protocol", str(proto), "--out", str(folder), "--quiet"]) == 0
     out = tmp / "report.html"
@@ -237,7 +237,7 @@ def live_session(tmp_path_factory, recordings):
 
     tmp = tmp_path_factory.mktemp("live-report")
     proto = tmp / "o1.toml"
-    proto.write_text(PHASE_PROTOCOL.format(baseline=2.0, method="echt"))  # a short baseline suffices
+    proto.write_text(PHASE_PROTOCOL.format(baseline=2.0, method="echt", gate="none"))  # short baseline; many triggers
     raw = mne.io.read_raw(EYES_CLOSED, verbose="error")
     data = raw.get_data() * 1e6
     sfreq = raw.info["sfreq"]
