@@ -74,7 +74,8 @@ def run_soak(settings: dict, *, progress: bool = True) -> dict:
 
     t = np.asarray(run.trace.time) - t_first
     rss_mb = np.asarray(run.trace.rss, dtype=float) / 2**20
-    after = t >= 60.0
+    t_last = (run.states.received[run.states.n - 1] - t_first) if run.states.n else math.inf
+    after = (t >= 60.0) & (t <= t_last)  # not the engine's exit, after its loop has ended
     if after.any():
         at_one_minute = float(rss_mb[after][0])
         growth = float(rss_mb[after].max() - at_one_minute)
