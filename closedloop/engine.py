@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,6 +40,9 @@ from closedloop.safety import SafetyGate
 WORKING_RATE_MAX_HZ = 1000.0
 #: After a reset (NaN run, gap) the estimator's filters need this long to settle before triggering.
 SETTLE_S = 1.0
+#: A jump in timestamps counts as a gap (lost samples) beyond this, or 2.5 samples if longer:
+#: amplifier drivers that stamp chunks with their push time jitter by a few milliseconds.
+GAP_TOLERANCE_S = 0.02
 #: A band's upper edge must stay below this fraction of the working Nyquist frequency.
 NYQUIST_MARGIN = 0.9
 #: Feedback values are recomputed at most this often (seconds of data).
@@ -178,9 +182,12 @@ class Engine:
         self._baseline_fill = 0
         self.baseline_done = self.baseline_n == 0
         self.gate_threshold = 0.0
+        self._gate_on_estimator = False
         self.individual_peak_hz: float | None = None
 
         self.estimator = None
+        self.fit_error: str | None = None
+        self.notes: list[str] = []
         self._estimator_kwargs = dict(protocol.estimator.params)
         if self.kind == "phase":
             # build one now: bad [estimator.params] and a baseline too short for the method are
@@ -198,7 +205,7 @@ class Engine:
         self._fit_backlog: list[np.ndarray] = []
         self.safety = SafetyGate(trig, seed=seed)
         self.pending: TriggerPlan | None = None
-        self.delivered: list[TriggerPlan] = []
+        self.delivered: deque[TriggerPlan] = deque(maxlen=10000)  # the most recent, for inspection
 
         art = protocol.artifact
         self._hold_until = -math.inf
@@ -309,8 +316,24 @@ class Engine:
         """Install the fitted estimator and feed it what arrived while it was being fitted."""
         self._fit_thread = None
         if "error" in self._fit_result:
-            raise self._fit_result.pop("error")
+            exc = self._fit_result.pop("error")
+            if not isinstance(exc, (DataError, ProtocolError, ValueError, np.linalg.LinAlgError)):
+                raise exc
+            # the baseline could not train the estimator (no rhythm, too short a clean stretch):
+            # the session goes on, recorded, but never triggers
+            self.fit_error = f"the estimator could not be trained on the baseline: {exc}"
+            self.notes.append(self.fit_error + " Triggering stays off for this session.")
+            return
         self.estimator = self._fit_result.pop("estimator")
+        trig = self.protocol.trigger
+        threshold = getattr(self.estimator, "amplitude_threshold", None)
+        if trig.gate_kind == "percentile" and threshold is not None:
+            # the estimator's own amplitude has no envelope-filter lag: gate on it, against the
+            # same percentile of its values over the baseline
+            value = float(threshold(trig.gate_value))
+            if math.isfinite(value):
+                self.gate_threshold = value
+                self._gate_on_estimator = True
         if self._fit_backlog:
             backlog = np.concatenate(self._fit_backlog)
             self._fit_backlog = []
@@ -372,7 +395,7 @@ class Engine:
             elif step < -0.5 * dt:
                 # chunks that overlap a little: push-time stamps with jitter; counted, not held
                 c.n_nonmonotonic += 1
-            elif step > 2.5 * dt:
+            elif step > max(2.5 * dt, GAP_TOLERANCE_S):
                 missing = int(round(step * self.sfreq)) - 1
                 c.n_gaps += 1
                 c.n_missing_samples += missing
@@ -453,6 +476,9 @@ class Engine:
             self._fit_thread.join()
             self._take_fit()
         est = self.estimator
+        if est is None:  # training failed (fit_error): never trigger
+            self.gate = False
+            return self._state(newest_ts)
         est.process(np.ascontiguousarray(derived[0]))
         if not est.ready:
             self.gate = False
@@ -461,6 +487,8 @@ class Engine:
         self.frequency_hz = float(est.frequency_hz)
         lag = newest_ts - self._newest_work_ts
         self.phase_deg = wrap_deg(est.phase_deg + 360.0 * self.frequency_hz * lag)
+        if self._gate_on_estimator and math.isfinite(est.amplitude):
+            self.amplitude = float(est.amplitude)
         held = newest_ts < self._hold_until
         self.gate = (not held) and self.amplitude >= self.gate_threshold
         state = self._state(newest_ts)
@@ -492,9 +520,12 @@ class Engine:
             return None
         freq = self.frequency_hz if self.frequency_hz > 0 else sum(self.band_hz) / 2
         tolerance_s = trig.phase_tolerance_deg / (360.0 * freq)
-        if fire < newest_ts - tolerance_s:
+        if fire < newest_ts:
+            # the moment has passed already (the crossing fell inside the decimator's or the
+            # chunk's delay): firing now would be late by design; the next crossing is planned
+            # when it enters the window, so nothing is lost but a late trigger
             return None
-        if self.safety.check(max(fire, newest_ts), input_ok=True) is not None:
+        if self.safety.check(fire, input_ok=True) is not None:
             return None
         phase_at_fire = wrap_deg(est.phase_deg + 360.0 * freq * (fire - self._newest_work_ts))
         plan = TriggerPlan(
@@ -546,6 +577,11 @@ class Engine:
         if until_ts > self._hold_until:
             self._hold_until = until_ts
         self.gate = False
+
+    @property
+    def hold_until(self) -> float:
+        """Input-clock time until which triggering is held (-inf when not held)."""
+        return self._hold_until
 
     def hold(self, seconds: float, now_ts: float | None = None) -> None:
         """Hold triggering for ``seconds`` after ``now_ts`` (default: after the newest sample)."""
@@ -686,4 +722,5 @@ class Engine:
             "individual_peak_hz": self.individual_peak_hz,
             "gate_threshold_uv": self.gate_threshold,
             "estimator": getattr(self.estimator, "name", None),
+            "notes": list(self.notes),
         }

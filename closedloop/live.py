@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,6 +34,59 @@ SWITCH_INTERVAL_S = 0.0001
 CLOCK_REFRESH_S = 5.0
 
 
+class LatencyLog:
+    """Loop latencies in bounded memory: a ring of the most recent values (for the monitor) and a
+    fine histogram of all of them (for whole-session percentiles), so a long session does not grow.
+
+    ``log[-n:]`` gives the newest ``n`` values in order, like a list would.
+    """
+
+    BIN_S = 1e-6  # 1 µs bins
+    MAX_S = 0.1  # 100 ms; longer latencies land in the last bin
+
+    def __init__(self, capacity: int = 1 << 16) -> None:
+        self._ring = np.zeros(capacity)
+        self._n = 0
+        self._hist = np.zeros(int(self.MAX_S / self.BIN_S) + 1, dtype=np.int64)
+        self._max = -math.inf
+
+    def append(self, value: float) -> None:
+        self._ring[self._n % self._ring.size] = value
+        self._n += 1
+        k = int(value / self.BIN_S) if value > 0 else 0
+        self._hist[k if k < self._hist.size else -1] += 1
+        if value > self._max:
+            self._max = value
+
+    def __len__(self) -> int:
+        return min(self._n, self._ring.size)
+
+    def recent(self) -> np.ndarray:
+        """The values still in the ring, oldest first."""
+        size = self._ring.size
+        if self._n <= size:
+            return self._ring[: self._n].copy()
+        start = self._n % size
+        return np.concatenate((self._ring[start:], self._ring[:start]))
+
+    def __getitem__(self, index):
+        return self.recent()[index]
+
+    @property
+    def count(self) -> int:
+        return self._n
+
+    def percentile(self, q: float) -> float:
+        """Percentile over the whole session (to the bin width, 1 µs)."""
+        if self._n == 0:
+            return math.nan
+        if q >= 100:
+            return self._max
+        cum = np.cumsum(self._hist)
+        k = int(np.searchsorted(cum, q / 100.0 * self._n, side="left"))
+        return (k + 0.5) * self.BIN_S
+
+
 @dataclass
 class LiveStats:
     """Running figures of one live session (also what the monitor shows)."""
@@ -45,11 +99,11 @@ class LiveStats:
     stalled: bool = False
     triggers: int = 0
     dropped: int = 0
-    latency_s: list[float] = field(default_factory=list)  # newest sample -> State pushed
-    delivery_error_s: list[float] = field(default_factory=list)  # actual - scheduled
+    latency_s: LatencyLog = field(default_factory=LatencyLog)  # newest sample -> State pushed
+    delivery_error_s: deque = field(default_factory=lambda: deque(maxlen=100_000))  # actual - scheduled
     last_state: object = None
     record_error: str | None = None
-    marker_log: list[dict] = field(default_factory=list)
+    marker_log: deque = field(default_factory=lambda: deque(maxlen=100_000))
 
 
 class Recorder:
@@ -280,7 +334,10 @@ class LiveSession:
             stats.dropped += 1
             return None
         if self.ttl is not None:
-            self.ttl.fire(self._ttl_code())
+            # the delivery time is the moment the code byte went out
+            written = self.ttl.trigger(self._ttl_code())
+            if written is not None:
+                fired_at = written
         from closedloop.lsl.outputs import marker_payload
 
         text = marker_payload(plan, self.protocol.name)
@@ -307,7 +364,6 @@ class LiveSession:
     # --------------------------------------------------------------- figures
     def summary(self) -> dict:
         stats, engine = self.stats, self.engine
-        lat = np.asarray(stats.latency_s) * 1e3
         err = np.asarray(stats.delivery_error_s) * 1e3
 
         def pct(values, q):
@@ -324,8 +380,9 @@ class LiveSession:
             "triggers": stats.triggers,
             "triggers_dropped": counts["triggers_dropped"],
             "dropped_by_reason": counts["dropped_by_reason"],
-            "latency_ms_p50": pct(lat, 50),
-            "latency_ms_p99": pct(lat, 99),
+            "latency_ms_p50": stats.latency_s.percentile(50) * 1e3,
+            "latency_ms_p99": stats.latency_s.percentile(99) * 1e3,
+            "latency_ms_max": stats.latency_s.percentile(100) * 1e3,
             "delivery_error_ms_p50": pct(np.abs(err), 50),
             "delivery_error_ms_p99": pct(np.abs(err), 99),
             "record_error": stats.record_error,
@@ -423,10 +480,18 @@ def run_command(args: argparse.Namespace) -> int:
         f"p99 {summary['latency_ms_p99']:.3f} ms.",
         file=sys.stderr,
     )
+    for note in summary["engine"].get("notes", []):
+        print(f"closedloop run: {note}", file=sys.stderr)
     if summary["record_error"]:
         print(f"closedloop run: the recording stopped early: {summary['record_error']}", file=sys.stderr)
     if args.summary_json:
         _write_summary(args.summary_json, summary)
+    if args.record:
+        # beside the recording, for reports: what the XDF itself does not hold
+        try:
+            _write_summary(args.record + ".summary.json", summary)
+        except OSError as exc:
+            print(f"closedloop run: could not write {args.record}.summary.json: {exc}", file=sys.stderr)
     return 0
 
 

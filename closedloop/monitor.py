@@ -87,7 +87,7 @@ class Monitor:
         recent = min(max(chunks - c0, 1), MAX_LATENCIES)
         latencies = np.asarray(stats.latency_s[-recent:], dtype=float) * 1e3
         state = stats.last_state
-        hold_until = getattr(engine, "_hold_until", -math.inf)
+        hold_until = getattr(engine, "hold_until", -math.inf)
         sample_ts = getattr(state, "sample_ts", math.nan)
         started = stats.started
         source = session.source

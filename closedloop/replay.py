@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -230,6 +231,8 @@ def run_command(args: argparse.Namespace) -> int:
         recording.close()
     write_outputs(out, result, protocol, recording_path=str(args.recording), ch_names=recording.ch_names)
     s = result.summary
+    for note in s.get("notes", []):
+        print(f"closedloop replay: {note}", file=sys.stderr)
     print(
         f"replay: {result.n_samples / result.sfreq:.1f} s of data in {result.wall_s:.2f} s "
         f"({result.speed_x:.0f}x real time); triggers delivered {s['triggers_delivered']}, "

@@ -29,8 +29,40 @@ FEEDBACK_PRESETS = [n for n in PRESET_NAMES if load_protocol(n).kind == "feedbac
 RECORDING = {"so-upstate-clas": BDF_SLEEP}
 
 
+def sleep_like_recording(folder) -> str:
+    """The sleep-lab BDF with slow-oscillation bursts added at Fz.
+
+    None of the shared recordings holds slow-wave sleep (on the awake BDF the 40 µV up-state gate
+    rightly never opens), so the slow-oscillation preset is checked on real EEG background with
+    0.8 Hz, 150 µV peak-to-peak oscillations of 4-8 s added where their phase is known.
+    """
+    from closedloop.io import open_recording
+    from closedloop.simulate import write_edf
+
+    with open_recording(BDF_SLEEP) as rec:
+        n = int(rec.sfreq) * 240
+        data = rec.read(0, n)
+        names, sfreq = list(rec.ch_names), rec.sfreq
+    data = data - np.median(data, axis=1, keepdims=True)  # the BDF's electrode offsets
+    t = np.arange(n) / sfreq
+    envelope = np.zeros(n)
+    rng = np.random.default_rng(7)
+    start = 40.0
+    while start < 230.0:
+        length = rng.uniform(4.0, 8.0)
+        envelope += np.clip(np.minimum(t - start, start + length - t), 0, 1.0)
+        start += length + rng.uniform(3.0, 8.0)
+    fz = find_channel("Fz", names)
+    data[fz] += 75.0 * envelope * np.cos(2 * np.pi * 0.8 * t)
+    path = folder / "bdf_with_slow_oscillations.edf"
+    write_edf(path, np.clip(data, -3000, 3000), names, sfreq)
+    return str(path)
+
+
 def replay(name: str, out, capsys) -> tuple[list[dict], dict]:
     recording = RECORDING.get(name, EYES_CLOSED)
+    if name == "so-upstate-clas":
+        recording = sleep_like_recording(out.parent)
     code = main(["replay", str(recording), "--protocol", name, "--out", str(out)])
     captured = capsys.readouterr()
     assert code == 0, captured.err

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from closedloop.engine import Engine
+from closedloop.errors import ProtocolError
 from closedloop.estimators import available_methods
 from closedloop.protocol import (
     MAX_TRIGGER_RATE_HZ,
@@ -195,7 +196,11 @@ def test_engine_keeps_the_limits_for_any_protocol_and_input(data):
     chunk_size = data.draw(st.sampled_from([2, 5, 8, 16, 32, 64]), label="chunk_size")
     band = protocol.band
     x, bursts, gaps = data.draw(inputs(sfreq, (band.low_hz, band.high_hz)), label="input")
-    engine = Engine(protocol, CH_NAMES, sfreq, seed=data.draw(st.integers(0, 1000), label="seed"))
+    try:
+        engine = Engine(protocol, CH_NAMES, sfreq, seed=data.draw(st.integers(0, 1000), label="seed"))
+    except ProtocolError as exc:  # refused before any data: fine, and it must say why
+        assert "estimator" in str(exc) or "baseline" in str(exc)
+        return
     result = run_engine(
         engine, chunks_with_gaps(x, chunk_size, gaps), chunk_size=chunk_size, keep_state=False
     )
