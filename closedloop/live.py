@@ -304,6 +304,9 @@ class LiveSession:
                     correction = source.refresh_time_correction()
                     if rec is not None:
                         rec.clock_offset(Recorder.EEG, now, correction)
+                        # markers and state are stamped with this machine's clock: offset 0
+                        rec.clock_offset(Recorder.MARKERS, now, 0.0)
+                        rec.clock_offset(Recorder.STATE, now, 0.0)
                     next_clock = now + CLOCK_REFRESH_S
         finally:
             sys.setswitchinterval(switch_interval)
