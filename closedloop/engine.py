@@ -356,7 +356,9 @@ class Engine:
         return float(np.percentile(values, value))
 
     # ------------------------------------------------------------------ per chunk
-    def process(self, chunk: np.ndarray, newest_ts: float, horizon_s: float | None = None) -> EngineState:
+    def process(
+        self, chunk: np.ndarray, newest_ts: float, horizon_s: float | None = None, now_s: float | None = None
+    ) -> EngineState:
         """Process one chunk and return the state after it.
 
         Parameters
@@ -369,6 +371,10 @@ class Engine:
             How long until the next chunk is expected; a trigger is planned only if its delivery
             falls before then (otherwise the next chunk gives a better estimate). Default: this
             chunk's duration.
+        now_s : float, optional
+            Live: the clock now (same clock as ``newest_ts``). The planning window starts here
+            instead of at the newest sample, so a crossing that falls inside the loop's own
+            latency is left for the next window, never fired late. Replay: None (no latency).
         """
         if chunk.ndim != 2 or chunk.shape[0] != self.n_channels:
             raise ValueError(
@@ -493,7 +499,8 @@ class Engine:
         self.gate = (not held) and self.amplitude >= self.gate_threshold
         state = self._state(newest_ts)
         if self.gate and self.pending is None:
-            state.plan = self._plan(newest_ts, horizon_s)
+            earliest = newest_ts if now_s is None else max(newest_ts, now_s)
+            state.plan = self._plan(newest_ts, earliest, horizon_s)
         return state
 
     def _state(self, newest_ts: float) -> EngineState:
@@ -505,7 +512,7 @@ class Engine:
             gate=self.gate,
         )
 
-    def _plan(self, newest_ts: float, horizon_s: float) -> TriggerPlan | None:
+    def _plan(self, newest_ts: float, earliest: float, horizon_s: float) -> TriggerPlan | None:
         trig = self.protocol.trigger
         est = self.estimator
         target = trig.target_phase_deg
@@ -516,11 +523,11 @@ class Engine:
             return None
         crossing = self._newest_work_ts + wait
         fire = crossing - trig.technical_delay_s
-        if fire > newest_ts + horizon_s:
+        if fire > earliest + horizon_s:
             return None
         freq = self.frequency_hz if self.frequency_hz > 0 else sum(self.band_hz) / 2
         tolerance_s = trig.phase_tolerance_deg / (360.0 * freq)
-        if fire < newest_ts:
+        if fire < earliest:
             # the moment has passed already (the crossing fell inside the decimator's or the
             # chunk's delay): firing now would be late by design; the next crossing is planned
             # when it enters the window, so nothing is lost but a late trigger

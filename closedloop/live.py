@@ -291,7 +291,7 @@ class LiveSession:
                 newest_ts = stamps[-1] + correction
                 # plan only what falls before the next chunk is due on the sample clock, exactly
                 # as replay does; a late chunk then costs a cycle, never a different decision rule
-                state = engine.process(chunk, newest_ts, n / sfreq)
+                state = engine.process(chunk, newest_ts, n / sfreq, clock() + SPIN_S)
                 pushed = outlets.push_state(state)
                 if self.keep_latencies:
                     stats.latency_s.append(pushed - newest_ts)
