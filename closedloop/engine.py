@@ -216,6 +216,7 @@ class Engine:
         self._flat_prev: tuple[np.ndarray, np.ndarray] | None = None
 
         self._last_ts: float | None = None
+        self._n_in_total = 0  # input samples fed to the decimator since its last reset
         self._n_work_total = 0  # working-rate samples produced so far
         self._newest_work_ts = -math.inf
         self.phase_deg = math.nan
@@ -600,8 +601,7 @@ class Engine:
         self._reset_signal(now_ts)
 
     def _reset_signal(self, now_ts: float | None) -> None:
-        self.spatial.reset() if hasattr(self.spatial, "reset") else None
-        for stage in (self.decimator, self.notch, self.highpass, self.envelope):
+        for stage in (self.spatial, self.decimator, self.notch, self.highpass, self.envelope):
             if stage is not None:
                 stage.reset()
         self._n_in_total = 0
@@ -613,7 +613,6 @@ class Engine:
         self._hold(base + max(SETTLE_S, self.protocol.artifact.hold_s))
         self.phase_deg = math.nan
 
-    _n_in_total = 0
 
     @property
     def _dec_offset(self) -> int:

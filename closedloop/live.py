@@ -326,7 +326,6 @@ class LiveSession:
             now = clock()
             if now >= target:
                 return now
-        # unreachable
 
     def _deliver(self, plan, clock) -> float | None:
         engine, stats = self.engine, self.stats
