@@ -1,7 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """Phase estimation kernels: they trust their inputs; closedloop.estimators validates and owns state."""
 
-from libc.math cimport sqrt
+from libc.math cimport NAN, atan2, floor, sqrt
 
 
 cpdef void complex_fir(const double[::1] buf, Py_ssize_t end, Py_ssize_t n_out,
@@ -132,3 +132,111 @@ cpdef void ar_extend(double[::1] y, Py_ssize_t n_known, const double[::1] a) noe
         for k in range(p):
             acc += a[k] * y[i - 1 - k]
         y[i] = acc
+
+
+cpdef void wiener_run(const double[::1] x, double[::1] hist, Py_ssize_t[::1] pos,
+                      const double[::1] w_re, const double[::1] w_im,
+                      const double[::1] t_re, const double[::1] t_im,
+                      double[::1] zr_re, double[::1] zr_im,
+                      double[::1] cr_re, double[::1] cr_im,
+                      double[::1] tr_re, double[::1] tr_im,
+                      double[::1] acc, double[::1] grid_re, double[::1] grid_im,
+                      Py_ssize_t delay, double keep, bint adapt) noexcept nogil:
+    """Advance the Wiener estimator by the samples of ``x``, one sample at a time.
+
+    ``hist`` is a doubled ring (each sample at ``i`` and ``i + H``, ``H = len(hist) // 2``);
+    ``pos[0]`` is the newest sample's ring index, ``pos[1]`` the samples seen since reset.
+    Sample ``n`` (counted from the reset) lives at ``n % R`` of the rings ``zr`` (raw estimate
+    ``sum w x``), ``cr`` (estimate rotated by the tracked rotation of that moment) and ``tr``
+    (the zero-phase truth, known ``delay`` samples late). With ``adapt``, every sample whose
+    truth becomes known updates, with forgetting factor ``keep``: the rotation accumulator
+    ``acc`` (truth times conjugate raw estimate) and the grid of the remaining error against
+    the rotated estimate's phase (``len(grid)`` bins over (-180, 180], linear interpolation).
+    Missing values are NaN. The result depends on the samples only, not on how they are chunked.
+    """
+    cdef Py_ssize_t H = hist.shape[0] // 2
+    cdef Py_ssize_t L = w_re.shape[0]
+    cdef Py_ssize_t T = t_re.shape[0]
+    cdef Py_ssize_t R = zr_re.shape[0]
+    cdef Py_ssize_t G = grid_re.shape[0]
+    cdef Py_ssize_t i, k, idx, n, base, kk, b0, b1
+    cdef double a_re, a_im, v, mag, u_re, u_im, pr, pi_, er, ei, cre, cim, posb, frac
+    cdef double gain = 1.0 - keep
+    cdef double step = 360.0 / G
+    cdef double nan = NAN
+    for i in range(x.shape[0]):
+        idx = pos[0] + 1
+        if idx >= H:
+            idx = 0
+        hist[idx] = x[i]
+        hist[idx + H] = x[i]
+        pos[0] = idx
+        pos[1] += 1
+        n = pos[1] - 1
+        # the truth for sample n - delay first: the rotation then includes everything known
+        if adapt and pos[1] >= T:
+            base = idx + H - T + 1
+            a_re = 0.0
+            a_im = 0.0
+            for k in range(T):
+                v = hist[base + k]
+                a_re += t_re[k] * v
+                a_im += t_im[k] * v
+            kk = (n - delay) % R
+            tr_re[kk] = a_re
+            tr_im[kk] = a_im
+            er = zr_re[kk]
+            ei = zr_im[kk]
+            if er == er and ei == ei:
+                # rotation: mean of truth * conj(raw estimate)
+                pr = a_re * er + a_im * ei
+                pi_ = a_im * er - a_re * ei
+                acc[0] = keep * acc[0] + gain * pr
+                acc[1] = keep * acc[1] + gain * pi_
+            cre = cr_re[kk]
+            cim = cr_im[kk]
+            if cre == cre and cim == cim:
+                # remaining error as a function of the rotated estimate's phase
+                pr = a_re * cre + a_im * cim
+                pi_ = a_im * cre - a_re * cim
+                posb = (atan2(cim, cre) * 57.29577951308232 + 180.0) / step
+                b0 = <Py_ssize_t>floor(posb)
+                frac = posb - b0
+                b0 = b0 % G
+                b1 = (b0 + 1) % G
+                for k in range(G):
+                    grid_re[k] *= keep
+                    grid_im[k] *= keep
+                grid_re[b0] += gain * (1.0 - frac) * pr
+                grid_im[b0] += gain * (1.0 - frac) * pi_
+                grid_re[b1] += gain * frac * pr
+                grid_im[b1] += gain * frac * pi_
+        kk = n % R
+        if pos[1] >= L:
+            base = idx + H - L + 1
+            a_re = 0.0
+            a_im = 0.0
+            for k in range(L):
+                v = hist[base + k]
+                a_re += w_re[k] * v
+                a_im += w_im[k] * v
+            zr_re[kk] = a_re
+            zr_im[kk] = a_im
+            mag = sqrt(acc[0] * acc[0] + acc[1] * acc[1])
+            if mag > 0.0:
+                u_re = acc[0] / mag
+                u_im = acc[1] / mag
+            else:
+                u_re = 1.0
+                u_im = 0.0
+            cr_re[kk] = a_re * u_re - a_im * u_im
+            cr_im[kk] = a_re * u_im + a_im * u_re
+        else:
+            zr_re[kk] = nan
+            zr_im[kk] = nan
+            cr_re[kk] = nan
+            cr_im[kk] = nan
+        # the truth slot of sample n is written delay samples later
+        if adapt:
+            tr_re[kk] = nan
+            tr_im[kk] = nan

@@ -13,4 +13,5 @@ from closedloop._phase import (  # noqa: F401
     complex_fir,
     fir_valid,
     levinson,
+    wiener_run,
 )

@@ -9,21 +9,24 @@ linear drifts inside the window (the band excludes them); the ridge strength is 
 held-out last part of the baseline by the circular spread of the phase error where the rhythm
 is strong.
 
-Run time: one complex dot product per sample. Two slow corrections keep it unbiased when the
-rhythm drifts away from the baseline (alpha frequency, waveform, noise):
+Run time (one Cython kernel, sample by sample): one complex dot product per sample for the
+estimate and one for the delayed truth. Two slow corrections keep it unbiased when the rhythm
+drifts away from the baseline (alpha frequency, waveform, noise):
 
 - the offline truth becomes available ``D`` samples late (``D`` = half the truth filter), so
   the estimator computes it for the sample ``D`` back and tracks the mean rotation between
   its own estimate and the truth there (exponential forgetting over ``adapt_s``);
-- every predicted crossing (``next_crossing_s`` falling before the next sample) is checked
-  against the delayed truth at that exact moment, and the mean error as a function of the
-  phase aimed at is tracked on a 30-degree grid. ``next_crossing_s`` aims at the phase whose
-  expected outcome is the target. The grid starts from a pass over the baseline in ``fit``.
+- at the same samples it tracks the remaining error as a function of the (rotated)
+  estimated phase on a 30-degree grid; ``next_crossing_s`` aims at the estimated phase whose
+  expected true phase is the target. Both start from the baseline in ``fit``.
+
+Every correction is learnt inside ``process`` from the samples alone: the state after N
+samples does not depend on how they were chunked nor on when or how often it was queried
+(live equals replay); ``next_crossing_s`` and the other answers change nothing.
 """
 
 from __future__ import annotations
 
-import cmath
 import math
 from typing import Any, ClassVar
 
@@ -32,7 +35,7 @@ from scipy.fft import fft, ifft, next_fast_len
 
 from closedloop.errors import DataError
 from closedloop.estimators import kernels
-from closedloop.estimators.base import History, wrap_deg
+from closedloop.estimators.base import wrap_deg
 from closedloop.estimators.linear import ComplexFIREstimator
 from closedloop.groundtruth import interior_analytic, truth_fir
 
@@ -138,29 +141,33 @@ class WienerEstimator(ComplexFIREstimator):
         self._t_re = np.ascontiguousarray(h_truth.real)
         self._t_im = np.ascontiguousarray(h_truth.imag)
         self.grid_deg = np.arange(-180.0, 180.0, GRID_STEP_DEG)
-        self.grid = np.zeros(self.grid_deg.shape[0], dtype=np.complex128)
-        self.rotation_acc = 0.0 + 0.0j
+        self._grid_re = np.zeros(self.grid_deg.shape[0])
+        self._grid_im = np.zeros(self.grid_deg.shape[0])
+        self._acc = np.zeros(2)  # rotation accumulator (re, im)
         self._setup_fir(2.0 * taper * np.exp(2j * np.pi * self.center_hz * t) / taper.sum())
 
     def _setup_fir(self, weights: np.ndarray) -> None:
         super()._setup_fir(weights)
-        self.piece = max(1, int(self.sfreq))  # samples handled per kernel call
-        span = max(self.n_taps + self.freq_lag, self._t_re.shape[0])
-        self.history = History(span + self.piece)
-        self.ring_size = self.delay + 2 * self.piece + 2
-        self._z_ring = np.full(self.ring_size, np.nan + 0j)
-        self._t_ring = np.full(self.ring_size, np.nan + 0j)
-        self._pend: list[tuple[float, float, float]] = []
-        self._last_query: tuple[int, float] | None = None
-        self._last_chunk_n = 1
+        self._span = max(self.n_taps, self._t_re.shape[0])
+        self._hist = np.zeros(2 * self._span)
+        self._pos = np.zeros(2, dtype=np.intp)  # newest ring index, samples since reset
+        self._pos[0] = self._span - 1
+        self.ring_size = self.delay + max(self.freq_lag, int(self.sfreq)) + 2
+        # rows: raw estimate (re, im), rotated estimate (re, im), delayed truth (re, im)
+        self._rings = np.full((6, self.ring_size), np.nan)
 
     def _reset_state(self) -> None:
         super()._reset_state()
-        if hasattr(self, "_z_ring"):
-            self._z_ring[:] = np.nan
-            self._t_ring[:] = np.nan
-            self._pend = []
-            self._last_query = None
+        if hasattr(self, "_rings"):
+            self._hist[:] = 0.0
+            self._pos[0] = self._span - 1
+            self._pos[1] = 0
+            self._rings[:] = np.nan
+
+    @property
+    def rotation_acc(self) -> complex:
+        """Tracked mean of truth times conjugate raw estimate (its angle is the rotation)."""
+        return complex(self._acc[0], self._acc[1])
 
     @property
     def rotation(self) -> complex:
@@ -168,133 +175,68 @@ class WienerEstimator(ComplexFIREstimator):
         acc = self.rotation_acc
         return acc / abs(acc) if abs(acc) > 0 else 1.0 + 0.0j
 
+    @property
+    def grid(self) -> np.ndarray:
+        """Tracked mean error (truth times conjugate rotated estimate) per phase bin."""
+        return self._grid_re + 1j * self._grid_im
+
+    @property
+    def _t_ring(self) -> np.ndarray:
+        """Delayed truth per sample (ring of ``ring_size``; NaN where not known yet)."""
+        return self._rings[4] + 1j * self._rings[5]
+
     # -- run time --------------------------------------------------------------------------
     def _process_good(self, x: np.ndarray) -> None:
-        self._last_chunk_n = x.shape[0]
-        for start in range(0, x.shape[0], self.piece):
-            self._process_piece(x[start : start + self.piece])
-        hist = self.history
-        if hist.count < self.n_taps:
+        r = self._rings
+        kernels.wiener_run(
+            x,
+            self._hist,
+            self._pos,
+            self._w_re,
+            self._w_im,
+            self._t_re,
+            self._t_im,
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            r[5],
+            self._acc,
+            self._grid_re,
+            self._grid_im,
+            self.delay,
+            self._keep_sample,
+            self.adapt_s > 0,
+        )
+        count = int(self._pos[1])
+        if count < self.n_taps:
             return
-        newest = hist.count - 1
-        zh = self._z_ring
-        z_now = complex(zh[newest % self.ring_size]) * self.rotation * self.correction
+        newest = count - 1
+        k = newest % self.ring_size
+        z_now = complex(r[2, k], r[3, k]) * self.correction
         self.phase_deg = math.degrees(math.atan2(z_now.imag, z_now.real))
         self.amplitude = abs(z_now)
         self.ready = True
         lag = self.freq_lag
-        z_then = complex(zh[(newest - lag) % self.ring_size])
-        if hist.count >= self.n_taps + lag and cmath.isfinite(z_then):
-            dz = z_now * (z_then * self.rotation * self.correction).conjugate()
+        if count >= self.n_taps + lag:
+            kt = (newest - lag) % self.ring_size
+            # the raw estimates: the rotation cancels in the phase step
+            dz = complex(r[0, k], r[1, k]) * complex(r[0, kt], -r[1, kt])
             freq = math.atan2(dz.imag, dz.real) * self.sfreq / (2.0 * math.pi * lag)
             self.frequency_hz = min(max(freq, self.band_hz[0]), self.band_hz[1])
         else:
             self.frequency_hz = self.center_hz
 
-    def _process_piece(self, x: np.ndarray) -> None:
-        m = x.shape[0]
-        if m == 1:
-            self._process_one(x)
-            return
-        hist = self.history
-        hist.push(x)
-        newest = hist.count - 1
-        end = hist.index + hist.size
-        ring = self.ring_size
-        idx = np.arange(newest - m + 1, newest + 1)
-        n_est = min(m, hist.count - self.n_taps + 1)
-        if n_est > 0:
-            self._ensure_out(m)
-            kernels.complex_fir(
-                hist.buf, end, n_est, self._w_re, self._w_im, self._out_re, self._out_im
-            )
-            self._z_ring[idx[m - n_est :] % ring] = self._out_re[:n_est] + 1j * self._out_im[:n_est]
-        n_truth = min(m, hist.count - self._t_re.shape[0] + 1)
-        if self.adapt_s <= 0 or n_truth <= 0:
-            return
-        self._ensure_out(m)
-        kernels.complex_fir(
-            hist.buf, end, n_truth, self._t_re, self._t_im, self._out_re, self._out_im
-        )
-        t_idx = idx[m - n_truth :] - self.delay
-        truth = self._out_re[:n_truth] + 1j * self._out_im[:n_truth]
-        self._t_ring[t_idx % ring] = truth
-        # rotation tracking: weight ~ |truth| |estimate|, forgetting per sample
-        prod = truth * np.conj(self._z_ring[t_idx % ring])
-        prod = np.where(np.isfinite(prod), prod, 0.0)
-        keep = self._keep_sample
-        decay = keep ** np.arange(n_truth - 1, -1, -1)
-        self.rotation_acc = self.rotation_acc * keep**n_truth + (1.0 - keep) * np.dot(decay, prod)
-        if self._pend:
-            self._check_crossings(t_idx[-1])
-
-    def _process_one(self, x: np.ndarray) -> None:
-        """The per-sample path of :meth:`_process_piece` with scalars (chunk size 1)."""
-        hist = self.history
-        hist.push(x)
-        newest = hist.count - 1
-        end = hist.index + hist.size
-        ring = self.ring_size
-        out_re, out_im = self._out_re, self._out_im
-        if out_re.shape[0] < 1:
-            self._ensure_out(1)
-            out_re, out_im = self._out_re, self._out_im
-        if hist.count >= self.n_taps:
-            kernels.complex_fir(hist.buf, end, 1, self._w_re, self._w_im, out_re, out_im)
-            self._z_ring[newest % ring] = complex(out_re[0], out_im[0])
-        if self.adapt_s <= 0 or hist.count < self._t_re.shape[0]:
-            return
-        kernels.complex_fir(hist.buf, end, 1, self._t_re, self._t_im, out_re, out_im)
-        truth = complex(out_re[0], out_im[0])
-        k = (newest - self.delay) % ring
-        self._t_ring[k] = truth
-        prod = truth * complex(self._z_ring[k]).conjugate()
-        keep = self._keep_sample
-        if cmath.isfinite(prod):
-            self.rotation_acc = self.rotation_acc * keep + (1.0 - keep) * prod
-        else:
-            self.rotation_acc *= keep
-        if self._pend:
-            self._check_crossings(newest - self.delay)
-
-    def _check_crossings(self, last_truth: int) -> None:
-        """Score pending crossings whose truth is known now; update the grid."""
-        ring = self.ring_size
-        still = []
-        keep = math.exp(-1.0 / (self.adapt_s * self.center_hz))  # per crossing: ~1 a cycle
-        for t, aimed, weight in self._pend:
-            k = math.floor(t)
-            if k + 1 > last_truth:
-                still.append((t, aimed, weight))
-                continue
-            if k < last_truth - ring + 2:
-                continue
-            frac = t - k
-            z = self._t_ring[k % ring] * (1.0 - frac) + self._t_ring[(k + 1) % ring] * frac
-            if not np.isfinite(z):
-                continue
-            err = (
-                z * abs(z) * complex(math.cos(math.radians(aimed)), -math.sin(math.radians(aimed)))
-            )
-            self._grid_update(aimed, err, keep)
-        self._pend = still
-
-    def _grid_update(self, aimed: float, err: complex, keep: float) -> None:
-        pos = (wrap_deg(aimed) + 180.0) / GRID_STEP_DEG
-        i = math.floor(pos) % self.grid.shape[0]
-        u = pos - math.floor(pos)
-        j = (i + 1) % self.grid.shape[0]
-        for g, w in ((i, 1.0 - u), (j, u)):
-            if w > 0:
-                a = 1.0 - keep**w
-                self.grid[g] = (1.0 - a) * self.grid[g] + a * err
-
     def _grid_bias_deg(self, aimed: float) -> float:
         pos = (wrap_deg(aimed) + 180.0) / GRID_STEP_DEG
-        i = math.floor(pos) % self.grid.shape[0]
+        n_bins = self._grid_re.shape[0]
+        i = math.floor(pos) % n_bins
         u = pos - math.floor(pos)
-        v = self.grid[i] * (1.0 - u) + self.grid[(i + 1) % self.grid.shape[0]] * u
-        return math.degrees(math.atan2(v.imag, v.real)) if abs(v) > 0 else 0.0
+        j = (i + 1) % n_bins
+        re = self._grid_re[i] * (1.0 - u) + self._grid_re[j] * u
+        im = self._grid_im[i] * (1.0 - u) + self._grid_im[j] * u
+        return math.degrees(math.atan2(im, re)) if (re or im) else 0.0
 
     def aimed_phase_deg(self, target_phase_deg: float) -> float:
         """The estimated phase to fire at so that the true phase at delivery is the target."""
@@ -305,29 +247,14 @@ class WienerEstimator(ComplexFIREstimator):
         return aimed
 
     def next_crossing_s(self, target_phase_deg: float) -> float:
-        """Seconds to the next crossing of the target, aimed so that it hits on average."""
+        """Seconds to the next crossing of the target, aimed so that it hits on average.
+
+        A pure query: it changes no state, so answers depend on the samples only.
+        """
         if not self.ready or not math.isfinite(self.phase_deg):
             return math.nan
         aimed = self.aimed_phase_deg(target_phase_deg)
-        ahead = ((aimed - self.phase_deg) % 360.0) / (360.0 * self.frequency_hz)
-        self._note_crossing(ahead, aimed)
-        return ahead
-
-    def _note_crossing(self, ahead: float, aimed: float) -> None:
-        """Remember a crossing a caller would act on now, to score it when the truth is known.
-
-        A caller deciding once per chunk of n samples fires for crossings before the next chunk
-        arrives; the estimator takes the size of the latest chunk as that horizon.
-        """
-        if self.adapt_s <= 0 or ahead * self.sfreq >= self._last_chunk_n:
-            return
-        newest = self.history.count - 1
-        key = (newest, round(aimed, 6))
-        if key == self._last_query:
-            return
-        self._last_query = key
-        if len(self._pend) < 10_000:
-            self._pend.append((newest + ahead * self.sfreq, aimed, 1.0))
+        return ((aimed - self.phase_deg) % 360.0) / (360.0 * self.frequency_hz)
 
     # -- training --------------------------------------------------------------------------
     def _projection(self) -> np.ndarray:
@@ -376,8 +303,9 @@ class WienerEstimator(ComplexFIREstimator):
         solve = self._ridge_solver(*_normal_equations(x, z, self.n_taps, proj, start, stop))
         self.chosen_ridge = ridge
         self.correction = 1.0 + 0.0j
-        self.rotation_acc = 0.0 + 0.0j
-        self.grid[:] = 0.0
+        self._acc[:] = 0.0
+        self._grid_re[:] = 0.0
+        self._grid_im[:] = 0.0
         self._setup_fir(solve(ridge))
         self.fitted = True
         self.reset()
@@ -386,34 +314,28 @@ class WienerEstimator(ComplexFIREstimator):
         self._note_baseline_amplitude(x)
 
     def _calibrate_pass(self, x: np.ndarray, z_true: np.ndarray) -> None:
-        """Start both corrections from the baseline, computed at once for every sample.
+        """Start both corrections from the baseline, as the run-time tracking would see it.
 
-        The rotation starts at the mean rotation between estimate and truth; the grid gets
-        every crossing of every grid phase the estimator would have predicted on the baseline,
-        scored against the truth at that moment.
+        The rotation starts at the mean of truth times conjugate estimate; the grid at the
+        mean remaining error per phase bin of the rotated estimate (the same per-sample
+        quantities the run-time kernel averages with forgetting).
         """
         z = self.analytic_over(x)
         ok = np.isfinite(z) & np.isfinite(z_true)
-        prod = z_true[ok] * np.conj(z[ok])
-        if prod.size == 0:
+        if not ok.any():
             return
-        self.rotation_acc = complex(np.mean(prod))
-        zc = z * self.rotation
-        lag = self.freq_lag
-        phase = np.angle(zc[lag:], deg=True)
-        dphi = np.angle(zc[lag:] * np.conj(zc[:-lag]))
-        freq = np.clip(dphi * self.sfreq / (2.0 * np.pi * lag), *self.band_hz)
-        step_deg = 360.0 * freq / self.sfreq
-        keep = math.exp(-1.0 / (self.adapt_s * self.center_hz))
-        for aimed in self.grid_deg:
-            ahead_deg = (aimed - phase) % 360.0
-            hit = np.flatnonzero((ahead_deg < step_deg) & np.isfinite(phase))
-            t = hit + lag + ahead_deg[hit] / step_deg[hit]
-            k = np.floor(t).astype(int)
-            good = k + 1 < x.shape[0]
-            k, t = k[good], t[good]
-            frac = t - k
-            zt = z_true[k] * (1.0 - frac) + z_true[np.minimum(k + 1, x.shape[0] - 1)] * frac
-            zt = zt[np.isfinite(zt)]
-            for v in zt * np.abs(zt) * np.exp(-1j * np.radians(aimed)):
-                self._grid_update(float(aimed), complex(v), keep)
+        prod = z_true[ok] * np.conj(z[ok])
+        acc = complex(np.mean(prod))
+        self._acc[:] = (acc.real, acc.imag)
+        c = z[ok] * self.rotation
+        err = z_true[ok] * np.conj(c)
+        n_bins = self._grid_re.shape[0]
+        pos = (np.angle(c, deg=True) + 180.0) / GRID_STEP_DEG
+        low = np.floor(pos)
+        frac = pos - low
+        i = low.astype(int) % n_bins
+        j = (i + 1) % n_bins
+        for part in ("real", "imag"):
+            v = getattr(err, part)
+            g = np.bincount(i, (1.0 - frac) * v, n_bins) + np.bincount(j, frac * v, n_bins)
+            (self._grid_re if part == "real" else self._grid_im)[:] = g / err.shape[0]
