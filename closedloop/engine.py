@@ -357,9 +357,7 @@ class Engine:
         return float(np.percentile(values, value))
 
     # ------------------------------------------------------------------ per chunk
-    def process(
-        self, chunk: np.ndarray, newest_ts: float, horizon_s: float | None = None, now_s: float | None = None
-    ) -> EngineState:
+    def process(self, chunk: np.ndarray, newest_ts: float, horizon_s: float | None = None) -> EngineState:
         """Process one chunk and return the state after it.
 
         Parameters
@@ -372,10 +370,14 @@ class Engine:
             How long until the next chunk is expected; a trigger is planned only if its delivery
             falls before then (otherwise the next chunk gives a better estimate). Default: this
             chunk's duration.
-        now_s : float, optional
-            Live: the clock now (same clock as ``newest_ts``). The planning window starts here
-            instead of at the newest sample, so a crossing that falls inside the loop's own
-            latency is left for the next window, never fired late. Replay: None (no latency).
+
+        Notes
+        -----
+        Planning runs on the sample clock alone, in live as in replay, so that the same samples in
+        the same chunks give the same decisions. Live, a crossing can fall inside the loop's own
+        latency (between the newest sample and the moment it is processed, a fraction of a
+        millisecond): that trigger is delivered at once, late by at most that latency, and
+        dropped at delivery if it would be later than the protocol's phase tolerance.
         """
         if chunk.ndim != 2 or chunk.shape[0] != self.n_channels:
             raise ValueError(
@@ -464,7 +466,7 @@ class Engine:
                 if rest.shape[1] and self.kind == "phase":
                     if self._fit_thread is not None:
                         self._fit_backlog.append(rest[0].copy())
-                    else:
+                    elif self.estimator is not None:  # None: the fit failed (fit_error)
                         self.estimator.process(np.ascontiguousarray(rest[0]))
             self.amplitude = float(env[0, -1])
             return self._state(newest_ts)
@@ -500,8 +502,7 @@ class Engine:
         self.gate = (not held) and self.amplitude >= self.gate_threshold
         state = self._state(newest_ts)
         if self.gate and self.pending is None:
-            earliest = newest_ts if now_s is None else max(newest_ts, now_s)
-            state.plan = self._plan(newest_ts, earliest, horizon_s)
+            state.plan = self._plan(newest_ts, horizon_s)
         return state
 
     def _state(self, newest_ts: float) -> EngineState:
@@ -513,7 +514,7 @@ class Engine:
             gate=self.gate,
         )
 
-    def _plan(self, newest_ts: float, earliest: float, horizon_s: float) -> TriggerPlan | None:
+    def _plan(self, newest_ts: float, horizon_s: float) -> TriggerPlan | None:
         trig = self.protocol.trigger
         est = self.estimator
         target = trig.target_phase_deg
@@ -524,13 +525,13 @@ class Engine:
             return None
         crossing = self._newest_work_ts + wait
         fire = crossing - trig.technical_delay_s
-        if fire > earliest + horizon_s:
+        if fire > newest_ts + horizon_s:
             return None
         freq = self.frequency_hz if self.frequency_hz > 0 else sum(self.band_hz) / 2
         tolerance_s = trig.phase_tolerance_deg / (360.0 * freq)
-        if fire < earliest:
-            # the moment has passed already (the crossing fell inside the decimator's or the
-            # chunk's delay): firing now would be late by design; the next crossing is planned
+        if fire < newest_ts:
+            # the moment had passed before the newest sample (the crossing fell inside the
+            # decimator's delay): firing would be late by design; the next crossing is planned
             # when it enters the window, so nothing is lost but a late trigger
             return None
         if self.safety.check(fire, input_ok=True) is not None:

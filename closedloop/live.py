@@ -289,9 +289,10 @@ class LiveSession:
                             file=sys.stderr,
                         )
                 newest_ts = stamps[-1] + correction
-                # plan only what falls before the next chunk is due on the sample clock, exactly
-                # as replay does; a late chunk then costs a cycle, never a different decision rule
-                state = engine.process(chunk, newest_ts, n / sfreq, clock() + SPIN_S)
+                # plan only what falls before the next chunk is due on the sample clock (one usual
+                # chunk after this one's newest sample), exactly as replay does; a late chunk then
+                # costs a cycle, never a different decision rule
+                state = engine.process(chunk, newest_ts, (source.chunk_size or n) / sfreq)
                 pushed = outlets.push_state(state)
                 if self.keep_latencies:
                     stats.latency_s.append(pushed - newest_ts)
@@ -376,6 +377,8 @@ class LiveSession:
             "end_reason": self.end_reason,
             "samples": stats.samples,
             "chunks": stats.chunks,
+            "chunk_size_learnt": getattr(self.source, "chunk_size", 0),
+            "split_chunks_completed": getattr(self.source, "n_completed", 0),
             "dropped_samples": counts["missing_samples"],
             "gaps": counts["gaps"],
             "stalls": stats.stalls,

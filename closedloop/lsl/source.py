@@ -4,6 +4,14 @@ The inlet blocks in liblsl until the first new sample is there, then drains what
 arrived without waiting (never for a full chunk), straight into a preallocated buffer of the
 stream's exact dtype, through liblsl's own pull function (pylsl's wrapper allocates per call;
 at 5 kHz in chunks of 5 that overhead is a large share of the loop's budget).
+
+liblsl hands samples to the inlet one at a time as it parses them, so a pull can land in the
+middle of a chunk the amplifier pushed at once (a push of 4 arrives as 1 + 3 now and then). The
+engine decides once per chunk, so a split chunk means a different decision than the same data
+gives in replay. The source therefore learns the amplifier's usual chunk size, and when a pull
+ends part-way through one whose remaining samples are already due by their timestamps (pushed,
+still in transit), it waits for just those, at most ``COMPLETE_WAIT_S``. Samples that are not due
+yet are never waited for, so an amplifier with small or uneven chunks costs no latency.
 """
 
 from __future__ import annotations
@@ -45,6 +53,16 @@ UNIT_TO_UV = {
     "volts": 1e6, "volt": 1e6, "v": 1e6,
     "nanovolts": 1e-3, "nanovolt": 1e-3, "nv": 1e-3,
 }
+
+#: Longest wait for the rest of a chunk that was split in transit, seconds (it normally follows
+#: within tens of microseconds).
+COMPLETE_WAIT_S = 0.002
+#: Waits in vain (net of successes) after which the source stops completing chunks.
+MAX_COMPLETION_MISSES = 8
+#: Pull sizes up to this are counted when learning the amplifier's chunk size.
+MAX_LEARNT_CHUNK = 64
+#: Pulls seen before the learnt chunk size is used.
+LEARN_PULLS = 20
 
 
 def describe_streams(infos: list) -> str:
@@ -203,7 +221,15 @@ class LSLSource:
         self._obj = self.inlet.obj
         self.correction = 0.0
         self.n_received = 0
+        self.n_completed = 0  # pulls completed with the rest of a split chunk
+        self.completion = True  # off for good after MAX_COMPLETION_MISSES waits in vain
+        self._misses = 0
         self._last_n = 0
+        self._size_counts = np.zeros(MAX_LEARNT_CHUNK + 1)
+        self._n_pulls = 0
+        self.chunk_size = 0  # the amplifier's usual chunk size once learnt (0: not yet)
+        self._dt = 1.0 / self.sfreq
+        self._clock = pylsl.local_clock
         self.prime_time_correction()
 
     def prime_time_correction(self, timeout: float = 2.0) -> float:
@@ -244,6 +270,10 @@ class LSLSource:
             if err.value:
                 self._raise(err)
             n = 1 + more // self.n_channels
+            typical = self.chunk_size
+            if typical > 1 and n % typical and n < self.capacity and self.completion:
+                n = self._complete(n, typical - n % typical, min(timeout, COMPLETE_WAIT_S))
+            self._learn(n)
         else:  # a pylsl without the raw entry point: the public low-latency path
             _, ts = self.inlet.pull_chunk(
                 timeout=timeout, max_samples=self.capacity, dest_obj=self._buf, min_samples=1
@@ -260,6 +290,49 @@ class LSLSource:
         else:
             np.multiply(self._buf[:n].T, self._scale, out=chunk)
         return chunk, self._ts[:n].copy()
+
+    def _complete(self, n: int, missing: int, wait_s: float) -> int:
+        """Wait up to ``wait_s`` for the rest of a split chunk, as far as it is due; new ``n``.
+
+        ``missing`` samples would complete the usual chunk; only those whose timestamps have
+        passed can have been pushed already, so only those are waited for.
+        """
+        late_s = self._clock() - (self._ts[n - 1] + self.correction)
+        due = min(missing, self.capacity - n, int(late_s * self.sfreq + 1e-6))
+        if due <= 0:
+            return n  # the rest is not due yet: a small chunk, not a split one
+        value_type = self._buf.itemsize
+        err = self._err
+        got = self._pull(
+            self._obj,
+            ctypes.c_void_p(self._buf.ctypes.data + n * self.n_channels * value_type),
+            ctypes.c_void_p(self._ts.ctypes.data + 8 * n),
+            ctypes.c_size_t(due * self.n_channels), ctypes.c_size_t(due),
+            ctypes.c_double(wait_s), ctypes.byref(err),
+        )
+        if err.value:
+            self._raise(err)
+        got //= self.n_channels
+        if got == due:
+            self.n_completed += 1
+            self._misses = max(0, self._misses - 1)
+        else:
+            # the amplifier's timestamps run ahead of its pushes (or its chunks vary): after
+            # repeated waits in vain, stop waiting altogether rather than add latency
+            self._misses += 1
+            if self._misses >= MAX_COMPLETION_MISSES:
+                self.completion = False
+        return n + got
+
+    def _learn(self, n: int) -> None:
+        """Count pull sizes; the most frequent one is the amplifier's chunk size."""
+        counts = self._size_counts
+        counts[min(n, MAX_LEARNT_CHUNK)] += 1.0
+        self._n_pulls += 1
+        if self._n_pulls % 512 == 0:
+            counts *= 0.5  # forget slowly: an amplifier may change its chunking
+        if self._n_pulls >= LEARN_PULLS:
+            self.chunk_size = int(np.argmax(counts[1:MAX_LEARNT_CHUNK])) + 1
 
     def _raise(self, err: ctypes.c_int) -> None:
         try:
