@@ -1,0 +1,126 @@
+"""How good can a causal phase estimate be on a recording? Floors for ``bench accuracy``.
+
+    python benchmarks/estimators_floor.py REC --channel O1 [--rate 152] [--baseline-s 30]
+
+Triggers follow the harness rule (closedloop.estimators.evaluate: after every sample, fire at a
+predicted crossing of 0 or 180 degrees that falls before the next sample, 0.25 s apart) on a
+complex estimate given for every sample. The gate threshold is set so that the trigger rate
+equals ``--rate`` (give ``ar``'s rate from ``bench accuracy``), so that estimators are compared
+at the same rate. Each estimate's global rotation against the truth is removed first: the
+figures are circular SDs, what bias tracking cannot fix. Printed per estimate:
+
+- ``wiener (baseline)``: the default estimator's weights, trained on the baseline only;
+- ``linear, trained on the evaluated part``: the best causal linear filter over the same
+  window, least squares on the data it is scored on (an optimistic floor for linear methods);
+- ``oracle gate on the true amplitude``: the baseline wiener's phase, gated on the offline
+  truth's amplitude instead of its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import numpy as np
+
+from closedloop.channels import find_channel
+from closedloop.estimators import make_estimator
+from closedloop.estimators.wiener import _normal_equations
+from closedloop.groundtruth import GroundTruth, circular_stats, wrap_deg
+from closedloop.io import open_recording
+
+BAND_HZ = (8.0, 13.0)
+TARGETS_DEG = (0.0, 180.0)
+MIN_INTERVAL_S = 0.25
+
+
+def trigger_errors(
+    z: np.ndarray, score: np.ndarray, threshold: float, truth: GroundTruth, start: int, stop: int
+) -> tuple[np.ndarray, float]:
+    """Errors (degrees) of the triggers at 0 and 180 degrees, and the rate per minute."""
+    sfreq = truth.sfreq
+    lag = max(1, round(sfreq / np.mean(BAND_HZ) / 4.0))
+    freq = np.full(z.shape[0], np.mean(BAND_HZ))
+    freq[lag:] = np.clip(
+        np.angle(z[lag:] * np.conj(z[:-lag])) * sfreq / (2 * np.pi * lag), *BAND_HZ
+    )
+    freq = np.nan_to_num(freq, nan=float(np.mean(BAND_HZ)))
+    phase = np.degrees(np.angle(z))
+    errors = []
+    for target in TARGETS_DEG:
+        ahead_s = ((target - phase) % 360.0) / (360.0 * freq)
+        with np.errstate(invalid="ignore"):
+            fire = np.flatnonzero((ahead_s < 1.0 / sfreq) & (score >= threshold))
+        fire = fire[(fire >= start) & (fire < stop)]
+        times, last = [], -math.inf
+        for n in fire:
+            t = n / sfreq + ahead_s[n]
+            if t - last >= MIN_INTERVAL_S:
+                times.append(t)
+                last = t
+        if times:
+            errors.append(wrap_deg(truth.phase_at(np.asarray(times)) - target))
+    err = np.concatenate(errors) if errors else np.zeros(0)
+    return err, 60.0 * err.shape[0] / len(TARGETS_DEG) / ((stop - start) / sfreq)
+
+
+def at_rate(z, score, truth, start, stop, rate):
+    """Bisect the gate's percentile (over the evaluated part) to the rate; stats there."""
+    values = score[start:stop]
+    values = values[np.isfinite(values)]
+    low, high = 0.0, 99.0
+    for _ in range(14):
+        q = 0.5 * (low + high)
+        err, got = trigger_errors(z, score, float(np.percentile(values, q)), truth, start, stop)
+        low, high = (q, high) if got > rate else (low, q)
+    return circular_stats(err), got
+
+
+def linear_fit(x, z_true, n_taps, start, stop):
+    """Causal complex FIR by ridge least squares on rows start..stop (wiener's training)."""
+    q, _ = np.linalg.qr(np.vstack([np.ones(n_taps), np.linspace(-1.0, 1.0, n_taps)]).T)
+    proj = np.eye(n_taps) - q @ q.T
+    xtx, xtz = _normal_equations(x, z_true, n_taps, proj, start, stop)
+    evals, evecs = np.linalg.eigh(xtx)
+    w = evecs @ ((evecs.T @ xtz) / (np.maximum(evals, 0.0) + 1e-3 * evals.mean()))
+    z = np.full(x.shape[0], np.nan + 0j)
+    z[n_taps - 1 :] = np.convolve(x, w[::-1], mode="valid")
+    return z
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("recording")
+    parser.add_argument("--channel", default="O1")
+    parser.add_argument("--rate", type=float, default=150.0, help="triggers per minute")
+    parser.add_argument("--baseline-s", type=float, default=30.0)
+    args = parser.parse_args()
+    with open_recording(args.recording) as rec:
+        data = rec.read(0, rec.n_samples)
+        sfreq, names = rec.sfreq, list(rec.ch_names)
+    x = data[find_channel(args.channel, names)]
+    truth = GroundTruth(x, sfreq, BAND_HZ)
+    z_true = truth.analytic
+    start = round(args.baseline_s * sfreq)
+    stop = x.shape[0] - round(sfreq)
+    est = make_estimator("wiener", sfreq, BAND_HZ, adapt_s=0.0)
+    est.fit(x[:start])
+    estimates = {
+        "wiener (baseline)": est.analytic_over(x),
+        "linear, trained on the evaluated part": linear_fit(x, z_true, est.n_taps, start, stop),
+    }
+    print(f"{args.recording} {args.channel}: circular SD at {args.rate:g} triggers/min")
+    for name, z in estimates.items():
+        rot = np.nanmean((z_true * np.conj(z))[start:stop])
+        z = z * rot / abs(rot)
+        stats, got = at_rate(z, np.abs(z), truth, start, stop, args.rate)
+        print(f"  {name:40s} SD {stats.sd_deg:5.1f}  ({got:.1f}/min)")
+        if name.startswith("wiener"):
+            stats, got = at_rate(z, np.abs(z_true), truth, start, stop, args.rate)
+            print(
+                f"  {'oracle gate on the true amplitude':40s} SD {stats.sd_deg:5.1f}  ({got:.1f}/min)"
+            )
+
+
+if __name__ == "__main__":
+    main()
