@@ -289,7 +289,7 @@ class Engine:
             estimator = self._make_estimator()
             if self.background_fit:
                 self._fit_thread = threading.Thread(
-                    target=self._fit_job, args=(estimator, finite.copy()), name="closedloop-fit", daemon=True
+                    target=self._fit_in_background, args=(estimator, finite.copy()), name="closedloop-fit", daemon=True
                 )
                 self._fit_thread.start()
             else:
@@ -302,6 +302,12 @@ class Engine:
                 self._fb_std = float(values.std()) or 1.0
         self.baseline_done = True
         self._baseline = self._baseline[:, :0]
+
+    def _fit_in_background(self, estimator, baseline: np.ndarray) -> None:
+        from closedloop import realtime
+
+        realtime.normal()  # a long fit must not hold a core against the loop and the machine
+        self._fit_job(estimator, baseline)
 
     def _fit_job(self, estimator, baseline: np.ndarray) -> None:
         try:

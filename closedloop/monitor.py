@@ -178,6 +178,9 @@ class Monitor:
         return self
 
     def _run(self) -> None:
+        from closedloop import realtime
+
+        realtime.background()  # below a real-time loop
         next_at = _clock()
         while not self._stop.wait(max(0.0, next_at - _clock())):
             next_at += self.refresh_s

@@ -605,6 +605,9 @@ class XDFWriter:
         self._pending_bytes += len(chunk)
 
     def _flush_loop(self) -> None:
+        from closedloop import realtime
+
+        realtime.background()  # below a real-time loop
         while True:
             self._wake.wait(self.flush_interval_s)
             self._wake.clear()

@@ -65,7 +65,8 @@ def test_latency_with_mne_lsl_comparison(tmp_path):
     assert "closedloop bench latency" in proc.stdout and "ratio" in proc.stdout
     r = json.loads(out.read_text())
     assert r["settings"] == {"channels": 64, "sfreq": 5000.0, "chunk_size": 5, "duration_s": 7.0,
-                             "protocol": protocol, "monitor": False, "compare": "mne-lsl", "stamping": "nominal"}
+                             "protocol": protocol, "monitor": False, "compare": "mne-lsl", "stamping": "nominal",
+                             "realtime": False}
     c = r["closedloop"]
     # 7 s at 1000 chunks/s: thousands of State samples, every one paired with a pushed chunk
     check_percentiles(c["latency_ms"], n_min=1000)
@@ -200,10 +201,14 @@ def test_match_states_leaves_out_states_after_the_last_push():
 @pytest.mark.slow
 def test_soak_two_minutes(tmp_path):
     out = tmp_path / "soak.json"
-    proc = bench("soak", "--duration", "120", "--json", str(out), "--quiet", timeout=300)
+    proc = bench("soak", "--duration", "120", "--realtime", "--json", str(out), "--quiet", timeout=300)
     assert proc.returncode == 0, proc.stderr
     r = json.loads(out.read_text())
     assert r["settings"]["duration_s"] == 120.0 and r["settings"]["channels"] == 64
+    # real-time scheduling asked for on both sides; granted or refused with a note, never silently
+    for side in ("engine", "bench"):
+        rt = r["realtime"][side]
+        assert rt["requested"] is True and (rt["fifo"] or rt["notes"]), rt
     assert [p["minute"] for p in r["latency_per_minute_ms"]] == [1, 2]
     for p in r["latency_per_minute_ms"]:
         check_percentiles(p, n_min=10000)

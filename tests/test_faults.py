@@ -170,8 +170,8 @@ def test_five_second_stall_holds_triggering_counts_the_gap_and_resumes(tmp_path,
     assert code == 0, err
     assert "stalled" in err and "resumed after" in err
     summary = read_summary(summary_path)
-    assert summary["stalls"] == 1
-    assert summary["gaps"] == 1
+    assert summary["stalls"] == 1, err
+    assert summary["gaps"] == 1, err
     assert abs(summary["dropped_samples"] - 5.0 * LIVE_SFREQ) <= 2 * outlet.chunk_size
     assert summary["record_error"] is None
 

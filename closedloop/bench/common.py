@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import json
 import math
 import os
@@ -47,6 +48,7 @@ def start_lsl() -> None:
 
     use_loopback_config()
     sys.setswitchinterval(SWITCH_INTERVAL_S)
+    gc.freeze()  # the receivers' threads then never wait behind a collection of the libraries
 
 
 def positive(value: float, what: str) -> float:
@@ -422,7 +424,8 @@ class LiveRun:
 
 
 def engine_command(*, source_id: str, state_id: str, marker_id: str, protocol: str,
-                   duration_s: float, summary_json: str, monitor: bool = False) -> list[str]:
+                   duration_s: float, summary_json: str, monitor: bool = False,
+                   realtime: bool = False) -> list[str]:
     """``closedloop run`` as a separate Python process, on the amplifier's source_id."""
     cmd = [
         sys.executable, "-m", "closedloop", "run", "--protocol", protocol, "--source-id", source_id,
@@ -433,7 +436,31 @@ def engine_command(*, source_id: str, state_id: str, marker_id: str, protocol: s
     ]
     if monitor:
         cmd.append("--monitor")
+    if realtime:
+        cmd.append("--realtime")
     return cmd
+
+
+REALTIME_HELP = ("run the engine with --realtime, and this benchmark's amplifier and measuring inlets under "
+                 "real-time scheduling too (as hardware would be), so that other programs on the machine do "
+                 "not set the tail latency")
+
+
+def bench_realtime(enabled: bool) -> dict:
+    """With ``enabled``, put this process's threads created from now on under SCHED_FIFO.
+
+    Returns what was granted (``realtime.RealtimeStatus.as_dict``), printed notes included.
+    """
+    if not enabled:
+        return {"requested": False}
+    from closedloop import realtime
+
+    # one step below the engine: the amplifier and the inlets must not preempt the loop on a
+    # two-core machine
+    status = realtime.request(realtime.DEFAULT_PRIORITY - 1, lock_memory=False)
+    for note in status.notes:
+        print(f"closedloop bench: note: {note}.", file=sys.stderr)
+    return status.as_dict()
 
 
 def _resolve(source_id: str, timeout: float, proc: subprocess.Popen, what: str, stderr_path: Path):

@@ -45,6 +45,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compare", choices=["mne-lsl"], help="also measure an mne-lsl StreamLSL pipeline")
     p.add_argument("--stamping", choices=["nominal", "push"], default="nominal",
                    help="timestamp of each chunk: its due time on the sample clock (default) or its push time")
+    from closedloop.bench.common import REALTIME_HELP
+
+    p.add_argument("--realtime", action="store_true", help=REALTIME_HELP)
     p.add_argument("--json", help="write the figures to this JSON file")
     p.add_argument("--quiet", action="store_true", help="no progress display")
 
@@ -61,6 +64,7 @@ def _settings(args: argparse.Namespace) -> dict:
         "monitor": bool(args.monitor),
         "compare": args.compare,
         "stamping": args.stamping,
+        "realtime": bool(args.realtime),
     }
     from closedloop.errors import UsageError
 
@@ -83,6 +87,8 @@ def run_latency(settings: dict, *, progress: bool = True) -> dict:
     from closedloop.protocol import load_protocol
 
     protocol = load_protocol(settings["protocol"])  # a bad protocol fails here, not in the child
+    realtime = bool(settings.get("realtime", False))
+    bench_rt = common.bench_realtime(realtime)
     n_ch, sfreq, cs, duration = settings["channels"], settings["sfreq"], settings["chunk_size"], settings["duration_s"]
     n_runs = 2 if settings["compare"] else 1
     block, labels = common.amplifier_block(n_ch, sfreq, cs)
@@ -100,18 +106,20 @@ def run_latency(settings: dict, *, progress: bool = True) -> dict:
         cmd = common.engine_command(
             source_id=amp_id, state_id=state_id, marker_id=marker_id, protocol=settings["protocol"],
             duration_s=duration, summary_json=str(summary_path), monitor=settings["monitor"],
+            realtime=realtime,
         )
         run = common.run_live("closedloop", amp, cmd, state_id=state_id, marker_id=marker_id,
                               duration_s=duration, summary_json=summary_path,
                               state_capacity=state_capacity, progress=progress)
         result["closedloop"] = _closedloop_figures(run)
+        result["realtime"] = {"engine": (run.summary or {}).get("realtime", {"requested": False}), "bench": bench_rt}
         if settings["compare"] == "mne-lsl":
             channel = protocol.signal.channel
             mne_id = common.fresh_id("mne-lsl-state")
             cmd = [sys.executable, "-m", "closedloop.bench.latency", "mne-lsl-worker", "--source-id", amp_id,
                    "--state-source-id", mne_id, "--channel", channel,
                    "--band", str(protocol.band.low_hz), str(protocol.band.high_hz),
-                   "--duration", f"{duration:g}"]
+                   "--duration", f"{duration:g}"] + (["--realtime"] if realtime else [])
             # mne-lsl ships its own liblsl (1.17); it is pointed at pylsl's, so that both pipelines
             # use the same transport (and resolve each other reliably)
             import pylsl
@@ -266,7 +274,12 @@ def _worker_main(argv: list[str]) -> int:
     w.add_argument("--channel", required=True)
     w.add_argument("--band", type=float, nargs=2, required=True)
     w.add_argument("--duration", type=float, required=True)
+    w.add_argument("--realtime", action="store_true")
     args = p.parse_args(argv)
+    if args.realtime:  # the same scheduling as the engine it is compared with
+        from closedloop import realtime
+
+        realtime.request()
     import mne
 
     mne.set_log_level("ERROR")

@@ -30,6 +30,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sfreq", type=float, default=5000.0, help="amplifier rate in Hz (default 5000)")
     p.add_argument("--chunk-size", type=int, default=5, help="samples per push (default 5)")
     p.add_argument("--protocol", "-p", default="default", help="protocol (default: the preset 'default')")
+    from closedloop.bench.common import REALTIME_HELP
+
+    p.add_argument("--realtime", action="store_true", help=REALTIME_HELP)
     p.add_argument("--json", help="write the figures to this JSON file")
     p.add_argument("--quiet", action="store_true", help="no progress display")
 
@@ -44,6 +47,7 @@ def run_soak(settings: dict, *, progress: bool = True) -> dict:
     from closedloop.protocol import load_protocol
 
     load_protocol(settings["protocol"])
+    bench_rt = common.bench_realtime(settings.get("realtime", False))
     n_ch, sfreq, cs, duration = settings["channels"], settings["sfreq"], settings["chunk_size"], settings["duration_s"]
     block, labels = common.amplifier_block(n_ch, sfreq, cs)
     amp_id = common.fresh_id("eeg")
@@ -53,7 +57,8 @@ def run_soak(settings: dict, *, progress: bool = True) -> dict:
     state_id, marker_id = common.fresh_id("state"), common.fresh_id("markers")
     summary_path = workdir / "summary.json"
     cmd = common.engine_command(source_id=amp_id, state_id=state_id, marker_id=marker_id,
-                                protocol=settings["protocol"], duration_s=duration, summary_json=str(summary_path))
+                                protocol=settings["protocol"], duration_s=duration, summary_json=str(summary_path),
+                                realtime=settings.get("realtime", False))
     capacity = int((duration + common.ENGINE_START_TIMEOUT_S) * sfreq / cs) + 1000
     try:
         run = common.run_live("soak", amp, cmd, state_id=state_id, marker_id=marker_id, duration_s=duration,
@@ -111,6 +116,7 @@ def run_soak(settings: dict, *, progress: bool = True) -> dict:
         "cpu_percent_of_one_core": common.process_figures(run)["cpu_percent_of_one_core"],
         "state_samples": int(run.states.n),
         "amplifier": amp_fig,
+        "realtime": {"engine": s.get("realtime", {"requested": False}), "bench": bench_rt},
         "machine": common.machine_info(),
     }
     return result
@@ -122,7 +128,7 @@ def print_result(result: dict) -> None:
     s = result["settings"]
     rows = [
         ("settings", (f"{s['channels']} ch, {s['sfreq']:g} Hz, chunks of {s['chunk_size']}, {s['duration_s']:g} s, "
-                     f"protocol {s['protocol']!r}")),
+                     f"protocol {s['protocol']!r}{', real-time scheduling' if s.get('realtime') else ''}")),
         ("memory growth after minute 1", (f"{fmt(result['memory_growth_mb'], '.2f')} MB (at the end "
                                          f"{fmt(result['memory_growth_end_mb'], '.2f')} MB; target < 5)")),
         ("resident memory at minute 1", f"{fmt(result['rss_mb_at_1_min'], '.1f')} MB"),
@@ -149,6 +155,7 @@ def run_command(args: argparse.Namespace) -> int:
         "sfreq": positive(args.sfreq, "--sfreq"),
         "chunk_size": whole(args.chunk_size, "--chunk-size"),
         "protocol": args.protocol,
+        "realtime": bool(args.realtime),
     }
     if settings["sfreq"] < 200:
         from closedloop.errors import UsageError
