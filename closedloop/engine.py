@@ -205,7 +205,7 @@ class Engine:
         self._fit_backlog: list[np.ndarray] = []
         self.safety = SafetyGate(trig, seed=seed)
         self.pending: TriggerPlan | None = None
-        self.delivered: deque[TriggerPlan] = deque(maxlen=10000)  # the most recent, for inspection
+        self.delivered: deque[TriggerPlan] = deque(maxlen=1024)  # the most recent, for inspection
 
         art = protocol.artifact
         self._hold_until = -math.inf

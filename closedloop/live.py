@@ -33,6 +33,8 @@ POLL_S = 0.05
 SWITCH_INTERVAL_S = 0.0001
 #: Time correction is refreshed (and written to the recording) this often.
 CLOCK_REFRESH_S = 5.0
+#: Deliveries kept in ``LiveStats.marker_log`` (the demo's accuracy, the monitor).
+MARKER_LOG_SIZE = 4096
 
 
 class LatencyLog:
@@ -101,10 +103,12 @@ class LiveStats:
     triggers: int = 0
     dropped: int = 0
     latency_s: LatencyLog = field(default_factory=LatencyLog)  # newest sample -> State pushed
-    delivery_error_s: deque = field(default_factory=lambda: deque(maxlen=100_000))  # actual - scheduled
+    # |actual - scheduled| delivery time, bounded like the latencies
+    delivery_error_s: LatencyLog = field(default_factory=lambda: LatencyLog(1 << 12))
     last_state: object = None
     record_error: str | None = None
-    marker_log: deque = field(default_factory=lambda: deque(maxlen=100_000))
+    # the most recent deliveries (demo, monitor); bounded so that a long session does not grow
+    marker_log: deque = field(default_factory=lambda: deque(maxlen=MARKER_LOG_SIZE))
 
 
 class Recorder:
@@ -355,7 +359,7 @@ class LiveSession:
         text = marker_payload(plan, self.protocol.name)
         self.outlets.push_marker(text, fired_at)
         stats.triggers += 1
-        stats.delivery_error_s.append(fired_at - plan.time_s)
+        stats.delivery_error_s.append(abs(fired_at - plan.time_s))
         stats.marker_log.append({"time": fired_at, "scheduled": plan.time_s, "sample_ts": plan.sample_ts, "phase_deg": plan.phase_deg, "target_phase_deg": plan.target_phase_deg, "seq": plan.seq})
         if self.recorder is not None:
             self.recorder.samples(Recorder.MARKERS, np.array([fired_at]), [text])
@@ -376,11 +380,6 @@ class LiveSession:
     # --------------------------------------------------------------- figures
     def summary(self) -> dict:
         stats, engine = self.stats, self.engine
-        err = np.asarray(stats.delivery_error_s) * 1e3
-
-        def pct(values, q):
-            return float(np.percentile(values, q)) if values.size else math.nan
-
         counts = engine.summary()
         return {
             "end_reason": self.end_reason,
@@ -397,8 +396,8 @@ class LiveSession:
             "latency_ms_p50": stats.latency_s.percentile(50) * 1e3,
             "latency_ms_p99": stats.latency_s.percentile(99) * 1e3,
             "latency_ms_max": stats.latency_s.percentile(100) * 1e3,
-            "delivery_error_ms_p50": pct(np.abs(err), 50),
-            "delivery_error_ms_p99": pct(np.abs(err), 99),
+            "delivery_error_ms_p50": stats.delivery_error_s.percentile(50) * 1e3,
+            "delivery_error_ms_p99": stats.delivery_error_s.percentile(99) * 1e3,
             "record_error": stats.record_error,
             "engine": counts,
         }
