@@ -427,6 +427,7 @@ class _Terminated(Exception):
 
 
 def _on_sigterm(signum, frame):
+    """SIGTERM and SIGINT: end playback cleanly."""
     raise _Terminated()
 
 
@@ -478,6 +479,9 @@ def run_command(args: argparse.Namespace) -> int:
                 file=err,
             )
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    # Ctrl-C stops playing even when started from a shell that ignores SIGINT for background jobs
+    # (Python then leaves SIGINT ignored)
+    previous_int = signal.signal(signal.SIGINT, _on_sigterm)
     interrupted = False
     try:
         player.start()
@@ -490,6 +494,7 @@ def run_command(args: argparse.Namespace) -> int:
     finally:
         player.stop()
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
         recording.close()
     if player.error is not None:
         exc = player.error
