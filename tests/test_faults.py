@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import pyxdf
 
-from closedloop.engine import SETTLE_S
+from closedloop.engine import DECISION_LATENCY_S, SETTLE_S
 from closedloop.play import DEFAULT_CHUNK_SIZE as PLAY_CHUNK
 from tests.helpers.faults import (
     LIVE_SFREQ,
@@ -135,8 +135,9 @@ def test_amplifier_process_killed_and_restarted_reconnects_and_resumes_after_set
     split = int(np.flatnonzero(np.diff(index) != 1)[0]) + 1
     resumed_ts = eeg["time_stamps"][split]  # first sample of the new amplifier (same host clock)
     # a trigger planned on the last chunk before the kill may still go out within that chunk's
-    # horizon (the time the next chunk was due); after that, nothing until the new data settled
-    gap_start = eeg["time_stamps"][split - 1] + PLAY_CHUNK / 160.0
+    # planning window (the time the next chunk was due, plus the decision latency); after that,
+    # nothing until the new data settled
+    gap_start = eeg["time_stamps"][split - 1] + PLAY_CHUNK / 160.0 + DECISION_LATENCY_S
     assert not np.any((stamps > gap_start) & (stamps < resumed_ts + SETTLE_S)), (
         stamps,
         gap_start,
@@ -176,7 +177,8 @@ def test_five_second_stall_holds_triggering_counts_the_gap_and_resumes(tmp_path,
     assert summary["record_error"] is None
 
     stall_start, resume = outlet.stall_window
-    stall_start += outlet.chunk_size / LIVE_SFREQ  # the last chunk's plan may still go out
+    # the last chunk's plan may still go out
+    stall_start += outlet.chunk_size / LIVE_SFREQ + DECISION_LATENCY_S
     stamps = np.array(markers.stamps)
     assert np.sum(stamps < stall_start) >= 5, "triggering never started"
     # nothing in the gap, nothing while the filters settle after it
