@@ -46,11 +46,11 @@ GAP_TOLERANCE_S = 0.02
 #: Time the live loop is given between a chunk's newest sample and its decision being carried out
 #: (transport, processing, the wait before delivery). Triggers are planned from the newest sample
 #: plus this much onwards, in replay exactly as live, so that the two decide alike and live is on
-#: time while its latency stays below it (p95 0.41 ms at 64 ch / 5 kHz); the planning windows of
-#: successive chunks still tile the time axis, so no crossing falls between them. Longer costs
-#: accuracy: every plan predicts further ahead (S001R02 O1, wiener, circular SD 13.1 deg at 0,
-#: 14.5 at 0.5 ms, 15.4 at 2 ms; the BDF within its noise).
-DECISION_LATENCY_S = 0.0005
+#: time while its latency stays below it (p99 0.5 ms at 64 ch / 5 kHz; at 0.5 ms about one trigger
+#: in 40 went out late); the planning windows of successive chunks still tile the time axis, so no
+#: crossing falls between them. Longer costs accuracy: every plan predicts further ahead (S001R02
+#: O1, wiener, circular SD 13.1 deg at 0, 14.4-14.5 at 0.5-1 ms, 15.4 at 2 ms; the BDF within noise).
+DECISION_LATENCY_S = 0.001
 #: A band's upper edge must stay below this fraction of the working Nyquist frequency.
 NYQUIST_MARGIN = 0.9
 #: Feedback values are recomputed at most this often (seconds of data).
