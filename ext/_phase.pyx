@@ -4,6 +4,22 @@
 from libc.math cimport NAN, atan2, floor, sqrt
 
 
+cdef inline void _complex_dot(const double[::1] x, Py_ssize_t start,
+                              const double[::1] w_re, const double[::1] w_im,
+                              double* out_re, double* out_im) noexcept nogil:
+    """(out_re, out_im) = sum_k w[k] * x[start + k] over the length of w."""
+    cdef Py_ssize_t k
+    cdef double acc_re = 0.0
+    cdef double acc_im = 0.0
+    cdef double v
+    for k in range(w_re.shape[0]):
+        v = x[start + k]
+        acc_re += w_re[k] * v
+        acc_im += w_im[k] * v
+    out_re[0] = acc_re
+    out_im[0] = acc_im
+
+
 cpdef void complex_fir(const double[::1] buf, Py_ssize_t end, Py_ssize_t n_out,
                 const double[::1] w_re, const double[::1] w_im,
                 double[::1] out_re, double[::1] out_im) noexcept nogil:
@@ -12,18 +28,9 @@ cpdef void complex_fir(const double[::1] buf, Py_ssize_t end, Py_ssize_t n_out,
     ``buf[end]`` is the newest sample; the oldest weight multiplies the oldest sample.
     """
     cdef Py_ssize_t L = w_re.shape[0]
-    cdef Py_ssize_t j, k, start
-    cdef double acc_re, acc_im, v
+    cdef Py_ssize_t j
     for j in range(n_out):
-        start = end - n_out + j + 2 - L
-        acc_re = 0.0
-        acc_im = 0.0
-        for k in range(L):
-            v = buf[start + k]
-            acc_re += w_re[k] * v
-            acc_im += w_im[k] * v
-        out_re[j] = acc_re
-        out_im[j] = acc_im
+        _complex_dot(buf, end - n_out + j + 2 - L, w_re, w_im, &out_re[j], &out_im[j])
 
 
 cpdef void fir_valid(const double[::1] x, const double[::1] h, double[::1] out) noexcept nogil:
@@ -159,8 +166,8 @@ cpdef void wiener_run(const double[::1] x, double[::1] hist, Py_ssize_t[::1] pos
     cdef Py_ssize_t T = t_re.shape[0]
     cdef Py_ssize_t R = zr_re.shape[0]
     cdef Py_ssize_t G = grid_re.shape[0]
-    cdef Py_ssize_t i, k, idx, n, base, kk, b0, b1
-    cdef double a_re, a_im, v, mag, u_re, u_im, pr, pi_, er, ei, cre, cim, posb, frac
+    cdef Py_ssize_t i, k, idx, n, kk, b0, b1
+    cdef double a_re, a_im, mag, u_re, u_im, pr, pi_, er, ei, cre, cim, posb, frac
     cdef double gain = 1.0 - keep
     cdef double step = 360.0 / G
     cdef double nan = NAN
@@ -175,13 +182,7 @@ cpdef void wiener_run(const double[::1] x, double[::1] hist, Py_ssize_t[::1] pos
         n = pos[1] - 1
         # the truth for sample n - delay first: the rotation then includes everything known
         if adapt and pos[1] >= T:
-            base = idx + H - T + 1
-            a_re = 0.0
-            a_im = 0.0
-            for k in range(T):
-                v = hist[base + k]
-                a_re += t_re[k] * v
-                a_im += t_im[k] * v
+            _complex_dot(hist, idx + H - T + 1, t_re, t_im, &a_re, &a_im)
             kk = (n - delay) % R
             tr_re[kk] = a_re
             tr_im[kk] = a_im
@@ -213,13 +214,7 @@ cpdef void wiener_run(const double[::1] x, double[::1] hist, Py_ssize_t[::1] pos
                 grid_im[b1] += gain * frac * pi_
         kk = n % R
         if pos[1] >= L:
-            base = idx + H - L + 1
-            a_re = 0.0
-            a_im = 0.0
-            for k in range(L):
-                v = hist[base + k]
-                a_re += w_re[k] * v
-                a_im += w_im[k] * v
+            _complex_dot(hist, idx + H - L + 1, w_re, w_im, &a_re, &a_im)
             zr_re[kk] = a_re
             zr_im[kk] = a_im
             mag = sqrt(acc[0] * acc[0] + acc[1] * acc[1])
