@@ -226,6 +226,7 @@ class LSLSource:
         self._misses = 0
         self._last_n = 0
         self._size_counts = np.zeros(MAX_LEARNT_CHUNK + 1)
+        self._mode = 1  # most frequent pull size so far
         self._n_pulls = 0
         self.chunk_size = 0  # the amplifier's usual chunk size once learnt (0: not yet)
         self._dt = 1.0 / self.sfreq
@@ -325,14 +326,22 @@ class LSLSource:
         return n + got
 
     def _learn(self, n: int) -> None:
-        """Count pull sizes; the most frequent one is the amplifier's chunk size."""
+        """Count pull sizes; the most frequent one (smallest on ties) is the amplifier's chunk size.
+
+        Only the count just raised can overtake the leader (halving keeps the order), so the mode
+        is kept up to date with one comparison instead of a search per pull.
+        """
         counts = self._size_counts
         counts[min(n, MAX_LEARNT_CHUNK)] += 1.0
+        if n < MAX_LEARNT_CHUNK:  # backlogs (the last bucket) are no chunk size
+            mode = self._mode
+            if counts[n] > counts[mode] or (counts[n] == counts[mode] and n < mode):
+                self._mode = n
         self._n_pulls += 1
         if self._n_pulls % 512 == 0:
             counts *= 0.5  # forget slowly: an amplifier may change its chunking
         if self._n_pulls >= LEARN_PULLS:
-            self.chunk_size = int(np.argmax(counts[1:MAX_LEARNT_CHUNK])) + 1
+            self.chunk_size = self._mode
 
     def _raise(self, err: ctypes.c_int) -> None:
         try:
