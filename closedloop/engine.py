@@ -629,7 +629,6 @@ class Engine:
         self._hold(base + max(SETTLE_S, self.protocol.artifact.hold_s))
         self.phase_deg = math.nan
 
-
     @property
     def _dec_offset(self) -> int:
         return int(getattr(self.decimator, "offset", 0))

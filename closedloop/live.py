@@ -445,10 +445,11 @@ def run_command(args: argparse.Namespace) -> int:
         from closedloop import realtime
 
         priority = realtime.DEFAULT_PRIORITY if args.realtime_priority is None else args.realtime_priority
-        if not 1 <= priority <= 98:
-            raise UsageError(f"--realtime-priority must be between 1 and 98, got {priority}.")
         # before the inlet opens: liblsl's receiving threads inherit the policy
-        rt = realtime.request(priority)
+        try:
+            rt = realtime.request(priority)
+        except ValueError as exc:  # the priority's range is realtime.request's to check
+            raise UsageError(f"--realtime-priority: {exc}") from exc
         for note in rt.notes:
             print(f"closedloop run: note: {note}.", file=sys.stderr)
     ttl = None
