@@ -130,5 +130,6 @@ def test_completion_switches_off_when_due_samples_never_come(learnt):
         outlet.push_chunk(_block(k, 2), [now - 0.04 - 1 / SFREQ, now - 0.04])
         pulls = _pull_n(source, 2)
         waits.append(time.perf_counter() - t0)
+        np.testing.assert_array_equal(np.concatenate(pulls), np.arange(k, k + 2))
         k += 2
     assert np.median(waits) < COMPLETE_WAIT_S / 2, waits

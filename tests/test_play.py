@@ -282,12 +282,15 @@ def test_player_rejects_bad_settings():
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signals_stop_cleanly(recordings, source_id, signum):
+    # started the way a shell starts a background job: SIGINT ignored, which Python keeps unless
+    # the program installs its own handler
     proc = subprocess.Popen(
         [sys.executable, "-m", "closedloop", "play", str(rec.EYES_OPEN), "--source-id", source_id],
         cwd=PROJECT_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     try:
         inlet = open_inlet(source_id)

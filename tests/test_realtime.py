@@ -4,31 +4,22 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
 
-import numpy as np
 import pytest
 
 from closedloop import realtime
+from tests.helpers.faults import (
+    LIVE_CH_NAMES,
+    LIVE_SFREQ,
+    alpha_stream,
+    run_cli,
+    start_cli,
+    write_protocol,
+)
 from tests.helpers.lsl import OutletThread
-
-PROTOCOL = """
-name = "rt-test"
-kind = "phase"
-[signal]
-channel = "O2"
-[band]
-low_hz = 8.0
-high_hz = 13.0
-[trigger]
-target_phase_deg = 0.0
-min_interval_s = 0.25
-amplitude_gate = "none"
-baseline_s = 4.0
-"""
 
 
 def _fifo_allowed() -> bool:
@@ -63,22 +54,13 @@ def _policies(pid: int) -> list[tuple[int, int]]:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SCHED_FIFO is Linux's")
 def test_run_realtime_puts_the_loop_and_liblsl_threads_under_sched_fifo(tmp_path, source_id):
     allowed = _fifo_allowed()
-    sfreq = 500.0
-    rng = np.random.default_rng(0)
-    t = np.arange(int(sfreq * 20)) / sfreq
-    data = rng.normal(0, 2.0, (3, t.size))
-    data[2] += 20.0 * np.cos(2 * np.pi * 10.0 * t)
-    proto = tmp_path / "p.toml"
-    proto.write_text(PROTOCOL)
+    proto = write_protocol(tmp_path / "p.toml")
     summary_path = tmp_path / "summary.json"
-    outlet = OutletThread(data, sfreq, source_id, chunk_size=5, ch_names=["O1", "Cz", "O2"]).start()
+    outlet = OutletThread(alpha_stream(20.0), LIVE_SFREQ, source_id, chunk_size=5, ch_names=LIVE_CH_NAMES).start()
     try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "closedloop", "run", "--protocol", str(proto), "--source-id", source_id,
-             "--duration", "8", "--realtime", "--realtime-priority", "40", "--summary-json", str(summary_path),
-             "--marker-source-id", source_id + "-m", "--state-source-id", source_id + "-s"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
+        proc = start_cli("run", "--protocol", proto, "--source-id", source_id, "--duration", "8", "--realtime",
+                         "--realtime-priority", "40", "--summary-json", summary_path,
+                         "--marker-source-id", source_id + "-m", "--state-source-id", source_id + "-s")
         seen: list[tuple[int, int]] = []
         deadline = time.monotonic() + 30
         while proc.poll() is None and time.monotonic() < deadline:
@@ -110,13 +92,17 @@ def test_run_realtime_puts_the_loop_and_liblsl_threads_under_sched_fifo(tmp_path
 
 
 def test_realtime_priority_without_realtime_is_a_usage_error(source_id):
-    proc = subprocess.run(
-        [sys.executable, "-m", "closedloop", "run", "--protocol", "default", "--source-id", source_id,
-         "--realtime-priority", "50", "--resolve-timeout", "1"],
-        capture_output=True, text=True, timeout=60,
-    )
+    proc = run_cli("run", "--protocol", "default", "--source-id", source_id,
+                   "--realtime-priority", "50", "--resolve-timeout", "1", timeout=60)
     assert proc.returncode == 2
     assert "--realtime-priority needs --realtime" in proc.stderr
+
+
+def test_realtime_priority_out_of_range_is_a_usage_error_naming_the_range(source_id):
+    proc = run_cli("run", "--protocol", "default", "--source-id", source_id, "--realtime",
+                   "--realtime-priority", "99", "--resolve-timeout", "1", timeout=60)
+    assert proc.returncode == 2
+    assert "--realtime-priority: real-time priority must be between 1 and 98, got 99." in proc.stderr
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SCHED_FIFO is Linux's")
