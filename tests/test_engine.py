@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from closedloop.engine import Engine, wrap_deg
+from closedloop.engine import DECISION_LATENCY_S, Engine, wrap_deg
 from closedloop.errors import DataError
 from closedloop.replay import run_offline
 from tests.helpers.protocols import make_protocol
@@ -50,6 +50,19 @@ def test_triggers_land_on_the_target_phase_of_a_known_sine(target):
     assert abs(mean) < 8.0, (mean, sd)
     assert sd < 10.0, (mean, sd)
     assert np.diff(onsets).min() >= 0.25 - 1e-9
+
+
+@pytest.mark.parametrize("chunk_size", [1, 5])
+def test_triggers_are_planned_from_the_newest_sample_plus_the_decision_latency(chunk_size):
+    # the rule live and replay share: each delivery falls in [t + L, t + L + one chunk] after the
+    # newest sample t it was decided on, so live has L to act and the windows still tile time
+    sfreq = 500.0
+    data, _ = sine_data(sfreq, 20.0)
+    result = run_offline(data, sfreq, CH, make_protocol(), chunk_size=chunk_size)
+    assert len(result.triggers) > 40
+    lead = np.array([t["onset"] - t["decided_sample_ts"] for t in result.triggers])
+    assert lead.min() >= DECISION_LATENCY_S - 1e-9, lead.min()
+    assert lead.max() <= DECISION_LATENCY_S + chunk_size / sfreq + 1e-9, lead.max()
 
 
 def test_decimated_5khz_input_keeps_phase_accuracy():
