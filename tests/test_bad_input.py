@@ -29,26 +29,14 @@ from tests.helpers.faults import (
     start_cli,
     write_protocol,
 )
+from tests.helpers.protocols import phase_toml
 from tests.helpers.recordings import EYES_CLOSED, XDF_MARKERS
 
 HOLD_S = 1.0  # [artifact] hold_s of the protocols below (the default)
 ACCEPTED = "Accepted formats:"
 
 # The default preset's decision rule on O2 with a short baseline (the recording is 60 s).
-REPLAY_PROTOCOL = """
-name = "replay-reliability"
-kind = "phase"
-[signal]
-channel = "O2"
-[band]
-low_hz = 8.0
-high_hz = 13.0
-[trigger]
-target_phase_deg = 0.0
-min_interval_s = 0.25
-amplitude_gate = "percentile:50"
-baseline_s = 10.0
-"""
+REPLAY_PROTOCOL = phase_toml("replay-reliability", "O2", baseline_s=10.0)
 
 # (start_s, stop_s, what): bad stretches written into a copy of the eyes-closed recording
 BAD_STRETCHES = [

@@ -11,25 +11,12 @@ from closedloop.cli import main
 from closedloop.io import open_recording
 from closedloop.protocol import load_protocol
 from closedloop.replay import run_offline
+from tests.helpers.protocols import phase_toml
 from tests.helpers.recordings import EYES_CLOSED
 
-PROTOCOL = """
-name = "alpha-o1-test"
-kind = "phase"
-[signal]
-channel = "O1"
-reference = "none"
-[band]
-low_hz = 8.0
-high_hz = 13.0
-[estimator]
-method = "ar"
-[trigger]
-target_phase_deg = 180.0
-min_interval_s = 0.25
-amplitude_gate = "percentile:50"
-baseline_s = 20.0
-"""
+PROTOCOL = phase_toml(
+    "alpha-o1-test", "O1", reference="none", method="ar", target_phase_deg=180.0, baseline_s=20.0
+)
 
 
 @pytest.fixture
@@ -39,22 +26,18 @@ def protocol_file(tmp_path: Path) -> Path:
     return path
 
 
+def calibrate(protocol: Path | str, out: Path, *options: str) -> int:
+    """``closedloop calibrate`` of the eyes-closed recording under ``protocol``, into ``out``."""
+    return main(
+        ["calibrate", str(EYES_CLOSED), "--protocol", str(protocol), "--out", str(out), *options]
+    )
+
+
 def test_calibrate_writes_a_tuned_protocol_that_replays(
     recordings, protocol_file, tmp_path, capsys
 ):
     out = tmp_path / "tuned.toml"
-    rc = main(
-        [
-            "calibrate",
-            str(EYES_CLOSED),
-            "--protocol",
-            str(protocol_file),
-            "--out",
-            str(out),
-            "--methods",
-            "wiener,echt,ar",
-        ]
-    )
+    rc = calibrate(protocol_file, out, "--methods", "wiener,echt,ar")
     assert rc == 0
     printed = capsys.readouterr().out
     assert "individual peak" in printed and "wiener" in printed and "echt" in printed
@@ -77,67 +60,15 @@ def test_calibrate_writes_a_tuned_protocol_that_replays(
 
 
 def test_calibrate_errors_name_the_problem(recordings, protocol_file, tmp_path, capsys):
-    assert (
-        main(
-            [
-                "calibrate",
-                str(EYES_CLOSED),
-                "--protocol",
-                str(protocol_file),
-                "--out",
-                str(tmp_path / "x.txt"),
-            ]
-        )
-        == 2
-    )
+    assert calibrate(protocol_file, tmp_path / "x.txt") == 2
     assert "must be a .toml file" in capsys.readouterr().err
-    assert (
-        main(
-            [
-                "calibrate",
-                str(EYES_CLOSED),
-                "--protocol",
-                str(protocol_file),
-                "--out",
-                str(tmp_path / "x.toml"),
-                "--methods",
-                "kalman",
-            ]
-        )
-        == 2
-    )
+    assert calibrate(protocol_file, tmp_path / "x.toml", "--methods", "kalman") == 2
     assert (
         "'kalman' is not a calibratable estimator; accepted: ar, echt, etp, wiener"
         in capsys.readouterr().err
     )
-    assert (
-        main(
-            [
-                "calibrate",
-                str(EYES_CLOSED),
-                "--protocol",
-                str(protocol_file),
-                "--out",
-                str(tmp_path / "x.toml"),
-                "--seconds",
-                "10",
-            ]
-        )
-        == 3
-    )
+    assert calibrate(protocol_file, tmp_path / "x.toml", "--seconds", "10") == 3
     assert "too short to calibrate" in capsys.readouterr().err
-    assert (
-        main(
-            [
-                "calibrate",
-                str(EYES_CLOSED),
-                "--protocol",
-                "faa-neurofeedback",
-                "--out",
-                str(tmp_path / "x.toml"),
-            ]
-        )
-        == 2
-    )
+    assert calibrate("faa-neurofeedback", tmp_path / "x.toml") == 2
     assert "calibrate tunes phase protocols" in capsys.readouterr().err
     assert not (tmp_path / "x.toml").exists()

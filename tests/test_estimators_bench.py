@@ -10,23 +10,10 @@ import pytest
 
 from closedloop.cli import main
 from closedloop.groundtruth import circular_stats
+from tests.helpers.protocols import phase_toml
 from tests.helpers.recordings import EYES_CLOSED
 
-PROTOCOL = """
-name = "alpha-o1-bench"
-kind = "phase"
-[signal]
-channel = "O1"
-reference = "none"
-[band]
-low_hz = 8.0
-high_hz = 13.0
-[trigger]
-target_phase_deg = 0.0
-min_interval_s = 0.25
-amplitude_gate = "percentile:50"
-baseline_s = 30.0
-"""
+PROTOCOL = phase_toml("alpha-o1-bench", "O1", reference="none", baseline_s=30.0)
 
 
 @pytest.fixture
@@ -36,24 +23,23 @@ def protocol_file(tmp_path: Path) -> Path:
     return path
 
 
+def bench_accuracy(protocol_file: Path, *options: str) -> int:
+    """``closedloop bench accuracy`` of the eyes-closed recording under ``protocol_file``."""
+    return main(["bench", "accuracy", str(EYES_CLOSED), "--protocol", str(protocol_file), *options])
+
+
 def test_bench_accuracy_through_the_engine(recordings, protocol_file, tmp_path, capsys):
     out_json, figures = tmp_path / "acc.json", tmp_path / "fig"
-    rc = main(
-        [
-            "bench",
-            "accuracy",
-            str(EYES_CLOSED),
-            "--protocol",
-            str(protocol_file),
-            "--targets",
-            "0,180",
-            "--methods",
-            "wiener,ar",
-            "--json",
-            str(out_json),
-            "--figures",
-            str(figures),
-        ]
+    rc = bench_accuracy(
+        protocol_file,
+        "--targets",
+        "0,180",
+        "--methods",
+        "wiener,ar",
+        "--json",
+        str(out_json),
+        "--figures",
+        str(figures),
     )
     assert rc == 0
     table = capsys.readouterr().out
@@ -77,21 +63,15 @@ def test_bench_accuracy_harness_meets_the_targets_on_strong_alpha(
     recordings, protocol_file, tmp_path, capsys
 ):
     out_json = tmp_path / "h.json"
-    rc = main(
-        [
-            "bench",
-            "accuracy",
-            str(EYES_CLOSED),
-            "--protocol",
-            str(protocol_file),
-            "--harness",
-            "--targets",
-            "0,180",
-            "--methods",
-            "wiener,ar,echt",
-            "--json",
-            str(out_json),
-        ]
+    rc = bench_accuracy(
+        protocol_file,
+        "--harness",
+        "--targets",
+        "0,180",
+        "--methods",
+        "wiener,ar,echt",
+        "--json",
+        str(out_json),
     )
     assert rc == 0
     methods = json.loads(out_json.read_text())["methods"]
@@ -102,48 +82,9 @@ def test_bench_accuracy_harness_meets_the_targets_on_strong_alpha(
 
 
 def test_bench_accuracy_bad_options(recordings, protocol_file, capsys):
-    assert (
-        main(
-            [
-                "bench",
-                "accuracy",
-                str(EYES_CLOSED),
-                "--protocol",
-                str(protocol_file),
-                "--methods",
-                "wiener,foo",
-            ]
-        )
-        == 2
-    )
+    assert bench_accuracy(protocol_file, "--methods", "wiener,foo") == 2
     assert "'foo' is not an estimator; accepted: auto, ar" in capsys.readouterr().err
-    assert (
-        main(
-            [
-                "bench",
-                "accuracy",
-                str(EYES_CLOSED),
-                "--protocol",
-                str(protocol_file),
-                "--targets",
-                "0,peak",
-            ]
-        )
-        == 2
-    )
+    assert bench_accuracy(protocol_file, "--targets", "0,peak") == 2
     assert "is not a comma-separated list of floats" in capsys.readouterr().err
-    assert (
-        main(
-            [
-                "bench",
-                "accuracy",
-                str(EYES_CLOSED),
-                "--protocol",
-                str(protocol_file),
-                "--eval-after-s",
-                "58",
-            ]
-        )
-        == 2
-    )
+    assert bench_accuracy(protocol_file, "--eval-after-s", "58") == 2
     assert "leaves too little" in capsys.readouterr().err

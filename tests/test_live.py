@@ -14,21 +14,13 @@ import pyxdf
 import pytest
 
 from tests.helpers.lsl import OutletThread
+from tests.helpers.protocols import phase_toml
 
-PROTOCOL = """
-name = "live-test"
-kind = "phase"
-[signal]
-channel = "O2"
-[band]
-low_hz = 8.0
-high_hz = 13.0
-[trigger]
-target_phase_deg = {target}
-min_interval_s = 0.25
-amplitude_gate = "none"
-baseline_s = 4.0
-"""
+
+def protocol(target_phase_deg: float) -> str:
+    return phase_toml(
+        "live-test", "O2", target_phase_deg=target_phase_deg, amplitude_gate="none", baseline_s=4.0
+    )
 
 
 def sine_stream(sfreq: float, seconds: float, seed: int = 0) -> np.ndarray:
@@ -80,7 +72,7 @@ def test_live_run_delivers_phase_locked_markers_state_and_a_complete_recording(t
     ch_names = ["index", "O1", "O2", "Cz"]
     data = sine_stream(sfreq, 30.0)
     proto = tmp_path / "p.toml"
-    proto.write_text(PROTOCOL.format(target=180.0))
+    proto.write_text(protocol(180.0))
     record = tmp_path / "session.xdf"
     summary_path = tmp_path / "summary.json"
     markers = Collector(source_id + "-m")

@@ -10,23 +10,10 @@ import pytest
 import pyxdf
 
 from closedloop.replay import read_events_tsv
+from tests.helpers.protocols import phase_toml
 from tests.helpers.recordings import EYES_CLOSED
 
-PROTOCOL = """
-name = "live-vs-replay"
-kind = "phase"
-[signal]
-channel = "O1"
-reference = "none"
-[band]
-low_hz = 8.0
-high_hz = 13.0
-[trigger]
-target_phase_deg = 0.0
-min_interval_s = 0.25
-amplitude_gate = "percentile:50"
-baseline_s = 10.0
-"""
+PROTOCOL = phase_toml("live-vs-replay", "O1", reference="none", baseline_s=10.0)
 
 
 @pytest.mark.slow

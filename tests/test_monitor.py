@@ -22,7 +22,7 @@ from closedloop.lsl.outputs import EngineOutlets
 from closedloop.lsl.source import LSLSource, resolve_stream
 from closedloop.monitor import MAX_LATENCIES, Monitor
 from tests.helpers.lsl import OutletThread
-from tests.helpers.protocols import make_protocol
+from tests.helpers.protocols import feedback_toml, make_protocol
 from tests.helpers.recordings import EYES_CLOSED
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -101,23 +101,9 @@ def test_monitor_shows_the_loop_figures_refreshed_from_its_own_thread(recordings
     assert np.median(monitor.snapshot_s) < 0.005
 
 
-FEEDBACK_PROTOCOL = """
-name = "monitor-faa"
-kind = "feedback"
-[signal]
-channel = "F4"
-[band]
-low_hz = 8.0
-high_hz = 13.0
-[trigger]
-baseline_s = 1.0
-[feedback]
-measure = "asymmetry"
-channels = ["F4", "F3"]
-window_s = 0.5
-smoothing_s = 0.2
-zscore = false
-"""
+FEEDBACK_PROTOCOL = feedback_toml(
+    "monitor-faa", baseline_s=1.0, window_s=0.5, smoothing_s=0.2, zscore=False
+)
 
 
 def test_run_monitor_draws_on_a_terminal_with_the_feedback_value(recordings, source_id, tmp_path):

@@ -83,26 +83,22 @@ def test_an_invalid_file_exits_2_naming_file_and_key(edit, pattern, capsys, tmp_
 def test_entry_point_in_a_subprocess(tmp_path):
     """``python -m closedloop protocols``: the installed command's path, exit codes and streams."""
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
-    ok = subprocess.run(
-        [sys.executable, "-m", "closedloop", "protocols", "so-upstate-clas"],
-        capture_output=True,
-        check=False,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=60,
-    )
+
+    def protocols(name: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "closedloop", "protocols", name],
+            capture_output=True,
+            check=False,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=60,
+        )
+
+    ok = protocols("so-upstate-clas")
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout == preset_text("so-upstate-clas")
-    bad = subprocess.run(
-        [sys.executable, "-m", "closedloop", "protocols", "nope.toml"],
-        capture_output=True,
-        check=False,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=60,
-    )
+    bad = protocols("nope.toml")
     assert bad.returncode == 2
     assert "nope.toml" in bad.stderr and "does not exist" in bad.stderr
     assert bad.stdout == ""

@@ -6,7 +6,6 @@ message on stderr; never a traceback, never exit 1.
 
 from __future__ import annotations
 
-import math
 import string
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from hypothesis import strategies as st
 
 from closedloop.cli import main
 from tests.helpers.faults import run_cli
+from tests.helpers.protocols import BASE, to_toml
 from tests.helpers.recordings import EYES_CLOSED
 
 FUZZ_SETTINGS = settings(
@@ -27,17 +27,10 @@ FUZZ_SETTINGS = settings(
 )
 
 VALID = {
+    **BASE,
     "name": "fuzz",
-    "kind": "phase",
-    "signal": {"channel": "O2", "reference": "none"},
-    "band": {"low_hz": 8.0, "high_hz": 13.0},
     "estimator": {"method": "ar"},
-    "trigger": {
-        "target_phase_deg": 0.0,
-        "min_interval_s": 0.25,
-        "amplitude_gate": "none",
-        "baseline_s": 3.0,
-    },
+    "trigger": {**BASE["trigger"], "baseline_s": 3.0},
 }
 
 # the keys each section knows, with values that make sense there (mixed with nonsense below)
@@ -148,48 +141,6 @@ def protocol_tables(draw) -> dict:
         else:
             table.pop(key, None)
     return data
-
-
-def toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):
-        return (
-            '"'
-            + "".join(
-                c if c.isprintable() and c not in '"\\' else f"\\u{ord(c):04x}" for c in value
-            )
-            + '"'
-        )
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    return "{" + ", ".join(f"{toml_key(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
-
-
-def toml_key(key: str) -> str:
-    return (
-        key
-        if key and all(c.isalnum() or c in "_-" for c in key) and key.isascii()
-        else toml_value(key)
-    )
-
-
-def to_toml(data: dict) -> str:
-    """Our own small TOML writer: top-level scalars first, then one [table] per section."""
-    lines = [f"{toml_key(k)} = {toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
-    for k, v in data.items():
-        if isinstance(v, dict):
-            lines.append(f"[{toml_key(k)}]")
-            lines += [f"{toml_key(kk)} = {toml_value(vv)}" for kk, vv in v.items()]
-    return "\n".join(lines) + "\n"
 
 
 @pytest.fixture(scope="module")

@@ -22,42 +22,25 @@ from closedloop.cli import main
 from closedloop.errors import DataError, UsageError
 from closedloop.report import make_report
 from tests.helpers.lsl import OutletThread
+from tests.helpers.protocols import feedback_toml, phase_toml
 from tests.helpers.recordings import EYES_CLOSED, XDF_MARKERS
 
-PHASE_PROTOCOL = """
-name = "report-o1-trough"
-kind = "phase"
-[signal]
-channel = "O1"
-reference = "none"
-[band]
-low_hz = 8.0
-high_hz = 13.0
-[estimator]
-method = "{method}"
-[trigger]
-target_phase_deg = 180.0
-min_interval_s = 0.25
-amplitude_gate = "{gate}"
-baseline_s = {baseline}
-"""
-FEEDBACK_PROTOCOL = """
-name = "report-faa"
-kind = "feedback"
-[signal]
-channel = "F4"
-[band]
-low_hz = 8.0
-high_hz = 13.0
-[trigger]
-baseline_s = 10.0
-[feedback]
-measure = "asymmetry"
-channels = ["F4", "F3"]
-window_s = 2.0
-smoothing_s = 1.0
-zscore = true
-"""
+
+def phase_protocol(*, baseline_s: float, method: str, gate: str) -> str:
+    return phase_toml(
+        "report-o1-trough",
+        "O1",
+        reference="none",
+        method=method,
+        target_phase_deg=180.0,
+        amplitude_gate=gate,
+        baseline_s=baseline_s,
+    )
+
+
+FEEDBACK_PROTOCOL = feedback_toml(
+    "report-faa", baseline_s=10.0, window_s=2.0, smoothing_s=1.0, zscore=True
+)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -138,7 +121,7 @@ def assert_table_matches_json(html_text: str, numbers: dict) -> int:
 def replay_report(tmp_path_factory, recordings):
     tmp = tmp_path_factory.mktemp("replay-report")
     proto = tmp / "o1.toml"
-    proto.write_text(PHASE_PROTOCOL.format(baseline=10.0, method="auto", gate="percentile:50"))
+    proto.write_text(phase_protocol(baseline_s=10.0, method="auto", gate="percentile:50"))
     folder = tmp / "replay"
     assert main(["replay", str(EYES_CLOSED), "--protocol", str(proto), "--out", str(folder), "--quiet"]) == 0
     out = tmp / "report.html"
@@ -237,7 +220,7 @@ def live_session(tmp_path_factory, recordings):
 
     tmp = tmp_path_factory.mktemp("live-report")
     proto = tmp / "o1.toml"
-    proto.write_text(PHASE_PROTOCOL.format(baseline=2.0, method="echt", gate="none"))  # short baseline; many triggers
+    proto.write_text(phase_protocol(baseline_s=2.0, method="echt", gate="none"))  # short baseline; many triggers
     raw = mne.io.read_raw(EYES_CLOSED, verbose="error")
     data = raw.get_data() * 1e6
     sfreq = raw.info["sfreq"]

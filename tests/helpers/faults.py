@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pylsl
 
+from tests.helpers.lsl import eeg_info
+from tests.helpers.protocols import phase_toml
 from tests.helpers.recordings import PROJECT_ROOT
 
 #: Channels of the synthetic live stream: sample index, two EEG channels, and the target O2.
@@ -29,24 +31,9 @@ LIVE_SFREQ = 500.0
 ALPHA_HZ = 10.0
 
 #: A short-baseline phase protocol on O2 for live runs (the fault, not the estimator, is tested).
-LIVE_PROTOCOL = """
-name = "reliability"
-kind = "phase"
-[signal]
-channel = "O2"
-[band]
-low_hz = 8.0
-high_hz = 13.0
-[estimator]
-method = "echt"
-[trigger]
-target_phase_deg = 0.0
-min_interval_s = 0.25
-amplitude_gate = "none"
-baseline_s = 2.0
-[artifact]
-hold_s = 1.0
-"""
+LIVE_PROTOCOL = phase_toml(
+    "reliability", "O2", method="echt", amplitude_gate="none", baseline_s=2.0, hold_s=1.0
+)
 
 
 def env() -> dict[str, str]:
@@ -155,15 +142,10 @@ class FaultyOutlet:
         self.chunk_size = int(chunk_size)
         self.stall = stall
         self.stamp = stamp
-        info = pylsl.StreamInfo(
-            name, "EEG", self.data.shape[0], self.sfreq, channel_format, source_id
+        labels = ch_names or LIVE_CH_NAMES[: self.data.shape[0]]
+        info = eeg_info(
+            name, self.data.shape[0], self.sfreq, channel_format, source_id, labels, unit
         )
-        chans = info.desc().append_child("channels")
-        for label in ch_names or LIVE_CH_NAMES[: self.data.shape[0]]:
-            ch = chans.append_child("channel")
-            ch.append_child_value("label", label)
-            ch.append_child_value("unit", unit)
-            ch.append_child_value("type", "EEG")
         self.outlet = pylsl.StreamOutlet(info, chunk_size=self.chunk_size, max_buffered=60)
         self.t0: float | None = None
         self.sent = 0  # samples pushed (index of the next one due)

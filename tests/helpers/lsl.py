@@ -9,6 +9,26 @@ import numpy as np
 import pylsl
 
 
+def eeg_info(
+    name: str,
+    n_channels: int,
+    sfreq: float,
+    channel_format: str,
+    source_id: str,
+    ch_names: list[str],
+    unit: str = "microvolts",
+) -> pylsl.StreamInfo:
+    """An EEG StreamInfo whose description lists ``ch_names``, each with label, unit and type."""
+    info = pylsl.StreamInfo(name, "EEG", n_channels, sfreq, channel_format, source_id)
+    chans = info.desc().append_child("channels")
+    for label in ch_names:
+        ch = chans.append_child("channel")
+        ch.append_child_value("label", label)
+        ch.append_child_value("unit", unit)
+        ch.append_child_value("type", "EEG")
+    return info
+
+
 class OutletThread:
     """Push ``data`` (n_channels, n_samples) through a real LSL outlet at real-time pace.
 
@@ -51,14 +71,8 @@ class OutletThread:
         self.sfreq = float(sfreq)
         self.chunk_size = int(chunk_size)
         self.loop = loop
-        info = pylsl.StreamInfo(name, "EEG", self.data.shape[0], self.sfreq, channel_format, source_id)
-        chans = info.desc().append_child("channels")
         names = ch_names or [f"ch{i}" for i in range(self.data.shape[0])]
-        for label in names:
-            ch = chans.append_child("channel")
-            ch.append_child_value("label", label)
-            ch.append_child_value("unit", "microvolts")
-            ch.append_child_value("type", "EEG")
+        info = eeg_info(name, self.data.shape[0], self.sfreq, channel_format, source_id, names)
         self.outlet = pylsl.StreamOutlet(info, chunk_size=self.chunk_size, max_buffered=60)
         self.sent = 0
         self.t0: float | None = None  # LSL time of sample 0
