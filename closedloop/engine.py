@@ -33,6 +33,7 @@ from closedloop.dsp import (
 )
 from closedloop.errors import DataError, ProtocolError
 from closedloop.estimators import make_estimator
+from closedloop.estimators.base import wrap_deg
 from closedloop.protocol import Protocol
 from closedloop.safety import SafetyGate
 
@@ -55,14 +56,6 @@ DECISION_LATENCY_S = 0.001
 NYQUIST_MARGIN = 0.9
 #: Feedback values are recomputed at most this often (seconds of data).
 FEEDBACK_STEP_S = 0.05
-
-
-def wrap_deg(angle: float) -> float:
-    """Wrap an angle to (-180, 180] degrees."""
-    wrapped = math.fmod(angle + 180.0, 360.0)
-    if wrapped <= 0.0:
-        wrapped += 360.0
-    return wrapped - 180.0
 
 
 @dataclass
