@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from typing import NamedTuple
 
 import numpy as np
 
@@ -88,21 +89,52 @@ def linear_fit(x, z_true, n_taps, start, stop):
     return z
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def recording_parser(doc: str, rate_help: str) -> argparse.ArgumentParser:
+    """The options every estimator benchmark takes: the recording, the protocol channel, the
+    trigger rate to compare at and the baseline's length."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("recording")
     parser.add_argument("--channel", default="O1")
-    parser.add_argument("--rate", type=float, default=150.0, help="triggers per minute")
+    parser.add_argument("--rate", type=float, default=150.0, help=rate_help)
     parser.add_argument("--baseline-s", type=float, default=30.0)
-    args = parser.parse_args()
+    return parser
+
+
+class Setup(NamedTuple):
+    """A recording read whole, its protocol channel's truth and the evaluated rows."""
+
+    data: np.ndarray  # (n_channels, n_samples), µV
+    sfreq: float
+    names: list[str]
+    channel: int  # row of the protocol channel
+    truth: GroundTruth
+    start: int  # first evaluated row: the end of the baseline
+    stop: int  # evaluation ends 1 s before the end (the truth's edge)
+
+
+def load(args: argparse.Namespace) -> Setup:
+    """Read ``args.recording``; truth on ``args.channel``; evaluate after ``args.baseline_s``."""
     with open_recording(args.recording) as rec:
         data = rec.read(0, rec.n_samples)
         sfreq, names = rec.sfreq, list(rec.ch_names)
-    x = data[find_channel(args.channel, names)]
-    truth = GroundTruth(x, sfreq, BAND_HZ)
-    z_true = truth.analytic
+    channel = find_channel(args.channel, names)
+    truth = GroundTruth(data[channel], sfreq, BAND_HZ)
     start = round(args.baseline_s * sfreq)
-    stop = x.shape[0] - round(sfreq)
+    stop = data.shape[1] - round(sfreq)
+    return Setup(data, sfreq, names, channel, truth, start, stop)
+
+
+def derotate(z: np.ndarray, z_true: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """``z`` turned by its global rotation against the truth over rows ``start..stop``."""
+    rot = np.nanmean((z_true * np.conj(z))[start:stop])
+    return z * rot / abs(rot)
+
+
+def main() -> None:
+    args = recording_parser(__doc__, "triggers per minute").parse_args()
+    data, sfreq, _, channel, truth, start, stop = load(args)
+    x = data[channel]
+    z_true = truth.analytic
     est = make_estimator("wiener", sfreq, BAND_HZ, adapt_s=0.0)
     est.fit(x[:start])
     estimates = {
@@ -111,8 +143,7 @@ def main() -> None:
     }
     print(f"{args.recording} {args.channel}: circular SD at {args.rate:g} triggers/min")
     for name, z in estimates.items():
-        rot = np.nanmean((z_true * np.conj(z))[start:stop])
-        z = z * rot / abs(rot)
+        z = derotate(z, z_true, start, stop)
         stats, got = at_rate(z, np.abs(z), truth, start, stop, args.rate)
         print(f"  {name:40s} SD {stats.sd_deg:5.1f}  ({got:.1f}/min)")
         if name.startswith("wiener"):

@@ -55,7 +55,6 @@ is neither clearly helped nor hurt: 12.6-16.0 against 13.8 / 14.6.
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import sys
@@ -63,14 +62,13 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from estimators_floor import BAND_HZ, at_rate, trigger_errors
+from estimators_floor import BAND_HZ, at_rate, derotate, load, recording_parser, trigger_errors
 
 from closedloop.channels import find_channel
 from closedloop.errors import DataError
 from closedloop.estimators import make_estimator
 from closedloop.estimators.wiener import RIDGE_GRID, _phase_spread
-from closedloop.groundtruth import GroundTruth, circular_stats, interior_analytic
-from closedloop.io import open_recording
+from closedloop.groundtruth import circular_stats, interior_analytic
 
 NOT_EEG = ("emg", "eog", "ecg", "ekg", "trigger", "status", "acc", "stim", "resp")
 GRID = (*RIDGE_GRID, 1.0, 10.0)
@@ -182,8 +180,7 @@ def fit_spatial(y: np.ndarray, z: np.ndarray, rows: np.ndarray, ridge=1e-3) -> n
 
 
 def score(z, z_true, truth, start, stop, rate):
-    rot = np.nanmean((z_true * np.conj(z))[start:stop])
-    z = z * rot / abs(rot)
+    z = derotate(z, z_true, start, stop)
     stats, got = at_rate(z, np.abs(z), truth, start, stop, rate)
     base_amp = np.abs(z[:start])
     base_amp = base_amp[np.isfinite(base_amp)]
@@ -213,24 +210,14 @@ def show(tag: str, label: str, result: tuple, ridge: float, cost: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("recording")
-    parser.add_argument("--channel", default="O1")
-    parser.add_argument("--rate", type=float, default=150.0, help="triggers per minute per target")
-    parser.add_argument("--baseline-s", type=float, default=30.0)
+    parser = recording_parser(__doc__, "triggers per minute per target")
     parser.add_argument("--window-s", type=float, default=0.5)
     parser.add_argument("--sets", default="O1;O1,O2;O1,O2,P3,Pz,P4;eeg")
     parser.add_argument("--no-eval", action="store_true", help="skip the evaluated-part fits")
     args = parser.parse_args()
-    with open_recording(args.recording) as rec:
-        data = rec.read(0, rec.n_samples)
-        sfreq, names = rec.sfreq, list(rec.ch_names)
-    proto = find_channel(args.channel, names)
+    data, sfreq, names, proto, truth, start, stop = load(args)
     x = data[proto]
-    truth = GroundTruth(x, sfreq, BAND_HZ)
     z_true = truth.analytic
-    start = round(args.baseline_s * sfreq)
-    stop = x.shape[0] - round(sfreq)
     n_taps = max(4, round(args.window_s * sfreq))
     print(
         f"{args.recording} {names[proto]} ({sfreq:g} Hz): circular SD at {args.rate:g}/min per "
