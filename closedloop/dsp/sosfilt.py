@@ -111,8 +111,8 @@ def design_bandpass(low_hz: float, high_hz: float, sfreq: float, order: int = 4)
     return signal.butter(order, [low, high], btype="bandpass", fs=sfreq, output="sos")
 
 
-def design_highpass(cutoff_hz: float, sfreq: float, order: int = 2) -> np.ndarray:
-    """Butterworth high-pass (removes DC offsets and drifts) as second-order sections."""
+def _design_one_edge(cutoff_hz: float, sfreq: float, order: int, btype: str) -> np.ndarray:
+    """Butterworth ``btype`` ("highpass" or "lowpass") at ``cutoff_hz`` as second-order sections."""
     sfreq = positive_float(sfreq, "sfreq")
     cutoff = positive_float(cutoff_hz, "cutoff_hz")
     if cutoff >= sfreq / 2:
@@ -120,19 +120,17 @@ def design_highpass(cutoff_hz: float, sfreq: float, order: int = 2) -> np.ndarra
             f"cutoff_hz must be below the Nyquist frequency ({sfreq / 2:g} Hz); got {cutoff:g} Hz."
         )
     order = positive_int(order, "order")
-    return signal.butter(order, cutoff, btype="highpass", fs=sfreq, output="sos")
+    return signal.butter(order, cutoff, btype=btype, fs=sfreq, output="sos")
+
+
+def design_highpass(cutoff_hz: float, sfreq: float, order: int = 2) -> np.ndarray:
+    """Butterworth high-pass (removes DC offsets and drifts) as second-order sections."""
+    return _design_one_edge(cutoff_hz, sfreq, order, "highpass")
 
 
 def design_lowpass(cutoff_hz: float, sfreq: float, order: int = 4) -> np.ndarray:
     """Butterworth low-pass as second-order sections."""
-    sfreq = positive_float(sfreq, "sfreq")
-    cutoff = positive_float(cutoff_hz, "cutoff_hz")
-    if cutoff >= sfreq / 2:
-        raise SettingsError(
-            f"cutoff_hz must be below the Nyquist frequency ({sfreq / 2:g} Hz); got {cutoff:g} Hz."
-        )
-    order = positive_int(order, "order")
-    return signal.butter(order, cutoff, btype="lowpass", fs=sfreq, output="sos")
+    return _design_one_edge(cutoff_hz, sfreq, order, "lowpass")
 
 
 def design_notch(
