@@ -289,22 +289,40 @@ class Amplifier:
         del self.outlet
 
 
-class StateReceiver:
-    """An inlet on a State stream; records, per sample, its receipt time, ``sample_ts`` and its
-    LSL timestamp (the moment the engine pushed it), in preallocated arrays."""
+class _Receiver:
+    """An open inlet on one of the engine's streams, read by ``_run`` on a thread until
+    :meth:`close`; a subclass sets up what ``_run`` fills, then starts ``_thread``."""
 
-    def __init__(self, info, capacity: int) -> None:
+    def __init__(self, info, thread_name: str) -> None:
         import pylsl
 
         self.inlet = pylsl.StreamInlet(info, max_buflen=30, recover=False)
         self.inlet.open_stream(5.0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        with contextlib.suppress(Exception):  # a lost stream has nothing left to close
+            self.inlet.close_stream()
+        del self.inlet
+
+
+class StateReceiver(_Receiver):
+    """An inlet on a State stream; records, per sample, its receipt time, ``sample_ts`` and its
+    LSL timestamp (the moment the engine pushed it), in preallocated arrays."""
+
+    def __init__(self, info, capacity: int) -> None:
+        super().__init__(info, "bench-state")
         self.received = np.full(capacity, np.nan)
         self.sample_ts = np.full(capacity, np.nan)
         self.state_ts = np.full(capacity, np.nan)
         self.n = 0
         self.overflow = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="bench-state", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
@@ -342,25 +360,13 @@ class StateReceiver:
             else:
                 self.overflow += 1
 
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        with contextlib.suppress(Exception):  # a lost stream has nothing left to close
-            self.inlet.close_stream()
-        del self.inlet
 
-
-class MarkerReceiver:
+class MarkerReceiver(_Receiver):
     """An inlet on a Markers stream; records each marker's LSL timestamp, receipt time and JSON."""
 
     def __init__(self, info) -> None:
-        import pylsl
-
-        self.inlet = pylsl.StreamInlet(info, max_buflen=30, recover=False)
-        self.inlet.open_stream(5.0)
+        super().__init__(info, "bench-markers")
         self.markers: list[tuple[float, float, str]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="bench-markers", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
@@ -376,13 +382,6 @@ class MarkerReceiver:
             now = clock()
             if ts is not None:
                 self.markers.append((ts, now, sample[0]))
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        with contextlib.suppress(Exception):  # a lost stream has nothing left to close
-            self.inlet.close_stream()
-        del self.inlet
 
 
 # ---------------------------------------------------------------------- processes
