@@ -73,6 +73,21 @@ def _parse_list(text: str | None, what: str, convert):
         ) from None
 
 
+def _method_entry(
+    errors: np.ndarray, span_s: float, n_targets: int, by_target: dict, **extra: float
+) -> dict:
+    """One method's results: circular statistics of its pooled ``errors`` (degrees), triggers
+    per minute per target over ``span_s``, ``by_target``, ``extra``, then the errors."""
+    from closedloop.groundtruth import circular_stats
+
+    entry = circular_stats(errors).as_dict()
+    entry["per_min"] = 60.0 * errors.size / span_s / max(1, n_targets)
+    entry["by_target"] = by_target
+    entry.update(extra)
+    entry["errors_deg"] = [round(float(e), 3) for e in errors]
+    return entry
+
+
 def evaluate_recording(
     data: np.ndarray,
     sfreq: float,
@@ -141,12 +156,13 @@ def evaluate_recording(
             stats["per_min"] = 60.0 * errors.size / span_s
             by_target[f"{float(target):g}"] = stats
         errors = np.concatenate(pooled) if pooled else np.zeros(0)
-        entry = circular_stats(errors).as_dict()
-        entry["per_min"] = 60.0 * errors.size / span_s / max(1, len(targets))
-        entry["by_target"] = by_target
-        entry["replay_x"] = float(np.mean(speeds)) if speeds else math.nan
-        entry["errors_deg"] = [round(float(e), 3) for e in errors]
-        results["methods"][method] = entry
+        results["methods"][method] = _method_entry(
+            errors,
+            span_s,
+            len(targets),
+            by_target,
+            replay_x=float(np.mean(speeds)) if speeds else math.nan,
+        )
     return results
 
 
@@ -169,7 +185,7 @@ def evaluate_harness(
     from closedloop.estimators import make_estimator
     from closedloop.estimators.evaluate import run_triggers
     from closedloop.evaluation import derived_signal
-    from closedloop.groundtruth import GroundTruth, circular_stats
+    from closedloop.groundtruth import GroundTruth
 
     trig = protocol.trigger
     if trig.gate_kind == "uv":
@@ -214,11 +230,7 @@ def evaluate_harness(
             stats["us_per_update"] = run.us_per_update
             by_target[f"{float(target):g}"] = stats
         errors = np.concatenate(pooled)
-        entry = circular_stats(errors).as_dict()
-        entry["per_min"] = 60.0 * errors.size / span_s / max(1, len(targets))
-        entry["by_target"] = by_target
-        entry["errors_deg"] = [round(float(e), 3) for e in errors]
-        results["methods"][method] = entry
+        results["methods"][method] = _method_entry(errors, span_s, len(targets), by_target)
     results["evaluated_s"] = span_s
     return results
 
