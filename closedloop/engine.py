@@ -364,7 +364,9 @@ class Engine:
         return float(np.percentile(values, value))
 
     # ------------------------------------------------------------------ per chunk
-    def process(self, chunk: np.ndarray, newest_ts: float, horizon_s: float | None = None) -> EngineState:
+    def process(
+        self, chunk: np.ndarray, newest_ts: float, horizon_s: float | None = None, lead_s: float = 0.0
+    ) -> EngineState:
         """Process one chunk and return the state after it.
 
         Parameters
@@ -377,6 +379,10 @@ class Engine:
             How long until the next chunk is expected; a trigger is planned only if its delivery
             falls before then (otherwise the next chunk gives a better estimate). Default: this
             chunk's duration.
+        lead_s : float
+            Extra time before the planning window opens, for streams whose chunks arrive late
+            after their newest sample's time (0 in replay; live, whole chunks of the arrival
+            delay beyond ``DECISION_LATENCY_S``).
 
         Notes
         -----
@@ -510,7 +516,7 @@ class Engine:
         self.gate = (not held) and self.amplitude >= self.gate_threshold
         state = self._state(newest_ts)
         if self.gate and self.pending is None:
-            state.plan = self._plan(newest_ts, horizon_s)
+            state.plan = self._plan(newest_ts, horizon_s, lead_s)
         return state
 
     def _state(self, newest_ts: float) -> EngineState:
@@ -522,7 +528,7 @@ class Engine:
             gate=self.gate,
         )
 
-    def _plan(self, newest_ts: float, horizon_s: float) -> TriggerPlan | None:
+    def _plan(self, newest_ts: float, horizon_s: float, lead_s: float = 0.0) -> TriggerPlan | None:
         trig = self.protocol.trigger
         est = self.estimator
         target = trig.target_phase_deg
@@ -533,7 +539,7 @@ class Engine:
             return None
         crossing = self._newest_work_ts + wait
         fire = crossing - trig.technical_delay_s
-        earliest = newest_ts + DECISION_LATENCY_S
+        earliest = newest_ts + DECISION_LATENCY_S + lead_s
         if fire > earliest + horizon_s:
             return None
         freq = self.frequency_hz if self.frequency_hz > 0 else sum(self.band_hz) / 2

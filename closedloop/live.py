@@ -179,6 +179,7 @@ class LiveSession:
         keep_latencies: bool = True,
     ) -> None:
         from closedloop.engine import Engine
+        from closedloop.lsl.dejitter import ArrivalLead
 
         self.protocol = protocol
         self.source = source
@@ -188,6 +189,7 @@ class LiveSession:
         self.stall_timeout_s = stall_timeout_s
         self.ttl = ttl
         self.stats = LiveStats()
+        self.arrival = ArrivalLead()
         self.keep_latencies = keep_latencies
         self.stop_event = threading.Event()
         self.recorder = Recorder(record, source, outlets) if record else None
@@ -211,6 +213,8 @@ class LiveSession:
     def run(self) -> dict:
         import pylsl
 
+        from closedloop.engine import DECISION_LATENCY_S
+
         clock = pylsl.local_clock
         engine, source, outlets, stats = self.engine, self.source, self.outlets, self.stats
         sfreq = source.sfreq
@@ -224,6 +228,11 @@ class LiveSession:
         pulses: list[float] = []
         correction = source.correction
         rec = self.recorder
+        # chunks later than this after their newest sample move the planning window on: the
+        # decision latency plus half the phase tolerance (plans up to the tolerance late still go
+        # out, so prompt streams keep the replay rule exactly)
+        trig = self.protocol.trigger
+        slack_s = DECISION_LATENCY_S + 0.5 * trig.phase_tolerance_deg / (360.0 * sum(engine.band_hz) / 2.0)
         # Helper threads (recorder, TTL, monitor) must hand the GIL back quickly, or a waiting
         # delivery can be late by a whole default switch interval (5 ms).
         switch_interval = sys.getswitchinterval()
@@ -300,14 +309,20 @@ class LiveSession:
                             "written so far and the session goes on.",
                             file=sys.stderr,
                         )
-                newest_ts = stamps[-1] + correction
+                # the newest sample's time on the amplifier's sample clock (push-time stamps that
+                # jitter are dejittered by the source), in this machine's clock
+                newest_ts = source.newest_ts + correction
                 # plan only what falls before the next chunk is due on the sample clock (one usual
                 # chunk after this one's newest sample), exactly as replay does; a late chunk then
-                # costs a cycle, never a different decision rule
-                state = engine.process(chunk, newest_ts, (source.chunk_size or n) / sfreq)
+                # costs a cycle, never a different decision rule. Streams whose chunks usually
+                # arrive later than the decision latency plan that many chunks further ahead.
+                horizon = (source.chunk_size or n) / sfreq
+                lead = self.arrival.update(now - newest_ts, slack_s, horizon)
+                state = engine.process(chunk, newest_ts, horizon, lead)
                 pushed = outlets.push_state(state)
                 if self.keep_latencies:
-                    stats.latency_s.append(pushed - newest_ts)
+                    # from the chunk's own stamp: the time it was pushed, for push-stamping drivers
+                    stats.latency_s.append(pushed - (stamps[-1] + correction))
                 stats.last_state = state
                 if rec is not None:
                     rec.samples(Recorder.STATE, np.array([pushed]), np.array([[state.sample_ts, state.phase_deg, state.amplitude, state.feedback, float(state.gate)]]))
@@ -399,8 +414,17 @@ class LiveSession:
             "delivery_error_ms_p50": stats.delivery_error_s.percentile(50) * 1e3,
             "delivery_error_ms_p99": stats.delivery_error_s.percentile(99) * 1e3,
             "record_error": stats.record_error,
+            "timestamps": self._timestamps_summary(),
             "engine": counts,
         }
+
+    def _timestamps_summary(self) -> dict:
+        clock = getattr(self.source, "sample_clock", None)
+        lead = {"plan_lead_ms_max": round(self.arrival.max_lead_s * 1e3, 3),
+                "arrival_lag_ms_p90": round(self.arrival.lag_s * 1e3, 3)}
+        if clock is None:
+            return {"dejitter": False, **lead}
+        return {"dejitter": True, **clock.summary(), **lead}
 
 
 # ---------------------------------------------------------------------- command
@@ -426,6 +450,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                         "other programs cannot delay it; needs root or CAP_SYS_NICE (refused: a note, normal priority)")
     p.add_argument("--realtime-priority", type=int, default=None, metavar="P",
                    help="SCHED_FIFO priority 1-98 with --realtime (default 70)")
+    p.add_argument("--raw-timestamps", action="store_true",
+                   help="time triggers from the stream's timestamps as they are; by default they are mapped onto the "
+                        "amplifier's sample clock, which removes the jitter of drivers that stamp at push time")
     p.add_argument("--seed", type=int, default=0, help="seed for sham phases and interval jitter")
     p.add_argument("--summary-json", help="write the end-of-run summary to this JSON file")
 
@@ -460,7 +487,7 @@ def run_command(args: argparse.Namespace) -> int:
     info = resolve_stream(
         name=args.stream_name, stype=args.stream_type, source_id=args.source_id, timeout=args.resolve_timeout
     )
-    source = LSLSource(info)
+    source = LSLSource(info, dejitter=not args.raw_timestamps)
     for note in source.layout.notes:
         print(f"closedloop run: note: {note}.", file=sys.stderr)
     outlets = EngineOutlets(

@@ -65,6 +65,27 @@ def test_triggers_are_planned_from_the_newest_sample_plus_the_decision_latency(c
     assert lead.max() <= DECISION_LATENCY_S + chunk_size / sfreq + 1e-9, lead.max()
 
 
+def test_a_lead_opens_the_planning_window_whole_chunks_later_and_keeps_the_phase():
+    # live, for streams whose chunks arrive late: the window moves on by the lead, and the plans
+    # made that much further ahead still land on the target
+    sfreq, chunk, lead = 500.0, 5, 0.03
+    data, _ = sine_data(sfreq, 20.0)
+    engine = Engine(make_protocol(), CH, sfreq)
+    ahead, fired = [], []
+    for start in range(0, data.shape[1] - chunk + 1, chunk):
+        newest = (start + chunk - 1) / sfreq
+        state = engine.process(np.ascontiguousarray(data[:, start : start + chunk]), newest, chunk / sfreq, lead)
+        if state.plan is not None and engine.deliver(state.plan, state.plan.time_s):
+            ahead.append(state.plan.time_s - newest)
+            fired.append(state.plan.time_s)
+    assert len(fired) > 40
+    ahead = np.array(ahead)
+    assert ahead.min() >= DECISION_LATENCY_S + lead - 1e-9, ahead.min()
+    assert ahead.max() <= DECISION_LATENCY_S + lead + chunk / sfreq + 1e-9, ahead.max()
+    mean, sd = circ_mean_sd(wrap_deg_array(true_phase_deg(np.array(fired))))
+    assert abs(mean) < 8.0 and sd < 10.0, (mean, sd)
+
+
 def test_decimated_5khz_input_keeps_phase_accuracy():
     sfreq = 5000.0
     data, _ = sine_data(sfreq, 12.0)

@@ -23,6 +23,7 @@ import numpy as np
 import pylsl
 
 from closedloop.errors import DataError, StreamError
+from closedloop.lsl.dejitter import SampleClock
 
 # pylsl 1.16 exported these at the top level; 1.17+ keeps them in pylsl.util only
 _LSLTimeout = getattr(pylsl, "TimeoutError", None) or pylsl.util.TimeoutError
@@ -175,9 +176,26 @@ class LSLSource:
         Seconds liblsl may buffer for us; small, so a stalled loop never works on old data.
     capacity : int
         Most samples returned by one pull.
+    dejitter : bool
+        Map each pull's newest stamp onto the amplifier's sample clock (:class:`SampleClock`) in
+        :attr:`newest_ts`; False keeps the raw stamp there.
+
+    Attributes
+    ----------
+    newest_ts : float
+        Time of the last pull's newest sample in the stream's clock (add :attr:`correction` for
+        the local clock): dejittered, or the raw stamp without ``dejitter``.
     """
 
-    def __init__(self, info: pylsl.StreamInfo, *, max_buflen_s: int = 2, capacity: int = 4096, open_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        info: pylsl.StreamInfo,
+        *,
+        max_buflen_s: int = 2,
+        capacity: int = 4096,
+        open_timeout: float = 5.0,
+        dejitter: bool = True,
+    ) -> None:
         fmt = info.channel_format()
         if fmt == pylsl.cf_string:
             raise DataError(
@@ -231,6 +249,8 @@ class LSLSource:
         self.chunk_size = 0  # the amplifier's usual chunk size once learnt (0: not yet)
         self._dt = 1.0 / self.sfreq
         self._clock = pylsl.local_clock
+        self.sample_clock = SampleClock(self.sfreq) if dejitter else None
+        self.newest_ts = float("nan")
         self.prime_time_correction()
 
     def prime_time_correction(self, timeout: float = 2.0) -> float:
@@ -285,6 +305,8 @@ class LSLSource:
             self._ts[:n] = ts
         self.n_received += n
         self._last_n = n
+        newest = float(self._ts[n - 1])
+        self.newest_ts = newest if self.sample_clock is None else self.sample_clock.update(newest, n)
         chunk = np.empty((self.n_channels, n), dtype=np.float64)
         if self._unit_scale:
             chunk[...] = self._buf[:n].T
