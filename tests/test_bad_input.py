@@ -25,8 +25,9 @@ from tests.helpers.faults import (
     circular_mean_deg,
     read_summary,
     run_cli,
+    run_live,
+    run_live_together,
     sine_phase_deg,
-    start_cli,
     write_protocol,
 )
 from tests.helpers.protocols import phase_toml
@@ -203,60 +204,6 @@ def test_dc_offset_of_5_mv_changes_nothing(tmp_path, eyes_closed):
 
 
 # ---------------------------------------------------------------------- live streams
-def live_args(
-    tmp_path: Path, source_id: str, duration: float, protocol_text: str, *extra: str
-) -> list[str]:
-    protocol = write_protocol(tmp_path / f"{source_id}.toml", protocol_text)
-    return [
-        "run",
-        "--protocol",
-        str(protocol),
-        "--source-id",
-        source_id,
-        "--resolve-timeout",
-        "20",
-        "--marker-source-id",
-        source_id + "-m",
-        "--state-source-id",
-        source_id + "-s",
-        "--duration",
-        str(duration),
-        "--summary-json",
-        str(tmp_path / f"{source_id}.json"),
-        *extra,
-    ]
-
-
-def run_live(
-    tmp_path: Path, source_id: str, duration: float, protocol_text: str = LIVE_PROTOCOL, *extra: str
-):
-    """One `closedloop run` to the end: (completed process, summary or None)."""
-    done = run_cli(
-        *live_args(tmp_path, source_id, duration, protocol_text, *extra), timeout=duration + 60
-    )
-    summary = tmp_path / f"{source_id}.json"
-    return done, (read_summary(summary) if summary.exists() else None)
-
-
-def run_live_together(tmp_path: Path, runs: list[tuple[str, float, tuple[str, ...]]]):
-    """Several `closedloop run` processes at once (each mostly waits on its stream)."""
-    procs = [
-        start_cli(*live_args(tmp_path, sid, duration, LIVE_PROTOCOL, *extra))
-        for sid, duration, extra in runs
-    ]
-    results = []
-    for proc, (sid, duration, _) in zip(procs, runs):
-        try:
-            _, err = proc.communicate(timeout=duration + 60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-        summary = tmp_path / f"{sid}.json"
-        results.append((proc.returncode, err, read_summary(summary) if summary.exists() else None))
-    return results
-
-
 def test_nan_runs_and_non_monotonic_or_repeated_timestamps_in_a_live_stream_never_trigger(
     tmp_path, source_id
 ):

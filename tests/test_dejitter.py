@@ -18,16 +18,13 @@ import pytest
 from closedloop.engine import GAP_TOLERANCE_S
 from closedloop.lsl.dejitter import ArrivalLead, SampleClock
 from tests.helpers.faults import (
-    LIVE_PROTOCOL,
     LIVE_SFREQ,
     FaultyOutlet,
     MarkerConsumer,
     alpha_stream,
     circular_mean_deg,
-    read_summary,
+    run_live_together,
     sine_phase_deg,
-    start_cli,
-    write_protocol,
 )
 
 T0 = 1000.0  # LSL clock at the first sample
@@ -190,37 +187,23 @@ def test_live_push_stamped_stream_makes_no_false_gaps_and_stays_phase_locked(tmp
     """Two runs at once, each on its own push-stamping amplifier (40 ms of jitter): dejittered,
     then with ``--raw-timestamps``. Only the first is free of false gaps and phase-locked."""
     duration = 12.0
-    protocol = write_protocol(tmp_path / "p.toml", LIVE_PROTOCOL)
     modes = {"dejitter": (), "raw": ("--raw-timestamps",)}
-    outlets, consumers, procs = {}, {}, {}
+    ids = {mode: f"{source_id}-{mode}" for mode in modes}
+    outlets = {
+        mode: FaultyOutlet(alpha_stream(duration + 20.0), LIVE_SFREQ, ids[mode], stamp=jittered_push(i)).start()
+        for i, mode in enumerate(modes)
+    }
+    consumers = {mode: MarkerConsumer(ids[mode] + "-m") for mode in modes}
     try:
-        for i, (mode, extra) in enumerate(modes.items()):
-            sid = f"{source_id}-{mode}"
-            outlets[mode] = FaultyOutlet(
-                alpha_stream(duration + 20.0), LIVE_SFREQ, sid, stamp=jittered_push(i)
-            ).start()
-            consumers[mode] = MarkerConsumer(sid + "-m")
-            procs[mode] = start_cli(
-                "run", "--protocol", str(protocol), "--source-id", sid, "--resolve-timeout", "20",
-                "--marker-source-id", sid + "-m", "--state-source-id", sid + "-s",
-                "--duration", str(duration), "--summary-json", str(tmp_path / f"{mode}.json"), *extra,
-            )
-        errs = {}
-        for mode, proc in procs.items():
-            _, errs[mode] = proc.communicate(timeout=duration + 60)
-            assert proc.returncode == 0, errs[mode]
+        results = run_live_together(tmp_path, [(ids[mode], duration, extra) for mode, extra in modes.items()])
     finally:
         for item in consumers.values():
             item.disconnect()
         for item in outlets.values():
             item.close()
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-
-    good = read_summary(tmp_path / "dejitter.json")
-    raw = read_summary(tmp_path / "raw.json")
+    (code, err, good), (raw_code, raw_err, raw) = results
+    assert code == 0, err
+    assert raw_code == 0, raw_err
     assert good["timestamps"]["dejitter"] is True and raw["timestamps"]["dejitter"] is False
     assert good["gaps"] == 0 and good["dropped_samples"] == 0, good
     assert good["timestamps"]["jitter_ms"] > 20.0, good["timestamps"]

@@ -22,40 +22,15 @@ from tests.helpers.faults import (
     MarkerConsumer,
     alpha_stream,
     circular_mean_deg,
+    finish,
     read_summary,
+    run_args,
     sine_phase_deg,
     start_cli,
     wait_for_line,
     write_protocol,
 )
 from tests.helpers.recordings import EYES_CLOSED
-
-
-def run_args(protocol: Path, source_id: str, *extra: str) -> list[str]:
-    return [
-        "run",
-        "--protocol",
-        str(protocol),
-        "--source-id",
-        source_id,
-        "--marker-source-id",
-        source_id + "-m",
-        "--state-source-id",
-        source_id + "-s",
-        "--resolve-timeout",
-        "20",
-        *extra,
-    ]
-
-
-def finish(proc: subprocess.Popen, timeout: float = 60.0) -> tuple[int, str]:
-    try:
-        _, err = proc.communicate(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    return proc.returncode, err
 
 
 def eeg_index(record: Path) -> np.ndarray:

@@ -78,6 +78,78 @@ def write_protocol(path: Path, text: str = LIVE_PROTOCOL) -> Path:
     return path
 
 
+def run_args(protocol: Path, source_id: str, *extra: str) -> list[str]:
+    """``closedloop run`` arguments against ``source_id``; markers and state on ``-m``/``-s`` ids."""
+    return [
+        "run",
+        "--protocol",
+        str(protocol),
+        "--source-id",
+        source_id,
+        "--marker-source-id",
+        source_id + "-m",
+        "--state-source-id",
+        source_id + "-s",
+        "--resolve-timeout",
+        "20",
+        *extra,
+    ]
+
+
+def finish(proc: subprocess.Popen, timeout: float = 60.0) -> tuple[int, str]:
+    """Wait for a started `closedloop` process (killed at the timeout): (exit code, stderr)."""
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return proc.returncode, err
+
+
+def live_args(
+    tmp_path: Path, source_id: str, duration: float, protocol_text: str, *extra: str
+) -> list[str]:
+    """:func:`run_args` for a run of ``duration`` s with ``protocol_text`` written beside it and
+    its summary in ``tmp_path / f"{source_id}.json"``."""
+    protocol = write_protocol(tmp_path / f"{source_id}.toml", protocol_text)
+    return run_args(
+        protocol,
+        source_id,
+        "--duration",
+        str(duration),
+        "--summary-json",
+        str(tmp_path / f"{source_id}.json"),
+        *extra,
+    )
+
+
+def run_live(
+    tmp_path: Path, source_id: str, duration: float, protocol_text: str = LIVE_PROTOCOL, *extra: str
+):
+    """One `closedloop run` to the end: (completed process, summary or None)."""
+    done = run_cli(
+        *live_args(tmp_path, source_id, duration, protocol_text, *extra), timeout=duration + 60
+    )
+    summary = tmp_path / f"{source_id}.json"
+    return done, (read_summary(summary) if summary.exists() else None)
+
+
+def run_live_together(tmp_path: Path, runs: list[tuple[str, float, tuple[str, ...]]]):
+    """Several `closedloop run` processes at once (each mostly waits on its stream):
+    ``(source_id, duration, extra args)`` each; (exit code, stderr, summary or None) each."""
+    procs = [
+        start_cli(*live_args(tmp_path, sid, duration, LIVE_PROTOCOL, *extra))
+        for sid, duration, extra in runs
+    ]
+    results = []
+    for proc, (sid, duration, _) in zip(procs, runs):
+        code, err = finish(proc, timeout=duration + 60)
+        summary = tmp_path / f"{sid}.json"
+        results.append((code, err, read_summary(summary) if summary.exists() else None))
+    return results
+
+
 def alpha_stream(
     seconds: float, sfreq: float = LIVE_SFREQ, seed: int = 0, amplitude_uv: float = 20.0
 ) -> np.ndarray:
