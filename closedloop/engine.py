@@ -381,8 +381,8 @@ class Engine:
             chunk's duration.
         lead_s : float
             Extra time before the planning window opens, for streams whose chunks arrive late
-            after their newest sample's time (0 in replay; live, whole chunks of the arrival
-            delay beyond ``DECISION_LATENCY_S``).
+            after their newest sample's time (0 in replay; live, whole chunks of the usual arrival
+            delay beyond ``DECISION_LATENCY_S`` plus half the phase tolerance).
 
         Notes
         -----

@@ -101,13 +101,13 @@ class SampleClock:
         self.max_offset_s = 0.0
         self._seen_s = 0.0  # stream time since the first chunk
         self._last_stamp = math.nan
+        self._block_n = max(1, round(BLOCK_S / self.dt_nominal))  # samples per block
         self._restart()
 
     def _restart(self) -> None:
         self.newest = math.nan
         self._count = 0  # samples in this segment
         self._blocks: deque[tuple[float, float]] = deque(maxlen=N_BLOCKS)
-        self._block_n = max(1, round(BLOCK_S / self.dt_nominal))
         self._block_end = self._block_n
         self._block_min = (math.inf, 0.0)  # (u, count) of the lowest stamp in the open block
         self._block_chunks = 0
@@ -228,10 +228,11 @@ class ArrivalLead:
 
     A chunk that arrives ``lag`` after its newest sample's (dejittered) time cannot act on a
     crossing due before it arrived. The engine plans from the newest sample plus
-    ``DECISION_LATENCY_S``; when the stream's chunks usually arrive later than that (a bursty
-    link, a push-stamping driver), the window is moved on by whole chunks, so that it still tiles
-    the time axis, until the ``quantile`` of the recent lags falls inside it. On a prompt stream
-    the lead stays 0 and live plans exactly as replay does.
+    ``DECISION_LATENCY_S``; when the stream's chunks usually arrive later than the slack the
+    caller gives (the loop: that latency plus half the phase tolerance, since plans late by less
+    still go out), as from a bursty link or a push-stamping driver, the window is moved on by
+    whole chunks, so that it still tiles the time axis, until the ``quantile`` of the recent lags
+    falls inside it. On a prompt stream the lead stays 0 and live plans exactly as replay does.
     """
 
     def __init__(self, quantile: float = 0.9, step_s: float = 0.0002) -> None:
@@ -241,7 +242,7 @@ class ArrivalLead:
         self.chunks = 0  # current lead, in chunks
         self.max_lead_s = 0.0
 
-    def update(self, lag_s: float, latency_s: float, horizon_s: float) -> float:
+    def update(self, lag_s: float, slack_s: float, horizon_s: float) -> float:
         """Take one chunk's arrival lag; the lead to plan with, seconds (a multiple of the horizon)."""
         if lag_s > self.lag_s:
             self.lag_s += self.step_s * self.quantile
@@ -249,7 +250,7 @@ class ArrivalLead:
             self.lag_s -= self.step_s * (1.0 - self.quantile)
         if horizon_s <= 0:
             return 0.0
-        need = (self.lag_s - latency_s) / horizon_s
+        need = (self.lag_s - slack_s) / horizon_s
         if need > self.chunks:
             self.chunks = math.ceil(need)
         elif need < self.chunks - 1.25:  # hysteresis: no flapping between neighbours
