@@ -122,6 +122,14 @@ class Engine:
         Fit the estimator on the baseline in a background thread (live: the loop keeps taking
         samples, with the gate closed, until the fit is done). Replay fits in line, on the
         sample clock, so its result does not depend on the machine's speed.
+    output_delay_s : float
+        The output devices' own latency (a sound card's), taken off every plan as the protocol's
+        ``technical_delay_s`` is.
+
+    Attributes
+    ----------
+    paused : bool
+        Set by an operator's pause: the gate stays closed and nothing is planned until cleared.
     """
 
     def __init__(
@@ -132,6 +140,7 @@ class Engine:
         *,
         seed: int = 0,
         background_fit: bool = False,
+        output_delay_s: float = 0.0,
     ) -> None:
         if not (sfreq > 0 and math.isfinite(sfreq)):
             raise DataError(f"the input sampling rate {sfreq!r} Hz is not usable; a positive rate is needed.")
@@ -140,6 +149,10 @@ class Engine:
         self.n_channels = len(self.ch_names)
         self.sfreq = float(sfreq)
         self.kind = protocol.kind
+        if not (math.isfinite(output_delay_s) and 0.0 <= output_delay_s <= 1.0):
+            raise ValueError(f"output_delay_s must be 0 to 1 s, got {output_delay_s!r}.")
+        self.output_delay_s = float(output_delay_s)
+        self.paused = False
         self.rng = np.random.default_rng(seed)
         self.counters = EngineCounters()
 
@@ -512,7 +525,7 @@ class Engine:
         self.phase_deg = wrap_deg(est.phase_deg + 360.0 * self.frequency_hz * lag)
         if self._gate_on_estimator and math.isfinite(est.amplitude):
             self.amplitude = float(est.amplitude)
-        held = newest_ts < self._hold_until
+        held = newest_ts < self._hold_until or self.paused
         self.gate = (not held) and self.amplitude >= self.gate_threshold
         state = self._state(newest_ts)
         if self.gate and self.pending is None:
@@ -538,7 +551,7 @@ class Engine:
         if not math.isfinite(wait) or wait < 0:
             return None
         crossing = self._newest_work_ts + wait
-        fire = crossing - trig.technical_delay_s
+        fire = crossing - trig.technical_delay_s - self.output_delay_s
         earliest = newest_ts + DECISION_LATENCY_S + lead_s
         if fire > earliest + horizon_s:
             return None

@@ -109,6 +109,8 @@ class LiveStats:
     record_error: str | None = None
     # the most recent deliveries (demo, monitor); bounded so that a long session does not grow
     marker_log: deque = field(default_factory=lambda: deque(maxlen=MARKER_LOG_SIZE))
+    # operator actions (time, "pause" | "resume" | "stop", source), bounded
+    control_log: deque = field(default_factory=lambda: deque(maxlen=MARKER_LOG_SIZE))
 
 
 class Recorder:
@@ -175,16 +177,27 @@ class LiveSession:
         stall_timeout_s: float = 30.0,
         record: str | None = None,
         ttl=None,
+        stimulators=(),
         seed: int = 0,
         keep_latencies: bool = True,
     ) -> None:
         from closedloop.engine import Engine
         from closedloop.lsl.dejitter import ArrivalLead
 
+        from closedloop.stimulators import TTLStimulator, stimulator_latency_s
+
         self.protocol = protocol
         self.source = source
         self.outlets = outlets
-        self.engine = Engine(protocol, source.layout.ch_names, source.sfreq, seed=seed, background_fit=True)
+        # the TTL box first: its write time is the delivery time
+        self.stimulators = ([TTLStimulator(ttl)] if ttl is not None else []) + list(stimulators)
+        self.stimulator_errors: dict[str, int] = {}
+        # the slowest device's declared latency is taken off every plan, as technical_delay_s is
+        self.output_latency_s = max((stimulator_latency_s(s) for s in self.stimulators), default=0.0)
+        self.engine = Engine(
+            protocol, source.layout.ch_names, source.sfreq, seed=seed, background_fit=True,
+            output_delay_s=self.output_latency_s,
+        )
         self.duration_s = duration_s
         self.stall_timeout_s = stall_timeout_s
         self.ttl = ttl
@@ -194,6 +207,9 @@ class LiveSession:
         self.stop_event = threading.Event()
         self.recorder = Recorder(record, source, outlets) if record else None
         self.end_reason = ""
+        # operator control (pause, resume, stop) from any thread; the loop thread writes the markers
+        self.paused = False
+        self._control: queue.SimpleQueue = queue.SimpleQueue()
 
     # --------------------------------------------------------------- signals
     def install_signal_handlers(self) -> None:
@@ -206,8 +222,46 @@ class LiveSession:
             except ValueError:  # not the main thread
                 pass
 
-    def stop(self) -> None:
+    def stop(self, source: str = "") -> None:
+        """End the session (any thread); with ``source`` a ``stop`` marker names who asked."""
+        if source:
+            self._control.put(("stop", source))
         self.stop_event.set()
+
+    def pause(self, source: str = "") -> None:
+        """Hold triggering until :meth:`resume` (any thread; takes effect before the next delivery).
+
+        A ``pause`` marker (with ``source``, who asked) goes onto the Markers stream and into the
+        recording.
+        """
+        self.paused = True
+        self._control.put(("pause", source))
+
+    def resume(self, source: str = "") -> None:
+        """Let triggering go on after :meth:`pause` (a ``resume`` marker is written)."""
+        self._control.put(("resume", source))
+
+    def _apply_control(self, clock) -> None:
+        """Loop thread: carry out operator requests and write their markers."""
+        import json
+
+        while True:
+            try:
+                action, source = self._control.get_nowait()
+            except queue.Empty:
+                return
+            if action == "pause":
+                self.paused = True
+            elif action == "resume":
+                self.paused = False
+            self.engine.paused = self.paused
+            text = json.dumps({"event": action, "source": source, "protocol": self.protocol.name},
+                              separators=(",", ":"))
+            now = clock()
+            self.outlets.push_marker(text, now)
+            if self.recorder is not None:
+                self.recorder.samples(Recorder.MARKERS, np.array([now]), [text])
+            self.stats.control_log.append((now, action, source))
 
     # --------------------------------------------------------------- the loop
     def run(self) -> dict:
@@ -226,6 +280,7 @@ class LiveSession:
         stall_after = 0.1
         pending = None
         pulses: list[float] = []
+        burst_index = 1
         correction = source.correction
         rec = self.recorder
         # chunks later than this after their newest sample move the planning window on: the
@@ -243,6 +298,11 @@ class LiveSession:
         gc.freeze()
         try:
             while not self.stop_event.is_set():
+                if not self._control.empty():
+                    self._apply_control(clock)
+                    if self.paused and pending is not None:
+                        engine.drop(pending, "paused")
+                        pending = None
                 now = clock()
                 if now >= deadline:
                     self.end_reason = "duration reached"
@@ -250,8 +310,8 @@ class LiveSession:
                 if pulses and now >= pulses[0] - SPIN_S:
                     self._wait_until(pulses[0], clock)
                     pulses.pop(0)
-                    if self.ttl is not None:
-                        self.ttl.fire(self._ttl_code())
+                    self._pulse(burst_index)
+                    burst_index += 1
                     continue
                 if pending is not None:
                     to_fire = pending.time_s - now
@@ -259,6 +319,7 @@ class LiveSession:
                         fired_at = self._deliver(pending, clock)
                         if fired_at is not None and pending.pulses > 1:
                             pulses = [fired_at + k * pending.pulse_interval_s for k in range(1, pending.pulses)]
+                            burst_index = 1
                         pending = None
                         continue
                     timeout = min(to_fire - GUARD_S, POLL_S)
@@ -361,17 +422,32 @@ class LiveSession:
         if clock() <= plan.time_s:
             self._wait_until(plan.time_s, clock)
         fired_at = clock()
+        if self.paused:  # asked between the plan and now: never deliver
+            engine.drop(plan, "paused")
+            stats.dropped += 1
+            return None
         if not engine.deliver(plan, fired_at):
             stats.dropped += 1
             return None
-        if self.ttl is not None:
-            # the delivery time is the moment the code byte went out
-            written = self.ttl.trigger(self._ttl_code())
-            if written is not None:
-                fired_at = written
+        extra: dict = {}
+        if self.stimulators:
+            trigger = self._trigger(plan, fired_at)
+            for k, stim in enumerate(self.stimulators):
+                try:
+                    out = stim.fire(trigger)
+                except Exception:  # a device fault must never stop the loop
+                    self._count_stimulator_error(stim)
+                    continue
+                if isinstance(out, dict):
+                    extra.update({key: value for key, value in out.items() if key != "time_s"})
+                    out = out.get("time_s")
+                if k == 0 and out is not None:
+                    # the first device (the TTL box) knows when it really went out
+                    fired_at = float(out)
+            self._burst_trigger = trigger
         from closedloop.lsl.outputs import marker_payload
 
-        text = marker_payload(plan, self.protocol.name)
+        text = marker_payload(plan, self.protocol.name, extra)
         self.outlets.push_marker(text, fired_at)
         stats.triggers += 1
         stats.delivery_error_s.append(abs(fired_at - plan.time_s))
@@ -380,8 +456,31 @@ class LiveSession:
             self.recorder.samples(Recorder.MARKERS, np.array([fired_at]), [text])
         return fired_at
 
-    def _ttl_code(self) -> int:
-        return 2 if self.protocol.trigger.event == "sham" else 1
+    def _trigger(self, plan, time_s: float):
+        from closedloop.records import Trigger
+
+        return Trigger(
+            seq=plan.seq, time_s=time_s, sample_ts=plan.sample_ts, event=plan.event,
+            target_phase_deg=plan.target_phase_deg, phase_deg=plan.phase_deg, amplitude=plan.amplitude,
+            scheduled_s=plan.time_s, crossing_s=plan.crossing_s, pulses=plan.pulses,
+            pulse_interval_s=plan.pulse_interval_s, protocol=self.protocol.name,
+        )
+
+    def _pulse(self, index: int) -> None:
+        """The later pulses of the last delivered burst, on every device that does bursts."""
+        trigger = getattr(self, "_burst_trigger", None)
+        for stim in self.stimulators:
+            pulse = getattr(stim, "pulse", None)
+            if pulse is None or trigger is None:
+                continue
+            try:
+                pulse(trigger, index)
+            except Exception:
+                self._count_stimulator_error(stim)
+
+    def _count_stimulator_error(self, stim) -> None:
+        name = type(stim).__name__
+        self.stimulator_errors[name] = self.stimulator_errors.get(name, 0) + 1
 
     def _close(self) -> None:
         if self.recorder is not None:
@@ -389,8 +488,13 @@ class LiveSession:
                 self.recorder.close()
             finally:
                 self.stats.record_error = str(self.recorder.error) if self.recorder.error else None
-        if self.ttl is not None:
-            self.ttl.close()
+        for stim in self.stimulators:
+            close = getattr(stim, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:
+                    self._count_stimulator_error(stim)
 
     # --------------------------------------------------------------- figures
     def summary(self) -> dict:
@@ -414,6 +518,8 @@ class LiveSession:
             "delivery_error_ms_p50": stats.delivery_error_s.percentile(50) * 1e3,
             "delivery_error_ms_p99": stats.delivery_error_s.percentile(99) * 1e3,
             "record_error": stats.record_error,
+            "stimulator_errors": dict(self.stimulator_errors),
+            "control": [{"time": t, "action": a, "source": src} for t, a, src in stats.control_log],
             "timestamps": self._timestamps_summary(),
             "engine": counts,
         }

@@ -18,22 +18,25 @@ def default_source_id(kind: str, protocol_name: str) -> str:
     return f"closedloop-{kind}-{digest}"
 
 
-def marker_payload(plan, protocol_name: str) -> str:
-    """The marker string: a JSON object with the fields CONTRACTS.md names (and a few more)."""
-    return json.dumps(
-        {
-            "event": plan.event,
-            "seq": plan.seq,
-            "sample_ts": plan.sample_ts,
-            "target_phase_deg": round(plan.target_phase_deg, 3),
-            "phase_deg": round(plan.phase_deg, 3) if math.isfinite(plan.phase_deg) else None,
-            "amplitude": round(plan.amplitude, 4) if math.isfinite(plan.amplitude) else None,
-            "protocol": protocol_name,
-            "scheduled_ts": plan.time_s,
-            "pulses": plan.pulses,
-        },
-        separators=(",", ":"),
-    )
+def marker_payload(plan, protocol_name: str, extra: dict | None = None) -> str:
+    """The marker string: a JSON object with the fields CONTRACTS.md names (and a few more).
+
+    ``extra`` (a stimulator's own fields, e.g. a sound card's scheduled onset) is added after them.
+    """
+    fields = {
+        "event": plan.event,
+        "seq": plan.seq,
+        "sample_ts": plan.sample_ts,
+        "target_phase_deg": round(plan.target_phase_deg, 3),
+        "phase_deg": round(plan.phase_deg, 3) if math.isfinite(plan.phase_deg) else None,
+        "amplitude": round(plan.amplitude, 4) if math.isfinite(plan.amplitude) else None,
+        "protocol": protocol_name,
+        "scheduled_ts": plan.time_s,
+        "pulses": plan.pulses,
+    }
+    if extra:
+        fields.update({k: v for k, v in extra.items() if k not in fields})
+    return json.dumps(fields, separators=(",", ":"))
 
 
 class EngineOutlets:
