@@ -164,6 +164,26 @@ class Recorder:
         self.writer.close()
 
 
+def fit_in_background(job):
+    """The live engine's fit runner: the estimator's fit on a thread at normal priority (a long
+    fit must not hold a core against the loop and the machine); a Future of its result."""
+    from concurrent.futures import Future
+
+    from closedloop import realtime
+
+    future: Future = Future()
+
+    def run() -> None:
+        realtime.normal()
+        try:
+            future.set_result(job())
+        except BaseException as exc:  # handed to the loop's thread by the engine
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="closedloop-fit", daemon=True).start()
+    return future
+
+
 class LiveSession:
     """The live closed loop for one protocol on one resolved LSL source."""
 
@@ -181,8 +201,7 @@ class LiveSession:
         seed: int = 0,
         keep_latencies: bool = True,
     ) -> None:
-        from closedloop.engine import Engine
-        from closedloop.lsl.dejitter import ArrivalLead
+        from closedloop.engine import ArrivalLead, Engine
 
         from closedloop.stimulators import TTLStimulator, stimulator_latency_s
 
@@ -195,7 +214,7 @@ class LiveSession:
         # the slowest device's declared latency is taken off every plan, as technical_delay_s is
         self.output_latency_s = max((stimulator_latency_s(s) for s in self.stimulators), default=0.0)
         self.engine = Engine(
-            protocol, source.layout.ch_names, source.sfreq, seed=seed, background_fit=True,
+            protocol, source.layout.ch_names, source.sfreq, seed=seed, run_fit=fit_in_background,
             output_delay_s=self.output_latency_s,
         )
         self.duration_s = duration_s
@@ -267,7 +286,7 @@ class LiveSession:
     def run(self) -> dict:
         import pylsl
 
-        from closedloop.engine import DECISION_LATENCY_S
+        from closedloop.engine import arrival_slack_s, planning_horizon_s
 
         clock = pylsl.local_clock
         engine, source, outlets, stats = self.engine, self.source, self.outlets, self.stats
@@ -283,11 +302,8 @@ class LiveSession:
         burst_index = 1
         correction = source.correction
         rec = self.recorder
-        # chunks later than this after their newest sample move the planning window on: the
-        # decision latency plus half the phase tolerance (plans up to the tolerance late still go
-        # out, so prompt streams keep the replay rule exactly)
-        trig = self.protocol.trigger
-        slack_s = DECISION_LATENCY_S + 0.5 * trig.phase_tolerance_deg / (360.0 * sum(engine.band_hz) / 2.0)
+        # chunks later than this after their newest sample move the planning window on
+        slack_s = arrival_slack_s(self.protocol.trigger, engine.band_hz)
         # Helper threads (recorder, TTL, monitor) must hand the GIL back quickly, or a waiting
         # delivery can be late by a whole default switch interval (5 ms).
         switch_interval = sys.getswitchinterval()
@@ -377,8 +393,8 @@ class LiveSession:
                 # chunk after this one's newest sample), exactly as replay does; a late chunk then
                 # costs a cycle, never a different decision rule. Streams whose chunks usually
                 # arrive later than the decision latency plan that many chunks further ahead.
-                horizon = (source.chunk_size or n) / sfreq
-                lead = self.arrival.update(now - newest_ts, slack_s, horizon)
+                horizon = planning_horizon_s(source.chunk_size or n, sfreq)
+                lead = self.arrival.process(now - newest_ts, slack_s, horizon)
                 state = engine.process(chunk, newest_ts, horizon, lead)
                 pushed = outlets.push_state(state)
                 if self.keep_latencies:

@@ -82,8 +82,10 @@ def run_engine(
     progress=None,
 ) -> OfflineResult:
     """Feed ``(start_index, chunk)`` pairs to ``engine`` on the sample clock and collect triggers."""
+    from closedloop.engine import planning_horizon_s, replay_delivery_s
+
     sfreq = engine.sfreq
-    horizon_s = chunk_size / sfreq
+    horizon_s = planning_horizon_s(chunk_size, sfreq)
     triggers: list[dict] = []
     step = max(1, int(round(STATE_STEP_S * sfreq)))
     state_rows: list[tuple[float, float, float, float, float]] = []
@@ -100,7 +102,7 @@ def run_engine(
         n_total = max(n_total, newest + 1)
         plan = state.plan
         if plan is not None:
-            delivered_s = max(plan.time_s, newest_ts)
+            delivered_s = replay_delivery_s(plan, newest_ts)
             if engine.deliver(plan, delivered_s):
                 triggers.append(_trigger_row(plan, delivered_s, sfreq))
         if keep_state and newest >= next_state:
