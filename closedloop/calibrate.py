@@ -1,29 +1,36 @@
-"""``closedloop calibrate BASELINE --protocol P --out TUNED.toml``: tune a protocol to one person.
+"""Tuning a protocol to one person (:func:`calibrate`, ``closedloop calibrate``).
 
 From a baseline recording of the person (or the first minutes of a session):
 
 1. the band: centred on the individual alpha peak of the derived signal (peak ±
-   ``half_width_hz`` of the protocol), or the protocol's band when there is no clear peak;
+   ``half_width_hz`` of the protocol), or the protocol's band when there is no clear peak; the
+   same search the engine makes from a session's baseline (:func:`closedloop.engine.individual_band`),
+   at the engine's working rate (:func:`closedloop.engine.working_rate`);
 2. the estimator: every candidate (method and window/order) is fitted on the first part of the
    baseline and scored on the held-out rest against the offline ground truth in that band:
    the circular RMS phase error (spread and bias together) where the estimator's own amplitude
    passes the protocol's amplitude gate. Each method's bias correction is part of its fit.
 
-The best candidate is written with the band into a complete protocol file that ``run`` and
+The result is a complete protocol, named after the recording it was tuned on, that ``run`` and
 ``replay`` load.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
+import logging
 import math
-import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from closedloop.errors import DataError, UsageError
+
+__all__ = ["CANDIDATES", "Calibration", "calibrate", "run_calibration", "score_candidate"]
+
+logger = logging.getLogger("closedloop.calibrate")
 
 #: (method, params) tried by default: our Wiener predictor and the published methods, each
 #: at a few windows/orders around their defaults.
@@ -39,32 +46,24 @@ CANDIDATES: tuple[tuple[str, dict], ...] = (
     ("ar", {"window_s": 1.0, "order": 60}),
     ("etp", {}),
 )
-MAX_WORK_SFREQ = 1000.0
 
 
-def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "baseline", help="baseline recording of the person (any format MNE reads, or XDF)"
-    )
-    p.add_argument("--protocol", required=True, help="protocol file or preset name to start from")
-    p.add_argument("--out", required=True, help="where to write the tuned protocol (.toml)")
-    p.add_argument(
-        "--seconds",
-        type=float,
-        default=None,
-        help="use only the first S seconds of the recording (default: all of it)",
-    )
-    p.add_argument(
-        "--holdout",
-        type=float,
-        default=0.3,
-        help="share of the baseline held out to score candidates (default 0.3)",
-    )
-    p.add_argument(
-        "--methods",
-        default=None,
-        help="comma-separated methods to consider (default: all candidates)",
-    )
+@dataclass
+class Calibration:
+    """What calibration found: the tuned protocol and how each candidate scored.
+
+    ``scores`` holds one dict per candidate: ``method``, ``params``, ``rms_deg``, ``sd_deg``,
+    ``mean_deg``, ``n``, or ``skipped`` (why it could not be scored).
+    """
+
+    protocol: object
+    band_hz: tuple[float, float]
+    band_note: str
+    peak_hz: float | None
+    sfreq: float
+    seconds: float
+    n_fit: int
+    scores: list[dict] = field(default_factory=list)
 
 
 def score_candidate(
@@ -111,66 +110,70 @@ def score_candidate(
     }
 
 
-def run_command(args: argparse.Namespace) -> int:
+def _candidates(methods: Sequence[str] | None) -> list[tuple[str, dict]]:
+    if not methods:
+        return list(CANDIDATES)
+    wanted = [m.strip().lower() for m in methods if m.strip()]
+    known = sorted({m for m, _ in CANDIDATES})
+    for m in wanted:
+        if m not in known:
+            raise UsageError(f"--methods: {m!r} is not a calibratable estimator; accepted: {', '.join(known)}.")
+    return [c for c in CANDIDATES if c[0] in wanted]
+
+
+def run_calibration(
+    baseline,
+    protocol,
+    *,
+    seconds: float | None = None,
+    holdout: float = 0.3,
+    methods: Sequence[str] | None = None,
+    name: str | None = None,
+) -> Calibration:
+    """:func:`calibrate`, with the band found and every candidate's score.
+
+    Parameters as :func:`calibrate`.
+    """
     from scipy.signal import decimate
 
-    from closedloop.dsp.power import individual_peak_hz
-    from closedloop.evaluation import derived_signal
-    from closedloop.groundtruth import band_analytic, truth_fir
+    from closedloop.engine import individual_band, working_rate
+    from closedloop.groundtruth import band_analytic, derived_signal, truth_fir
     from closedloop.io import open_recording
-    from closedloop.protocol import EstimatorSettings, load_protocol, protocol_to_toml
+    from closedloop.protocol import EstimatorSettings, Protocol, load_protocol
 
-    protocol = load_protocol(args.protocol)
+    protocol = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
     if protocol.kind != "phase":
         raise UsageError(
             f"protocol {protocol.name!r} is a {protocol.kind!r} protocol; calibrate "
             'tunes phase protocols (kind = "phase").'
         )
-    if not 0.1 <= args.holdout <= 0.6:
-        raise UsageError(f"--holdout {args.holdout:g} is out of range; accepted: 0.1 to 0.6.")
-    candidates = list(CANDIDATES)
-    if args.methods:
-        wanted = [m.strip().lower() for m in args.methods.split(",") if m.strip()]
-        known = sorted({m for m, _ in CANDIDATES})
-        for m in wanted:
-            if m not in known:
-                raise UsageError(
-                    f"--methods: {m!r} is not a calibratable estimator; accepted: {', '.join(known)}."
-                )
-        candidates = [c for c in candidates if c[0] in wanted]
-    out = Path(args.out)
-    if out.suffix.lower() != ".toml":
-        raise UsageError(f"--out {str(out)!r} must be a .toml file.")
-
-    with open_recording(args.baseline) as rec:
-        n = rec.n_samples
-        if args.seconds is not None:
-            if args.seconds <= 0:
-                raise UsageError(f"--seconds {args.seconds:g} must be positive.")
-            n = min(n, round(args.seconds * rec.sfreq))
+    if not 0.1 <= holdout <= 0.6:
+        raise UsageError(f"--holdout {holdout:g} is out of range; accepted: 0.1 to 0.6.")
+    candidates = _candidates(methods)
+    if seconds is not None and seconds <= 0:
+        raise UsageError(f"--seconds {seconds:g} must be positive.")
+    where = Path(str(baseline)).name
+    with open_recording(baseline) as rec:
+        n = rec.n_samples if seconds is None else min(rec.n_samples, round(seconds * rec.sfreq))
         data = rec.read(0, n)
         sfreq, ch_names = rec.sfreq, list(rec.ch_names)
     x = derived_signal(data, ch_names, protocol)
-    factor = math.ceil(sfreq / MAX_WORK_SFREQ)
-    if factor > 1:
+    factor, sfreq_work = working_rate(sfreq)
+    if factor > 1:  # offline: a zero-phase decimation to the engine's working rate
         x = decimate(x, factor, ftype="fir", zero_phase=True)
-        sfreq = sfreq / factor
+    sfreq = sfreq_work
     if not np.all(np.isfinite(x)):
+        raise DataError(f"{baseline}: the derived signal has NaN or infinite samples; choose a clean baseline.")
+    length_s = x.shape[0] / sfreq
+    if length_s < 20.0:
         raise DataError(
-            f"{args.baseline}: the derived signal has NaN or infinite samples; "
-            "choose a clean baseline."
-        )
-    seconds = x.shape[0] / sfreq
-    if seconds < 20.0:
-        raise DataError(
-            f"{args.baseline}: {seconds:.1f} s of baseline is too short to calibrate; "
+            f"{baseline}: {length_s:.1f} s of baseline is too short to calibrate; "
             "record at least 20 s (60 s or more is better)."
         )
 
     band = protocol.band
-    peak = individual_peak_hz(x, sfreq, tuple(band.peak_search_hz))
-    if math.isfinite(peak):
-        band_hz = (max(0.5, peak - band.half_width_hz), peak + band.half_width_hz)
+    peak, band_hz = individual_band(x, sfreq, band, always=True)
+    if band_hz is not None:
         band_note = f"individual peak {peak:.2f} Hz"
     else:
         band_hz = (float(band.low_hz), float(band.high_hz))
@@ -184,53 +187,75 @@ def run_command(args: argparse.Namespace) -> int:
     truth = band_analytic(x, sfreq, band_hz)
     edge = truth_fir(sfreq, band_hz).shape[0] // 2
     truth[-edge:] = np.nan
-    n_fit = round(x.shape[0] * (1.0 - args.holdout))
+    n_fit = round(x.shape[0] * (1.0 - holdout))
     trig = protocol.trigger
     gate = float(trig.gate_value) if trig.gate_kind == "percentile" else None
-
-    print(
-        f"calibrate: {Path(args.baseline).name}, {seconds:.0f} s at {sfreq:g} Hz, channel "
-        f"{protocol.signal.channel} ({protocol.signal.reference}); band {band_hz[0]:.2f}-"
-        f"{band_hz[1]:.2f} Hz ({band_note}); fit on {n_fit / sfreq:.0f} s, scored on "
-        f"{(x.shape[0] - n_fit) / sfreq:.0f} s held out"
-    )
-    print(f"{'method':8s} {'params':28s} {'RMS°':>6s} {'SD°':>6s} {'mean°':>6s} {'n':>6s}")
-    scored = []
+    result = Calibration(protocol, band_hz, band_note, peak, sfreq, length_s, n_fit)
     for method, params in candidates:
         try:
             s = score_candidate(method, params, x, sfreq, band_hz, n_fit, gate, truth)
         except (DataError, UsageError) as exc:
-            print(f"{method:8s} {params!s:28s} skipped: {exc}")
+            result.scores.append({"method": method, "params": params, "skipped": str(exc)})
             continue
-        scored.append((s["rms_deg"], method, params, s))
-        print(
-            f"{method:8s} {params!s:28s} {s['rms_deg']:6.1f} {s['sd_deg']:6.1f} "
-            f"{s['mean_deg']:6.1f} {s['n']:6d}"
-        )
-    scored = [c for c in scored if math.isfinite(c[0])]
+        result.scores.append({"method": method, "params": params, **s})
+    scored = [s for s in result.scores if "skipped" not in s and math.isfinite(s["rms_deg"])]
     if not scored:
         raise DataError(
-            f"{args.baseline}: no estimator could be scored (too little signal above the "
+            f"{baseline}: no estimator could be scored (too little signal above the "
             "amplitude gate in the held-out part)."
         )
-    best_rms, method, params, _ = min(scored, key=lambda c: c[0])
-    tuned = dataclasses.replace(
+    best = min(scored, key=lambda s: s["rms_deg"])
+    stem = Path(str(baseline)).name.split(".")[0]
+    result.protocol = dataclasses.replace(
         protocol,
+        name=name or f"{protocol.name}-{stem}",
         band=dataclasses.replace(
             band, low_hz=round(band_hz[0], 3), high_hz=round(band_hz[1], 3), individual=False
         ),
-        estimator=EstimatorSettings(method=method, params=dict(params)),
+        estimator=EstimatorSettings(method=best["method"], params=dict(best["params"])),
         description=(
-            f"{protocol.summary} (calibrated on {Path(args.baseline).name}: {band_note}, "
-            f"{method} {params or 'defaults'}, held-out RMS phase error {best_rms:.1f} deg)"
+            f"{protocol.summary} (calibrated on {where}: {band_note}, "
+            f"{best['method']} {best['params'] or 'defaults'}, held-out RMS phase error "
+            f"{best['rms_deg']:.1f} deg)"
         ),
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(protocol_to_toml(tuned), encoding="utf-8")
-    load_protocol(str(out))  # what we wrote must load
-    print(
-        f"chosen: {method} {params or '(defaults)'}, band {band_hz[0]:.2f}-{band_hz[1]:.2f} Hz; "
-        f"wrote {out}",
-        file=sys.stderr,
+    logger.info(
+        "chosen: %s %s, band %.2f-%.2f Hz", best["method"], best["params"] or "(defaults)", *band_hz
     )
-    return 0
+    return result
+
+
+def calibrate(
+    baseline,
+    protocol,
+    *,
+    seconds: float | None = None,
+    holdout: float = 0.3,
+    methods: Sequence[str] | None = None,
+    name: str | None = None,
+):
+    """Tune ``protocol``'s band and estimator to one person's baseline recording.
+
+    Parameters
+    ----------
+    baseline : str or Path
+        The person's baseline recording (any format MNE reads, or XDF).
+    protocol : Protocol or str
+        The phase protocol to start from (a preset name or a TOML path too).
+    seconds : float, optional
+        Use only the first ``seconds`` of the recording.
+    holdout : float
+        Share of the baseline held out to score the candidates (0.1 to 0.6).
+    methods : list of str, optional
+        Estimators to consider (default every candidate of :data:`CANDIDATES`).
+    name : str, optional
+        The tuned protocol's name; default the protocol's name and the recording's, e.g.
+        ``mu-trough-c3-sub-01_rest``.
+
+    Returns
+    -------
+    Protocol
+        The tuned protocol: the band fixed (``individual = false``), the best estimator.
+        Save it with :func:`closedloop.protocol.protocol_to_toml`.
+    """
+    return run_calibration(baseline, protocol, seconds=seconds, holdout=holdout, methods=methods, name=name).protocol

@@ -1,6 +1,6 @@
 """The ``closedloop`` command line: one entry point, one module per sub-command.
 
-Each command module defines ``configure_parser(parser)`` (options only, cheap imports) and
+The command modules live in ``closedloop/commands/``; each defines ``configure_parser(parser)`` (options only, cheap imports) and
 ``run_command(args) -> int``. Errors derived from :class:`closedloop.errors.ClosedLoopError`
 are printed as one plain sentence with their exit code (../shared/CONTRACTS.md); anything
 else is reported as an internal error with exit 1 (set ``CLOSEDLOOP_DEBUG=1`` for the traceback).
@@ -19,16 +19,16 @@ from closedloop.errors import ClosedLoopError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("closedloop.demo", "play the shipped recording over LSL and run the loop live against it"),
-    "streams": ("closedloop.lsl.streams", "list the LSL streams visible now"),
-    "play": ("closedloop.play", "stream a recording as a live LSL amplifier"),
-    "run": ("closedloop.live", "the live closed loop on an LSL stream"),
-    "replay": ("closedloop.replay", "run the engine offline on a recording, deterministic"),
-    "protocols": ("closedloop.protocol_cli", "list preset protocols, or print one as TOML"),
-    "calibrate": ("closedloop.calibrate", "tune a protocol to one person's baseline recording"),
-    "report": ("closedloop.report", "HTML report with figures from a recorded or replayed session"),
-    "simulate": ("closedloop.simulate", "write a simulated EEG recording"),
-    "bench": ("closedloop.bench", "benchmarks: latency, accuracy, throughput, soak"),
+    "demo": ("closedloop.commands.demo", "play the shipped recording over LSL and run the loop live against it"),
+    "streams": ("closedloop.commands.streams", "list the LSL streams visible now"),
+    "play": ("closedloop.commands.play", "stream a recording as a live LSL amplifier"),
+    "run": ("closedloop.commands.run", "the live closed loop on an LSL stream"),
+    "replay": ("closedloop.commands.replay", "run the engine offline on a recording, deterministic"),
+    "protocols": ("closedloop.commands.protocols", "list preset protocols, or print one as TOML"),
+    "calibrate": ("closedloop.commands.calibrate", "tune a protocol to one person's baseline recording"),
+    "report": ("closedloop.commands.report", "HTML report with figures from a recorded or replayed session"),
+    "simulate": ("closedloop.commands.simulate", "write a simulated EEG recording"),
+    "bench": ("closedloop.commands.bench", "benchmarks: latency, accuracy, throughput, soak"),
 }
 
 
@@ -67,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "_run", None) is None:
         parser.print_help()
         return 2
+    from closedloop.log import command_handler
+
+    command_handler(args._name)  # the library's log records, as "closedloop COMMAND: ..." on stderr
     try:
         return int(args._run(args) or 0)
     except ClosedLoopError as exc:

@@ -153,6 +153,11 @@ class GroundTruth:
             )
         return t
 
+    def covers(self, times_s: np.ndarray) -> np.ndarray:
+        """Which of ``times_s`` lie within the recording (where the truth can be read)."""
+        t = np.asarray(times_s, dtype=np.float64)
+        return np.isfinite(t) & (t >= 0) & (t <= (self.n_samples - 1) / self.sfreq)
+
     def analytic_at(self, times_s: np.ndarray) -> np.ndarray:
         """Analytic signal at arbitrary times (s from the first sample), cubic interpolation."""
         return self._spline(self._check_times(times_s))
@@ -207,3 +212,44 @@ def circular_stats(errors_deg: np.ndarray) -> CircularStats:
     sd = math.degrees(math.sqrt(-2.0 * math.log(plv))) if plv > 0 else math.inf
     within = float(np.mean(np.abs(wrap_deg(e)) <= 45.0))
     return CircularStats(int(e.size), float(np.degrees(np.angle(vec))), sd, plv, within)
+
+
+def derived_signal(data: np.ndarray, ch_names: list[str], protocol) -> np.ndarray:
+    """The protocol's derived signal (channel after its reference), 1-D, for the ground truth."""
+    from closedloop.dsp import spatial_weights
+
+    sig = protocol.signal
+    weights = spatial_weights(
+        list(ch_names),
+        [sig.channel],
+        sig.reference,
+        neighbors=list(sig.neighbors) or None,
+        bipolar_with=sig.bipolar_with,
+        weights=dict(sig.weights) or None,
+    )
+    return (weights @ np.nan_to_num(data))[0]
+
+
+def phase_errors(
+    derived: np.ndarray,
+    sfreq: float,
+    band_hz: tuple[float, float],
+    onsets_s: np.ndarray,
+    targets_deg: np.ndarray,
+    *,
+    truth: GroundTruth | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """True phase at each onset and its error against the target (degrees, wrapped); NaN where
+    an onset lies outside the recording."""
+    truth = truth or GroundTruth(derived, sfreq, band_hz)
+    onsets_s = np.asarray(onsets_s, dtype=float)
+    keep = truth.covers(onsets_s)
+    true_phase = np.full(onsets_s.shape, np.nan)
+    true_phase[keep] = truth.phase_at(onsets_s[keep])
+    return true_phase, wrap_deg(true_phase - np.asarray(targets_deg, dtype=float))
+
+
+def accuracy(errors_deg: np.ndarray) -> dict:
+    """Circular statistics of phase errors as a plain dict (NaNs skipped)."""
+    e = np.asarray(errors_deg, dtype=float)
+    return circular_stats(e[np.isfinite(e)]).as_dict()

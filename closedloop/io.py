@@ -276,6 +276,41 @@ def open_recording(path: str | Path, stream: str | None = None) -> Recording:
     return _open_mne(path)
 
 
+def volt_scale(unit: str) -> float | None:
+    """Factor from ``unit`` (V, volts, mV, µV/uV/μV/microvolts, nV, ...) to microvolts; None for
+    a unit that is not a voltage."""
+    return _VOLT_UNITS.get(str(unit).strip().lower().replace(" ", ""))
+
+
+VOLT_UNITS_ACCEPTED = '"V", "mV", "uV" (or "µV", "microvolts"), "nV"'
+
+
+def array_in_microvolts(data: np.ndarray, units, n_channels: int) -> np.ndarray:
+    """``data`` scaled to microvolts from ``units`` (one unit for all channels, or one each).
+
+    Raises
+    ------
+    DataError
+        No units given, or a unit that is not a voltage.
+    """
+    if units is None:
+        raise DataError(
+            "an array needs its units: pass units= (one for all channels or one per channel); "
+            f"accepted: {VOLT_UNITS_ACCEPTED}. An MNE Raw is in volts: pass the Raw itself."
+        )
+    per_channel = [units] * n_channels if isinstance(units, str) else list(units)
+    if len(per_channel) != n_channels:
+        raise DataError(f"units has {len(per_channel)} entries; the data has {n_channels} channels.")
+    scale = np.empty(n_channels)
+    for i, unit in enumerate(per_channel):
+        factor = volt_scale(unit)
+        if factor is None:
+            raise DataError(f"units {unit!r} is not a voltage unit closedloop knows; accepted: {VOLT_UNITS_ACCEPTED}.")
+        scale[i] = factor
+    data = np.asarray(data, dtype=np.float64)
+    return data * scale[:, None] if np.any(scale != 1.0) else data
+
+
 def array_recording(
     data: np.ndarray,
     sfreq: float,
@@ -285,7 +320,8 @@ def array_recording(
     units: Sequence[str] | None = None,
     events: Sequence[Event] = (),
 ) -> Recording:
-    """Wrap an array ``(n_channels, n_samples)`` already in its final units as a Recording."""
+    """Wrap an array ``(n_channels, n_samples)`` already in its final units as a Recording
+    (``units`` only labels the channels; :func:`array_in_microvolts` converts)."""
     data = np.asarray(data)
     if data.ndim != 2 or data.shape[0] < 1 or data.shape[1] < 1:
         raise ValueError(
@@ -372,7 +408,6 @@ def _edf_header_records(path: Path) -> int | None:
 
 def _open_mne(path: Path) -> Recording:
     import mne
-    from mne.io.constants import FIFF
 
     mne_logger = logging.getLogger("mne")
     mute = logging.Filter("closedloop.mute")  # a name no record has: rejects every record
@@ -406,9 +441,28 @@ def _open_mne(path: Path) -> Recording:
             f"but the file ends after {raw.n_times / raw.info['sfreq']:.1f} s. Copy or export it again."
         )
     notes = [f"MNE: {m}" for m in dict.fromkeys(messages)]
-    sfreq = _check_sfreq(raw.info["sfreq"], repr(path.name))
+    return raw_recording(raw, path=path, notes=notes)
+
+
+def is_mne_raw(obj) -> bool:
+    """True for an MNE Raw (``mne.io.BaseRaw``)."""
+    from mne.io import BaseRaw
+
+    return isinstance(obj, BaseRaw)
+
+
+def raw_recording(raw, *, path: Path | None = None, notes: Sequence[str] = ()) -> Recording:
+    """Wrap an MNE Raw (``mne.io.BaseRaw``, loaded or not) as a Recording.
+
+    MNE holds voltages in volts: voltage channels are read in microvolts, as from files.
+    """
+    from mne.io.constants import FIFF
+
+    where = repr(path.name) if path is not None else "the MNE Raw"
+    sfreq = _check_sfreq(raw.info["sfreq"], where)
     if raw.n_times < 1 or len(raw.ch_names) < 1:
-        raise DataError(f"recording {str(path)!r} holds no samples; nothing to read.")
+        what = f"recording {str(path)!r}" if path is not None else "the MNE Raw"
+        raise DataError(f"{what} holds no samples; nothing to read.")
 
     scale = np.ones(len(raw.ch_names))
     units = []
@@ -431,7 +485,7 @@ def _open_mne(path: Path) -> Recording:
         return raw.get_data(start=start, stop=stop, verbose="error")
 
     return Recording(
-        path=path,
+        path=path if path is not None else (Path(raw.filenames[0]) if raw.filenames and raw.filenames[0] else None),
         format="mne",
         mne_class=type(raw).__name__,
         sfreq=sfreq,

@@ -1,4 +1,4 @@
-"""``closedloop run``: the live loop on an LSL stream.
+"""The live loop on an LSL stream (``closedloop run``, :class:`closedloop.Session`).
 
 One thread does everything that decides timing: it blocks in liblsl until new samples arrive,
 runs the engine on them, publishes a State sample, and delivers planned triggers on time (sleep,
@@ -8,8 +8,8 @@ monitor run on their own threads and never hold it up.
 
 from __future__ import annotations
 
-import argparse
 import gc
+import logging
 import math
 import queue
 import signal
@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from closedloop.errors import StreamError, UsageError
+from closedloop.errors import StreamError
+
+logger = logging.getLogger("closedloop.live")
 
 #: The last stretch before a trigger is waited out by spinning on the clock (sleep overshoots).
 SPIN_S = 0.0004
@@ -198,6 +200,7 @@ class LiveSession:
         record: str | None = None,
         ttl=None,
         stimulators=(),
+        dispatcher=None,
         seed: int = 0,
         keep_latencies: bool = True,
     ) -> None:
@@ -226,6 +229,8 @@ class LiveSession:
         self.stop_event = threading.Event()
         self.recorder = Recorder(record, source, outlets) if record else None
         self.end_reason = ""
+        # user callbacks (closedloop.Session.on_trigger/on_state), called from their own thread
+        self.dispatcher = dispatcher
         # operator control (pause, resume, stop) from any thread; the loop thread writes the markers
         self.paused = False
         self._control: queue.SimpleQueue = queue.SimpleQueue()
@@ -302,6 +307,12 @@ class LiveSession:
         burst_index = 1
         correction = source.correction
         rec = self.recorder
+        from closedloop.records import State
+
+        dispatcher = self.dispatcher
+        wants_states = dispatcher is not None and dispatcher.wants_states
+        if dispatcher is not None:
+            dispatcher.start()
         # chunks later than this after their newest sample move the planning window on
         slack_s = arrival_slack_s(self.protocol.trigger, engine.band_hz)
         # Helper threads (recorder, TTL, monitor) must hand the GIL back quickly, or a waiting
@@ -354,7 +365,7 @@ class LiveSession:
                         if pending is not None:
                             engine.drop(pending, "stream stalled")
                             pending = None
-                        print(f"closedloop run: the input stream stalled ({silent:.2f} s without data); triggering held.", file=sys.stderr)
+                        logger.warning("the input stream stalled (%.2f s without data); triggering held.", silent)
                     if silent > self.stall_timeout_s:
                         self.end_reason = f"no data for {silent:.1f} s (--timeout)"
                         raise StreamError(
@@ -368,7 +379,7 @@ class LiveSession:
                     correction = source.refresh_time_correction()
                     if rec is not None:
                         rec.boundary()
-                    print(f"closedloop run: data resumed after {now - last_data:.2f} s; waiting for the filters to settle.", file=sys.stderr)
+                    logger.warning("data resumed after %.2f s; waiting for the filters to settle.", now - last_data)
                 if stats.chunks:
                     gap = now - last_data
                     chunk_interval = gap if chunk_interval == 0.0 else 0.95 * chunk_interval + 0.05 * gap
@@ -381,10 +392,9 @@ class LiveSession:
                     rec.samples(Recorder.EEG, stamps, source.last_raw())
                     if stats.record_error is None and rec.error is not None:
                         stats.record_error = str(rec.error)
-                        print(
-                            f"closedloop run: the recording stopped ({rec.error}); it keeps what was "
-                            "written so far and the session goes on.",
-                            file=sys.stderr,
+                        logger.warning(
+                            "the recording stopped (%s); it keeps what was written so far and the "
+                            "session goes on.", rec.error,
                         )
                 # the newest sample's time on the amplifier's sample clock (push-time stamps that
                 # jitter are dejittered by the source), in this machine's clock
@@ -403,6 +413,8 @@ class LiveSession:
                 stats.last_state = state
                 if rec is not None:
                     rec.samples(Recorder.STATE, np.array([pushed]), np.array([[state.sample_ts, state.phase_deg, state.amplitude, state.feedback, float(state.gate)]]))
+                if wants_states:
+                    dispatcher.post("state", State(state.sample_ts, state.phase_deg, state.amplitude, state.feedback, state.gate, pushed))
                 if state.plan is not None:
                     pending = state.plan
                 if now >= next_clock:
@@ -470,6 +482,8 @@ class LiveSession:
         stats.marker_log.append({"time": fired_at, "scheduled": plan.time_s, "sample_ts": plan.sample_ts, "phase_deg": plan.phase_deg, "target_phase_deg": plan.target_phase_deg, "seq": plan.seq})
         if self.recorder is not None:
             self.recorder.samples(Recorder.MARKERS, np.array([fired_at]), [text])
+        if self.dispatcher is not None and self.dispatcher.wants_triggers:
+            self.dispatcher.post("trigger", self._trigger(plan, fired_at))
         return fired_at
 
     def _trigger(self, plan, time_s: float):
@@ -499,6 +513,8 @@ class LiveSession:
         self.stimulator_errors[name] = self.stimulator_errors.get(name, 0) + 1
 
     def _close(self) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.stop()
         if self.recorder is not None:
             try:
                 self.recorder.close()
@@ -535,6 +551,7 @@ class LiveSession:
             "delivery_error_ms_p99": stats.delivery_error_s.percentile(99) * 1e3,
             "record_error": stats.record_error,
             "stimulator_errors": dict(self.stimulator_errors),
+            "callbacks": self.dispatcher.summary() if self.dispatcher is not None else {},
             "control": [{"time": t, "action": a, "source": src} for t, a, src in stats.control_log],
             "timestamps": self._timestamps_summary(),
             "engine": counts,
@@ -547,138 +564,3 @@ class LiveSession:
         if clock is None:
             return {"dejitter": False, **lead}
         return {"dejitter": True, **clock.summary(), **lead}
-
-
-# ---------------------------------------------------------------------- command
-def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--protocol", "-p", required=True, help="protocol file (.toml) or preset name")
-    src = p.add_argument_group("source (one of)")
-    src.add_argument("--stream-name", help="the input stream's name")
-    src.add_argument("--stream-type", help="the input stream's type (default EEG)")
-    src.add_argument("--source-id", help="the input stream's source_id (most specific)")
-    p.add_argument("--resolve-timeout", type=float, default=10.0, help="seconds to wait for the stream (default 10)")
-    p.add_argument("--duration", type=float, help="stop after this many seconds")
-    p.add_argument("--timeout", type=float, default=30.0, help="end with exit 4 after this long without data (default 30 s)")
-    p.add_argument("--record", help="record the session to this XDF file")
-    p.add_argument("--marker-name", help="Markers stream name (default closedloop-markers)")
-    p.add_argument("--marker-source-id", help="Markers stream source_id")
-    p.add_argument("--state-name", help="State stream name (default closedloop-state)")
-    p.add_argument("--state-source-id", help="State stream source_id")
-    p.add_argument("--serial", help="serial port for TTL pulses (e.g. /dev/ttyUSB0)")
-    p.add_argument("--ttl-width", type=float, default=0.005, help="TTL pulse width in seconds (default 0.005)")
-    p.add_argument("--monitor", action="store_true", help="live terminal monitor")
-    p.add_argument("--realtime", action="store_true",
-                   help="run the loop under real-time scheduling (Linux SCHED_FIFO) with locked memory, so that "
-                        "other programs cannot delay it; needs root or CAP_SYS_NICE (refused: a note, normal priority)")
-    p.add_argument("--realtime-priority", type=int, default=None, metavar="P",
-                   help="SCHED_FIFO priority 1-98 with --realtime (default 70)")
-    p.add_argument("--raw-timestamps", action="store_true",
-                   help="time triggers from the stream's timestamps as they are; by default they are mapped onto the "
-                        "amplifier's sample clock, which removes the jitter of drivers that stamp at push time")
-    p.add_argument("--seed", type=int, default=0, help="seed for sham phases and interval jitter")
-    p.add_argument("--summary-json", help="write the end-of-run summary to this JSON file")
-
-
-def run_command(args: argparse.Namespace) -> int:
-    from closedloop.lsl.outputs import EngineOutlets
-    from closedloop.lsl.source import LSLSource, resolve_stream
-    from closedloop.protocol import load_protocol
-
-    protocol = load_protocol(args.protocol)
-    if args.duration is not None and not args.duration > 0:
-        raise UsageError(f"--duration must be a positive number of seconds, got {args.duration}.")
-    rt = None
-    if args.realtime_priority is not None and not args.realtime:
-        raise UsageError("--realtime-priority needs --realtime.")
-    if args.realtime:
-        from closedloop import realtime
-
-        priority = realtime.DEFAULT_PRIORITY if args.realtime_priority is None else args.realtime_priority
-        # before the inlet opens: liblsl's receiving threads inherit the policy
-        try:
-            rt = realtime.request(priority)
-        except ValueError as exc:  # the priority's range is realtime.request's to check
-            raise UsageError(f"--realtime-priority: {exc}") from exc
-        for note in rt.notes:
-            print(f"closedloop run: note: {note}.", file=sys.stderr)
-    ttl = None
-    if args.serial:
-        from closedloop.ttl import SerialTTL
-
-        ttl = SerialTTL(args.serial, pulse_width_s=args.ttl_width)
-    info = resolve_stream(
-        name=args.stream_name, stype=args.stream_type, source_id=args.source_id, timeout=args.resolve_timeout
-    )
-    source = LSLSource(info, dejitter=not args.raw_timestamps)
-    for note in source.layout.notes:
-        print(f"closedloop run: note: {note}.", file=sys.stderr)
-    outlets = EngineOutlets(
-        protocol.name,
-        marker_name=args.marker_name,
-        marker_source_id=args.marker_source_id,
-        state_name=args.state_name,
-        state_source_id=args.state_source_id,
-    )
-    try:
-        session = LiveSession(
-            protocol,
-            source,
-            outlets,
-            duration_s=args.duration,
-            stall_timeout_s=args.timeout,
-            record=args.record,
-            ttl=ttl,
-            seed=args.seed,
-        )
-        session.install_signal_handlers()
-        print(
-            f"closedloop run: {protocol.name!r} on {source.layout.name!r} "
-            f"({source.n_channels} ch, {source.sfreq:g} Hz); baseline {protocol.trigger.baseline_s:g} s.",
-            file=sys.stderr,
-        )
-        monitor = None
-        if args.monitor:
-            from closedloop.monitor import Monitor
-
-            monitor = Monitor(session)
-            monitor.start()
-        try:
-            summary = session.run()
-        except StreamError:
-            if args.summary_json:
-                _write_summary(args.summary_json, session.summary())
-            raise
-        finally:
-            if monitor is not None:
-                monitor.stop()
-    finally:
-        source.close()
-        outlets.close()
-    summary["realtime"] = rt.as_dict() if rt is not None else {"requested": False}
-    print(
-        f"closedloop run: {summary['end_reason']}; {summary['samples']} samples, "
-        f"{summary['dropped_samples']} dropped, {summary['triggers']} triggers "
-        f"({summary['triggers_dropped']} dropped); latency p50 {summary['latency_ms_p50']:.3f} ms, "
-        f"p99 {summary['latency_ms_p99']:.3f} ms.",
-        file=sys.stderr,
-    )
-    for note in summary["engine"].get("notes", []):
-        print(f"closedloop run: {note}", file=sys.stderr)
-    if summary["record_error"]:
-        print(f"closedloop run: the recording stopped early: {summary['record_error']}", file=sys.stderr)
-    if args.summary_json:
-        _write_summary(args.summary_json, summary)
-    if args.record:
-        # beside the recording, for reports: what the XDF itself does not hold
-        try:
-            _write_summary(args.record + ".summary.json", summary)
-        except OSError as exc:
-            print(f"closedloop run: could not write {args.record}.summary.json: {exc}", file=sys.stderr)
-    return 0
-
-
-def _write_summary(path: str, summary: dict) -> None:
-    import json
-
-    with open(path, "w") as fh:
-        json.dump(summary, fh, indent=2, default=str)

@@ -1,4 +1,4 @@
-"""``closedloop play RECORDING``: stream a recording as a live LSL amplifier.
+"""A recording as a live LSL amplifier (:class:`Player`, ``closedloop play``).
 
 Samples go out on a float32 LSL outlet at the recording's nominal rate, paced by a virtual
 clock: sample ``k`` is due at ``t0 + k / (sfreq * speed)``. The player sleeps until the newest
@@ -12,10 +12,7 @@ XDF marker strings go out on a companion ``Markers`` stream stamped with their o
 
 from __future__ import annotations
 
-import argparse
 import math
-import signal
-import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -23,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from closedloop.errors import ClosedLoopError, StreamError, UsageError
+from closedloop.errors import UsageError
 
 BOUNDARY = "boundary"
 DEFAULT_CHUNK_SIZE = 10
@@ -42,8 +39,10 @@ class Player:
 
     Parameters
     ----------
-    source : Recording or ndarray, shape (n_channels, n_samples)
-        What to play. An array is taken as microvolts unless ``units`` says otherwise.
+    source : str, Path, mne.io.BaseRaw, Recording or ndarray, shape (n_channels, n_samples)
+        What to play: a recording's path (any format MNE reads, or XDF), an MNE Raw (in volts;
+        played in microvolts, as files are), an open Recording, or an array, taken as microvolts
+        unless ``units`` says otherwise.
     sfreq : float, optional
         Nominal rate in Hz; required for an array, taken from a Recording.
     ch_names : list of str, optional
@@ -107,8 +106,13 @@ class Player:
         ch_types: Sequence[str] | None = None,
         units: Sequence[str] | None = None,
     ) -> None:
-        from closedloop.io import Recording, array_recording
+        from closedloop.io import Recording, array_recording, is_mne_raw, open_recording, raw_recording
 
+        self._owned = None
+        if isinstance(source, (str, Path)):
+            source = self._owned = open_recording(source)
+        elif is_mne_raw(source):
+            source = raw_recording(source)
         if isinstance(source, Recording):
             if sfreq is not None and float(sfreq) != source.sfreq:
                 raise UsageError(
@@ -200,6 +204,15 @@ class Player:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5.0)
         self._close_outlets()
+        if self._owned is not None and not self.running:
+            self._owned.close()
+
+    def __repr__(self) -> str:
+        state = "playing" if self.running else ("stopped" if self._thread is not None else "not started")
+        return (
+            f"<Player {self.name!r} (source_id {self.source_id!r}) | {len(self.ch_names)} ch, "
+            f"{self.sfreq:g} Hz, chunks of {self.chunk_size}, {state} at {self.position_s:.1f} s>"
+        )
 
     def __enter__(self) -> Player:  # noqa: PYI034
         return self.start()
@@ -379,166 +392,3 @@ def _check_positive(value, what: str) -> float:
 def default_source_id(path: str | Path) -> str:
     """The source_id ``closedloop play`` uses for a file: ``closedloop-play-<file stem>``."""
     return f"closedloop-play-{Path(path).stem}"
-
-
-# ---------------------------------------------------------------------------------------------
-# command line
-
-
-def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("recording", metavar="RECORDING", help="any file MNE reads, or XDF")
-    p.add_argument("--stream", metavar="S", help="XDF only: name or type of the stream to play")
-    p.add_argument("--name", help="LSL stream name (default: the recording's file stem)")
-    p.add_argument("--source-id", help="LSL source_id (default: closedloop-play-<file stem>)")
-    p.add_argument(
-        "--chunk-size",
-        type=int,
-        default=DEFAULT_CHUNK_SIZE,
-        metavar="N",
-        help=f"samples per push (default {DEFAULT_CHUNK_SIZE})",
-    )
-    p.add_argument("--speed", type=float, default=1.0, metavar="X", help="multiple of real time")
-    p.add_argument(
-        "--loop",
-        action="store_true",
-        help="start again at the end (marker 'boundary' at each wrap)",
-    )
-    p.add_argument(
-        "--duration", type=float, metavar="S", help="seconds of recording to play, then stop"
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress line")
-    p.add_argument(
-        "--index-channel",
-        action="store_true",
-        help="channel 0 carries the sample index (0, 1, 2, ...) for checking drops",
-    )
-    p.add_argument(
-        "--wait-consumers",
-        type=float,
-        default=0.0,
-        metavar="S",
-        help="wait up to S seconds for a receiver of the data stream before the first sample "
-        "(open a marker inlet before the data inlet to get every marker)",
-    )
-
-
-class _Terminated(Exception):
-    pass
-
-
-def _on_sigterm(signum, frame):
-    """SIGTERM and SIGINT: end playback cleanly."""
-    raise _Terminated()
-
-
-def run_command(args: argparse.Namespace) -> int:
-    from closedloop.io import open_recording
-
-    path = Path(args.recording)
-    if args.chunk_size < 1:
-        raise UsageError(f"--chunk-size must be an integer >= 1, got {args.chunk_size}.")
-    for option, value in (("--speed", args.speed), ("--duration", args.duration)):
-        if value is not None and not (math.isfinite(value) and value > 0):
-            raise UsageError(
-                f"{option} must be a positive number of seconds or times, got {value}."
-            )
-    if args.wait_consumers < 0:
-        raise UsageError(f"--wait-consumers must be >= 0 seconds, got {args.wait_consumers}.")
-    recording = open_recording(path, stream=args.stream)
-    name = args.name or path.stem
-    player = Player(
-        recording,
-        name=name,
-        source_id=args.source_id or default_source_id(path),
-        chunk_size=args.chunk_size,
-        speed=args.speed,
-        loop=args.loop,
-        duration=args.duration,
-        index_channel=args.index_channel,
-        wait_consumers=args.wait_consumers,
-    )
-    err = sys.stderr
-    if not args.quiet:
-        print(
-            f"playing {path.name}: {recording.n_channels} ch, {recording.sfreq:g} Hz, "
-            f"{recording.duration_s:.1f} s, {len(recording.events)} events -> LSL '{player.name}' "
-            f"(source_id {player.source_id}), markers on '{player.name}-markers'",
-            file=err,
-        )
-        for note in recording.notes:
-            print(f"  note: {note}", file=err)
-        if args.duration is not None and not args.loop and args.duration > recording.duration_s:
-            print(
-                f"  note: --duration {args.duration:g} s is longer than the recording; playing it "
-                "once (add --loop to repeat it)",
-                file=err,
-            )
-        if player.events_skipped:
-            print(
-                f"  note: {player.events_skipped} event(s) lie outside the samples; not sent",
-                file=err,
-            )
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    # Ctrl-C stops playing even when started from a shell that ignores SIGINT for background jobs
-    # (Python then leaves SIGINT ignored)
-    previous_int = signal.signal(signal.SIGINT, _on_sigterm)
-    interrupted = False
-    try:
-        player.start()
-        progress = _Progress(player, err, enabled=not args.quiet)
-        while not player.join(timeout=0.25):
-            progress.update()
-        progress.update(final=True)
-    except (KeyboardInterrupt, _Terminated):
-        interrupted = True
-    finally:
-        player.stop()
-        signal.signal(signal.SIGTERM, previous)
-        signal.signal(signal.SIGINT, previous_int)
-        recording.close()
-    if player.error is not None:
-        exc = player.error
-        if isinstance(exc, ClosedLoopError):
-            raise exc
-        raise StreamError(f"playing {path.name} failed after {player.n_pushed} samples: {exc}.")
-    if not args.quiet:
-        how = "stopped" if interrupted else "done"
-        print(
-            f"{how}: {player.n_pushed} samples ({player.position_s:.1f} s), "
-            f"{player.n_markers} markers, max lag {player.max_lag_s * 1e3:.2f} ms",
-            file=err,
-        )
-    return 0
-
-
-class _Progress:
-    """One status line on stderr: redrawn in place on a terminal, every 10 s otherwise."""
-
-    def __init__(self, player: Player, stream, enabled: bool) -> None:
-        self.player, self.stream, self.enabled = player, stream, enabled
-        self.tty = bool(getattr(stream, "isatty", lambda: False)())
-        self.interval = 0.5 if self.tty else 10.0
-        self.last_time = time.monotonic()
-        self.last_pushed = 0
-        self.last_shown = self.last_time
-
-    def update(self, final: bool = False) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if not final and now - self.last_shown < self.interval:
-            return
-        p = self.player
-        rate = (p.n_pushed - self.last_pushed) / max(1e-9, now - self.last_time)
-        self.last_time, self.last_pushed, self.last_shown = now, p.n_pushed, now
-        total = p.n_total / p.sfreq if p.n_total is not None else math.inf
-        where = f"{p.position_s:8.1f} s" + (f" / {total:.1f} s" if math.isfinite(total) else "")
-        line = (
-            f"{where}  {rate:7.0f} samples/s  x{p.speed:g}  lag {p.lag_s * 1e3:6.2f} ms "
-            f"(max {p.max_lag_s * 1e3:.2f})  markers {p.n_markers}"
-        )
-        if self.tty:
-            self.stream.write("\r" + line + ("\n" if final else ""))
-        elif not final:
-            self.stream.write(line + "\n")
-        self.stream.flush()

@@ -4,7 +4,7 @@ A session is either the XDF file ``closedloop run --record`` writes (the input E
 ``Markers`` stream and the ``ClosedLoopState`` stream) or the folder ``closedloop replay``
 writes (``events.tsv``, ``summary.json``, ``state.npz``). The report shows the triggers' phases
 (as the engine estimated them, and against the offline ground truth of
-:mod:`closedloop.evaluation`), the loop latency, the band amplitude over time with the triggers
+:mod:`closedloop.groundtruth`), the loop latency, the band amplitude over time with the triggers
 and the periods when triggering was not allowed, the feedback value for feedback protocols, and
 a summary table. Every number in the table is also written as JSON next to the HTML.
 
@@ -15,14 +15,12 @@ the EEG timestamps (one line per stretch between gaps), which removes the timest
 
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import io
 import json
 import logging
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,7 +115,7 @@ def _resolve_protocol(spec: str | None, name_in_session: str, embedded: dict | N
 
 def _derived_from_recording(recording, protocol, advance) -> np.ndarray:
     """The protocol's derived signal of a whole recording, read in blocks."""
-    from closedloop.evaluation import derived_signal
+    from closedloop.groundtruth import derived_signal
 
     # derived_signal is linear in the data: applied to the identity it gives the spatial weights.
     weights = derived_signal(np.eye(recording.n_channels), recording.ch_names, protocol)
@@ -443,7 +441,7 @@ def truth_margin_s(sfreq: float, band_hz: tuple[float, float]) -> float:
 
 def true_phases(session: Session) -> tuple[np.ndarray, np.ndarray]:
     """The offline true phase at each trigger (NaN where not scored) and the mask of scored triggers."""
-    from closedloop.evaluation import phase_errors
+    from closedloop.groundtruth import phase_errors
 
     onsets = session.onset_s
     true = np.full(onsets.shape, np.nan)
@@ -460,7 +458,7 @@ def true_phases(session: Session) -> tuple[np.ndarray, np.ndarray]:
 
 def compute_numbers(session: Session) -> dict:
     """Every figure of the summary table, as a JSON-ready dict (NaN where undefined)."""
-    from closedloop.evaluation import accuracy
+    from closedloop.groundtruth import accuracy
     from closedloop.groundtruth import wrap_deg
 
     n = int(session.onset_s.size)
@@ -773,7 +771,7 @@ def render_html(numbers: dict, figures: dict[str, bytes | str]) -> str:
 
 # ---------------------------------------------------------------------- driver
 def make_report(session_path: str | Path, out: str | Path | None = None, *, protocol: str | None = None,
-                recording: str | None = None, quiet: bool = False) -> tuple[Path, Path, dict]:
+                recording: str | None = None, progress=None) -> tuple[Path, Path, dict]:
     """Write ``out`` (HTML) and ``out`` with ``.json`` for a session; returns both paths and the numbers.
 
     Parameters
@@ -787,14 +785,13 @@ def make_report(session_path: str | Path, out: str | Path | None = None, *, prot
         Protocol file or preset, when the session's own is not a preset (XDF) or to override it.
     recording : str, optional
         Replay folders: the recording, when the path in ``summary.json`` no longer leads to it.
-    quiet : bool
-        No progress display.
+    progress : callable, optional
+        Called as ``progress(1)`` after each of the report's five steps (a progress bar's advance).
     """
     import matplotlib
 
     matplotlib.use("Agg")
-    from closedloop.progress import progress_bar
-
+    advance = progress or (lambda n: None)
     session_path = Path(session_path)
     if out is None:
         out = session_path / "report.html" if session_path.is_dir() else session_path.with_suffix(".html")
@@ -805,52 +802,24 @@ def make_report(session_path: str | Path, out: str | Path | None = None, *, prot
         raise UsageError(f"the folder of --out, {str(out.parent)!r}, does not exist; create it first.")
     if out.exists() and out.is_dir():
         raise UsageError(f"--out {str(out)!r} is a folder; give an .html file name.")
-    with progress_bar(5, "report", disable=quiet) as advance:
-        session = load_session(session_path, protocol=protocol, recording=recording)
-        advance(1)
-        true, _ = true_phases(session)
-        numbers = compute_numbers(session)
-        advance(1)
-        figures: dict[str, bytes | str] = {"phases": figure_phases(session, true)}
-        advance(1)
-        if session.latency_s is not None:
-            figures["latency"] = figure_latency(session)
-        else:
-            figures["latency"] = ("Latency does not apply to a replay: it runs on the sample clock. "
-                                  "Record a live session with closedloop run --record to measure it.")
-        figures["amplitude"] = figure_amplitude(session)
-        advance(1)
-        if session.kind == "feedback" or np.isfinite(session.state["feedback"]).any():
-            figures["feedback"] = figure_feedback(session)
-        advance(1)
+    session = load_session(session_path, protocol=protocol, recording=recording)
+    advance(1)
+    true, _ = true_phases(session)
+    numbers = compute_numbers(session)
+    advance(1)
+    figures: dict[str, bytes | str] = {"phases": figure_phases(session, true)}
+    advance(1)
+    if session.latency_s is not None:
+        figures["latency"] = figure_latency(session)
+    else:
+        figures["latency"] = ("Latency does not apply to a replay: it runs on the sample clock. "
+                              "Record a live session with closedloop run --record to measure it.")
+    figures["amplitude"] = figure_amplitude(session)
+    advance(1)
+    if session.kind == "feedback" or np.isfinite(session.state["feedback"]).any():
+        figures["feedback"] = figure_feedback(session)
+    advance(1)
     out.write_text(render_html(numbers, figures), encoding="utf-8")
     json_path = out.with_suffix(".json")
     json_path.write_text(json.dumps(numbers, indent=2) + "\n")
     return out, json_path, numbers
-
-
-def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("session", help="an XDF file from closedloop run --record, or a closedloop replay output folder")
-    p.add_argument("--out", "-o", help="the HTML file (default: report.html in a replay folder, or the XDF's "
-                   "name with .html); the numbers go to the same name with .json")
-    p.add_argument("--protocol", "-p", help="protocol file or preset (default: the one the session names)")
-    p.add_argument("--recording", help="replay folders: the recording, if summary.json's path no longer leads to it")
-    p.add_argument("--quiet", action="store_true", help="no progress display")
-
-
-def run_command(args: argparse.Namespace) -> int:
-    out, json_path, numbers = make_report(
-        args.session, args.out, protocol=args.protocol, recording=args.recording, quiet=args.quiet
-    )
-    t = numbers["triggers"]
-    truth = numbers.get("phase_true")
-    line = f"report: {t['delivered']} triggers"
-    if truth and truth.get("plv") is not None:
-        line += f", true phase error {truth['mean_deg']:+.1f} deg (PLV {truth['plv']:.2f})"
-    lat = numbers.get("latency_ms")
-    if lat and lat.get("p99") is not None:
-        line += f", latency p99 {lat['p99']:.2f} ms"
-    print(f"{line}; written {out} and {json_path}", file=sys.stderr)
-    for note in numbers.get("notes", []):
-        print(f"closedloop report: note: {note}", file=sys.stderr)
-    return 0

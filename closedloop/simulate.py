@@ -42,7 +42,6 @@ BrainVision (``.vhdr`` + ``.vmrk`` + ``.eeg``, 16-bit, 0.1 µV). MNE reads both 
 
 from __future__ import annotations
 
-import argparse
 import math
 import numbers
 from pathlib import Path
@@ -307,7 +306,7 @@ def _blinks(
     return wave, blinks
 
 
-def _check_arguments(seconds: float, sfreq: float, seed: int, n_channels: int) -> None:
+def check_arguments(seconds: float, sfreq: float, seed: int, n_channels: int) -> None:
     if (
         not isinstance(seconds, numbers.Real)
         or not math.isfinite(seconds)
@@ -383,7 +382,7 @@ def simulate_eeg(
     UsageError
         When an argument is out of range; the message names it and what is accepted.
     """
-    _check_arguments(seconds, sfreq, seed, n_channels)
+    check_arguments(seconds, sfreq, seed, n_channels)
     sfreq = float(sfreq)
     seed = int(seed)
     n = round(seconds * sfreq)
@@ -599,7 +598,7 @@ def write_brainvision(
     eeg.write_bytes(np.ascontiguousarray(_to_int16(data_uv).T).tobytes())
 
 
-def _check_output(path: str | Path) -> Path:
+def check_output_path(path: str | Path) -> Path:
     path = Path(path)
     if path.suffix.lower() not in FORMATS:
         accepted = ", ".join(f"{ext} ({name})" for ext, name in FORMATS.items())
@@ -630,7 +629,7 @@ def write_recording(
     UsageError
         For another extension, a missing folder, or data the format cannot hold.
     """
-    path = _check_output(path)
+    path = check_output_path(path)
     suffix = path.suffix.lower()
     if suffix == ".edf":
         write_edf(path, data_uv, ch_names, sfreq, events)
@@ -640,68 +639,3 @@ def write_recording(
 
 
 # --------------------------------------------------------------------------- command
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    """Options of ``closedloop simulate``."""
-    parser.description = (
-        "Write a simulated resting EEG recording: 1/f background mixed by volume conduction, "
-        "occipital alpha and central mu bursts with drifting 8-12 Hz peaks, 50 Hz line noise "
-        "and blinks. Same arguments, same file, bit for bit."
-    )
-    parser.add_argument(
-        "out", metavar="OUT", help="output file: .edf (EDF+) or .vhdr (BrainVision)"
-    )
-    parser.add_argument(
-        "--seconds",
-        type=float,
-        default=DEFAULT_SECONDS,
-        metavar="S",
-        help=f"duration in seconds, whole seconds for .edf (default {DEFAULT_SECONDS:g})",
-    )
-    parser.add_argument(
-        "--sfreq",
-        type=float,
-        default=DEFAULT_SFREQ,
-        metavar="F",
-        help=f"sampling rate in Hz, at least {MIN_SFREQ:g} (default {DEFAULT_SFREQ:g})",
-    )
-    parser.add_argument(
-        "--seed",
-        type=int,
-        default=DEFAULT_SEED,
-        metavar="N",
-        help=f"random seed >= 0 (default {DEFAULT_SEED})",
-    )
-    parser.add_argument(
-        "--channels",
-        type=int,
-        default=DEFAULT_N_CHANNELS,
-        metavar="N",
-        help=f"number of 10-10 channels, 1-64 (default {DEFAULT_N_CHANNELS})",
-    )
-
-
-def run_command(args: argparse.Namespace) -> int:
-    """Simulate and write; prints one line describing the file."""
-    out = _check_output(args.out)
-    suffix = out.suffix.lower()
-    if suffix == ".edf":
-        _check_arguments(args.seconds, args.sfreq, args.seed, args.channels)
-        if (
-            abs(args.sfreq - round(args.sfreq)) > 1e-9
-            or abs(args.seconds - round(args.seconds)) > 1e-9
-        ):
-            raise UsageError(
-                f"EDF stores whole seconds at a whole number of Hz; got --seconds {args.seconds:g} "
-                f"and --sfreq {args.sfreq:g}. Round them, or write BrainVision (.vhdr)."
-            )
-    data, ch_names, sfreq, events = simulate_eeg(args.seconds, args.sfreq, args.seed, args.channels)
-    files = write_recording(out, data, ch_names, sfreq, events)
-    size_mb = sum(f.stat().st_size for f in files) / 1e6
-    n_blinks = sum(e.description == "blink" for e in events)
-    print(
-        f"wrote {out} (simulated): {len(ch_names)} channels x {data.shape[1] / sfreq:g} s at "
-        f"{sfreq:g} Hz, seed {args.seed}, {len(events)} events ({n_blinks} blinks), {size_mb:.1f} MB"
-    )
-    return 0

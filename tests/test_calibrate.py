@@ -10,7 +10,7 @@ import pytest
 from closedloop.cli import main
 from closedloop.io import open_recording
 from closedloop.protocol import load_protocol
-from closedloop.replay import run_offline
+from closedloop.replay import replay
 from tests.helpers.protocols import phase_toml
 from tests.helpers.recordings import EYES_CLOSED
 
@@ -53,7 +53,7 @@ def test_calibrate_writes_a_tuned_protocol_that_replays(
     # the written protocol runs in the engine
     with open_recording(EYES_CLOSED) as rec:
         data, sfreq, names = rec.read(0, rec.n_samples), rec.sfreq, list(rec.ch_names)
-    result = run_offline(data, sfreq, names, tuned, chunk_size=4, keep_state=False)
+    result = replay(data, tuned, sfreq=sfreq, ch_names=names, units="uV", chunk_size=4, keep_state=False)
     assert result.summary["estimator"] == "wiener"
     assert len(result.triggers) > 20
     assert np.all(result.onsets_s >= 20.0)

@@ -8,7 +8,7 @@ import pytest
 from closedloop.engine import DECISION_LATENCY_S, Engine
 from closedloop.estimators.base import wrap_deg
 from closedloop.errors import DataError
-from closedloop.replay import run_offline
+from closedloop.replay import replay
 from tests.helpers.protocols import make_protocol
 
 CH = ["O1", "O2", "Cz", "Fz"]
@@ -42,7 +42,7 @@ def test_triggers_land_on_the_target_phase_of_a_known_sine(target):
     sfreq = 500.0
     data, _ = sine_data(sfreq, 20.0)
     protocol = make_protocol(trigger={"target_phase_deg": target})
-    result = run_offline(data, sfreq, CH, protocol, chunk_size=5)
+    result = replay(data, protocol, sfreq=sfreq, ch_names=CH, units="uV", chunk_size=5)
     onsets = result.onsets_s
     assert len(onsets) > 40  # 15 s after the baseline at up to one trigger per 0.3 s
     assert onsets.min() >= 5.0  # nothing during the baseline
@@ -59,9 +59,9 @@ def test_triggers_are_planned_from_the_newest_sample_plus_the_decision_latency(c
     # newest sample t it was decided on, so live has L to act and the windows still tile time
     sfreq = 500.0
     data, _ = sine_data(sfreq, 20.0)
-    result = run_offline(data, sfreq, CH, make_protocol(), chunk_size=chunk_size)
+    result = replay(data, make_protocol(), sfreq=sfreq, ch_names=CH, units="uV", chunk_size=chunk_size)
     assert len(result.triggers) > 40
-    lead = np.array([t["onset"] - t["decided_sample_ts"] for t in result.triggers])
+    lead = np.array([t.time_s - t.sample_ts for t in result.triggers])
     assert lead.min() >= DECISION_LATENCY_S - 1e-9, lead.min()
     assert lead.max() <= DECISION_LATENCY_S + chunk_size / sfreq + 1e-9, lead.max()
 
@@ -93,7 +93,7 @@ def test_decimated_5khz_input_keeps_phase_accuracy():
     protocol = make_protocol(trigger={"baseline_s": 4.0})
     engine = Engine(protocol, CH, sfreq)
     assert engine.factor == 5 and engine.sfreq_work == 1000.0
-    result = run_offline(data, sfreq, CH, protocol, chunk_size=5)
+    result = replay(data, protocol, sfreq=sfreq, ch_names=CH, units="uV", chunk_size=5)
     err = wrap_deg_array(true_phase_deg(result.onsets_s))
     mean, sd = circ_mean_sd(err)
     assert len(err) > 20
@@ -105,7 +105,7 @@ def test_amplitude_gate_blocks_triggers_when_the_rhythm_is_weak():
     data, t = sine_data(sfreq, 30.0)
     data[1] -= 20.0 * np.cos(2 * np.pi * 10 * t) * (t > 15)  # rhythm gone after 15 s
     protocol = make_protocol(trigger={"amplitude_gate": "percentile:10", "baseline_s": 10.0})
-    result = run_offline(data, sfreq, CH, protocol, chunk_size=2)
+    result = replay(data, protocol, sfreq=sfreq, ch_names=CH, units="uV", chunk_size=2)
     onsets = result.onsets_s
     assert np.sum(onsets < 15.0) > 10
     assert np.sum(onsets > 16.0) == 0
@@ -116,7 +116,7 @@ def test_nan_run_holds_triggering_and_recovers():
     data, _ = sine_data(sfreq, 30.0)
     data[1, int(15 * sfreq) : int(15.5 * sfreq)] = np.nan
     protocol = make_protocol(artifact={"hold_s": 1.0})
-    result = run_offline(data, sfreq, CH, protocol, chunk_size=3)
+    result = replay(data, protocol, sfreq=sfreq, ch_names=CH, units="uV", chunk_size=3)
     onsets = result.onsets_s
     # a trigger planned before the NaN arrived may still land at 15.000 s, as it would live
     assert not np.any((onsets > 15.01) & (onsets < 16.5)), onsets
@@ -148,10 +148,10 @@ def test_replay_is_deterministic_and_chunk_size_changes_little():
     sfreq = 250.0
     data, _ = sine_data(sfreq, 20.0, noise=5.0)
     protocol = make_protocol()
-    a = run_offline(data, sfreq, CH, protocol, chunk_size=4)
-    b = run_offline(data, sfreq, CH, protocol, chunk_size=4)
+    a = replay(data, protocol, sfreq=sfreq, ch_names=CH, units="uV", chunk_size=4)
+    b = replay(data, protocol, sfreq=sfreq, ch_names=CH, units="uV", chunk_size=4)
     assert a.triggers == b.triggers
-    c = run_offline(data, sfreq, CH, protocol, chunk_size=1)
+    c = replay(data, protocol, sfreq=sfreq, ch_names=CH, units="uV", chunk_size=1)
     # different chunking, same rhythm: about as many triggers, all on the target phase
     assert abs(len(c.triggers) - len(a.triggers)) <= 0.1 * len(a.triggers)
     for res in (a, c):
@@ -176,7 +176,7 @@ def test_feedback_asymmetry_follows_the_power_ratio():
         feedback={"measure": "asymmetry", "channels": ["F4", "F3"], "zscore": False, "smoothing_s": 0.2},
         trigger={"baseline_s": 5.0},
     )
-    result = run_offline(data, sfreq, ch, protocol, chunk_size=5)
+    result = replay(data, protocol, sfreq=sfreq, ch_names=ch, units="uV", chunk_size=5)
     fb, ts = result.state["feedback"], result.state["time_s"]
     early = fb[(ts > 10) & (ts < 19)]
     late = fb[ts > 25]

@@ -59,13 +59,12 @@ def test_bench_accuracy_through_the_engine(recordings, protocol_file, tmp_path, 
     assert result["methods"]["wiener"]["sd_deg"] < result["methods"]["ar"]["sd_deg"]
 
 
-def test_bench_accuracy_harness_meets_the_targets_on_strong_alpha(
+def test_bench_accuracy_meets_the_targets_on_strong_alpha_per_sample(
     recordings, protocol_file, tmp_path, capsys
 ):
     out_json = tmp_path / "h.json"
     rc = bench_accuracy(
         protocol_file,
-        "--harness",
         "--targets",
         "0,180",
         "--methods",

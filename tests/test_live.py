@@ -11,7 +11,6 @@ import time
 import numpy as np
 import pylsl
 import pyxdf
-import pytest
 
 from tests.helpers.lsl import OutletThread
 from tests.helpers.protocols import phase_toml

@@ -340,7 +340,7 @@ def test_default_names(recordings):
 def test_progress_line_shows_rate_position_and_lag(source_id):
     import io
 
-    from closedloop.play import _Progress
+    from closedloop.commands.play import _Progress
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:

@@ -198,7 +198,7 @@ def test_feedback_replay_report_draws_the_feedback_and_summarises_it(tmp_path, r
     proto = tmp_path / "faa.toml"
     proto.write_text(FEEDBACK_PROTOCOL)
     assert main(["replay", str(EYES_CLOSED), "--protocol", str(proto), "--out", str(folder), "--quiet"]) == 0
-    out, json_path, numbers = make_report(folder, quiet=True)
+    out, json_path, numbers = make_report(folder)
     assert out == folder / "report.html" and json_path == folder / "report.json"
     images = figures(out.read_text())
     assert set(images) == {"phases", "amplitude", "feedback"}
@@ -287,7 +287,7 @@ def test_live_xdf_report_figures_latency_and_phases_match_an_independent_computa
 
 def test_xdf_report_without_a_known_protocol_still_reports_and_says_why_no_truth(live_session, tmp_path):
     record, _, _, _ = live_session
-    out, _, numbers = make_report(record, tmp_path / "r.html", quiet=True)
+    out, _, numbers = make_report(record, tmp_path / "r.html")
     assert numbers["phase_true"] is None
     assert "give --protocol" in numbers["phase_true_note"]
     assert any("not a preset" in note for note in numbers["notes"])
@@ -310,27 +310,27 @@ def test_missing_session_exits_3_with_a_sentence(tmp_path):
 def test_folder_that_is_not_a_replay_names_the_missing_files(tmp_path):
     (tmp_path / "summary.json").write_text("{}")
     with pytest.raises(DataError, match=r"not a replay output folder: events.tsv missing"):
-        make_report(tmp_path, tmp_path / "r.html", quiet=True)
+        make_report(tmp_path, tmp_path / "r.html")
 
 
 def test_file_that_is_not_xdf_is_refused(tmp_path):
     bogus = tmp_path / "notes.xdf"
     bogus.write_text("hello")
     with pytest.raises(DataError, match="neither an XDF file nor a replay output folder"):
-        make_report(bogus, tmp_path / "r.html", quiet=True)
+        make_report(bogus, tmp_path / "r.html")
 
 
 def test_xdf_that_is_not_a_closedloop_session_lists_its_streams(tmp_path, recordings):
     with pytest.raises(DataError, match=r"no ClosedLoopState stream.*streams: .*Markers"):
-        make_report(XDF_MARKERS, tmp_path / "r.html", quiet=True)
+        make_report(XDF_MARKERS, tmp_path / "r.html")
 
 
 def test_out_must_be_an_html_file_in_an_existing_folder(replay_report, tmp_path):
     folder, _, _ = replay_report
     with pytest.raises(UsageError, match=r"--out must name an .html file"):
-        make_report(folder, tmp_path / "r.txt", quiet=True)
+        make_report(folder, tmp_path / "r.txt")
     with pytest.raises(UsageError, match=r"does not exist; create it first"):
-        make_report(folder, tmp_path / "missing" / "r.html", quiet=True)
+        make_report(folder, tmp_path / "missing" / "r.html")
 
 
 def test_replay_whose_recording_moved_reports_without_truth_and_recording_option_restores_it(
@@ -344,8 +344,8 @@ def test_replay_whose_recording_moved_reports_without_truth_and_recording_option
     summary = json.loads((folder / "summary.json").read_text())
     summary["recording"] = "gone/away.edf"
     (moved / "summary.json").write_text(json.dumps(summary))
-    _, _, numbers = make_report(moved, tmp_path / "a.html", quiet=True)
+    _, _, numbers = make_report(moved, tmp_path / "a.html")
     assert numbers["phase_true"] is None and "--recording" in numbers["phase_true_note"]
-    _, _, numbers = make_report(moved, tmp_path / "b.html", recording=str(EYES_CLOSED), quiet=True)
+    _, _, numbers = make_report(moved, tmp_path / "b.html", recording=str(EYES_CLOSED))
     assert numbers["phase_true"]["n"] > 30
     assert Path(tmp_path / "b.json").is_file()

@@ -146,11 +146,11 @@ def used_channels(protocol: Protocol) -> set[str]:
 
 
 def check_limits(
-    protocol: Protocol, triggers: list[dict], sfreq: float, chunk_size: int, bursts, resumes
+    protocol: Protocol, triggers: list, sfreq: float, chunk_size: int, bursts, resumes
 ) -> None:
     trig = protocol.trigger
-    onsets = np.array([row["onset"] for row in triggers], dtype=float)
-    decided = np.array([row["decided_sample_ts"] for row in triggers], dtype=float)
+    onsets = np.array([t.time_s for t in triggers], dtype=float)
+    decided = np.array([t.sample_ts for t in triggers], dtype=float)
     if trig.max_triggers:
         assert len(onsets) <= trig.max_triggers
     if len(onsets) > 1:
@@ -276,9 +276,9 @@ def test_sham_draws_random_targets_with_the_same_limits(seed):
     result = run_engine(
         engine, chunks_with_gaps(x, chunk_size, []), chunk_size=chunk_size, keep_state=False
     )
-    targets = np.array([row["target_phase_deg"] for row in result.triggers])
+    targets = np.array([t.target_phase_deg for t in result.triggers])
     assert len(targets) >= 8
-    assert {row["trial_type"] for row in result.triggers} == {"sham"}
+    assert {t.event for t in result.triggers} == {"sham"}
     # uniform random targets: the resultant length of 8+ draws stays well below 1
     assert abs(np.mean(np.exp(1j * np.deg2rad(targets)))) < 0.8
     assert np.all((targets > -180.0) & (targets <= 180.0))

@@ -1,54 +1,7 @@
-"""``closedloop bench``: latency, accuracy, throughput and soak benchmarks.
+"""Benchmarks: latency, accuracy, throughput and soak (``closedloop bench ...``).
 
-Each sub-command lives in its own module with ``configure_parser(p)`` and ``run_command(args)``.
-Nothing heavy is imported here, so that ``python -m closedloop.bench.latency`` (the mne-lsl worker)
-and the CLI stay quick to start and pylsl loads only after the loopback configuration is set.
+Each module measures and returns its figures as a dict; the command line's side (options,
+tables) is in ``closedloop/commands/bench_*.py``. Nothing heavy is imported here, so that
+``python -m closedloop.bench.latency`` (the mne-lsl worker) starts quickly and pylsl loads only
+after the loopback configuration is set.
 """
-
-from __future__ import annotations
-
-import argparse
-import importlib
-
-from closedloop.errors import UsageError
-
-# name -> (module, one-line help)
-BENCHMARKS: dict[str, tuple[str, str]] = {
-    "latency": ("closedloop.bench.latency", "push-to-receipt latency of the live loop, trigger precision, CPU"),
-    "accuracy": ("closedloop.bench.accuracy", "phase accuracy of the estimators against the offline truth"),
-    "throughput": ("closedloop.bench.throughput", "largest channel count the live loop sustains; replay speed"),
-    "soak": ("closedloop.bench.soak", "a long live session: memory, drops and latency over time"),
-}
-
-
-def _unavailable(name: str, module: str, reason: str):
-    def run_command(args: argparse.Namespace) -> int:
-        raise UsageError(f"'closedloop bench {name}' is not available in this build ({module}: {reason}).")
-
-    return run_command
-
-
-def configure_parser(p: argparse.ArgumentParser) -> None:
-    sub = p.add_subparsers(dest="benchmark", metavar="BENCHMARK")
-    for name, (module_name, help_text) in BENCHMARKS.items():
-        try:
-            module = importlib.import_module(module_name)
-            configure, run = module.configure_parser, module.run_command
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            configure, run = None, _unavailable(name, module_name, "the module does not exist yet")
-        except AttributeError as exc:
-            configure, run = None, _unavailable(name, module_name, str(exc))
-        q = sub.add_parser(name, help=help_text, description=help_text)
-        if configure is not None:
-            configure(q)
-        q.set_defaults(_bench_run=run)
-
-
-def run_command(args: argparse.Namespace) -> int:
-    run = getattr(args, "_bench_run", None)
-    if run is None:
-        names = ", ".join(BENCHMARKS)
-        raise UsageError(f"name a benchmark: one of {names} (closedloop bench BENCHMARK --help).")
-    return int(run(args) or 0)

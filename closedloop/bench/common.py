@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import gc
 import json
+import logging
 import math
 import os
 import platform
@@ -33,6 +34,8 @@ ENGINE_START_TIMEOUT_S = 30.0
 PROCESS_SAMPLE_S = 0.25
 #: State samples received in the first second of a run are left out (connection and first calls).
 WARMUP_S = 1.0
+
+logger = logging.getLogger("closedloop.bench")
 
 
 # ---------------------------------------------------------------------- set-up
@@ -125,30 +128,6 @@ def fmt(value, spec: str = ".3f") -> str:
     if isinstance(value, float):
         return "n/a" if not math.isfinite(value) else format(value, spec)
     return str(value)
-
-
-def print_table(title: str, rows: list[tuple[str, str]], *, note: str | None = None) -> None:
-    """A two-column table on stdout (rich)."""
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title, show_header=False, title_justify="left")
-    table.add_column("figure", style="bold")
-    table.add_column("value")
-    for key, value in rows:
-        table.add_row(key, value)
-    console = Console()
-    console.print(table)
-    if note:
-        console.print(note)
-
-
-def machine_rows(machine: dict) -> list[tuple[str, str]]:
-    v = machine["versions"]
-    return [
-        ("machine", f"{machine['cpu_model']}, {machine['usable_cores']} cores, load {machine['load_average_1_5_15']}"),
-        ("versions", ", ".join(f"{k} {val}" for k, val in v.items() if val)),
-    ]
 
 
 def write_json(path: str | os.PathLike | None, result: dict) -> None:
@@ -458,7 +437,7 @@ def bench_realtime(enabled: bool) -> dict:
     # two-core machine
     status = realtime.request(realtime.DEFAULT_PRIORITY - 1, lock_memory=False)
     for note in status.notes:
-        print(f"closedloop bench: note: {note}.", file=sys.stderr)
+        logger.warning("note: %s.", note)
     return status.as_dict()
 
 

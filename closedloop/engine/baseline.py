@@ -63,14 +63,17 @@ class Baseline:
         self._data = self._data[:, :0]
 
 
-def individual_band(signal_1d: np.ndarray, sfreq: float, band) -> tuple[float | None, tuple[float, float] | None]:
+def individual_band(
+    signal_1d: np.ndarray, sfreq: float, band, *, always: bool = False
+) -> tuple[float | None, tuple[float, float] | None]:
     """The individual peak and band (peak +/- ``half_width_hz``) of a protocol's ``[band]``.
 
     ``signal_1d`` is the finite part of the baseline's main derived signal at ``sfreq``. Returns
-    ``(None, None)`` when the band is not individual, the signal is shorter than 2 s, or it shows
-    no peak in ``peak_search_hz``.
+    ``(None, None)`` when the band is not individual (unless ``always``: calibration looks for
+    the peak whatever the protocol says), the signal is shorter than 2 s, or it shows no peak in
+    ``peak_search_hz``.
     """
-    if not band.individual or signal_1d.size < int(2 * sfreq):
+    if not (band.individual or always) or signal_1d.size < int(2 * sfreq):
         return None, None
     peak = individual_peak_hz(signal_1d, sfreq, tuple(band.peak_search_hz))
     if not math.isfinite(peak):

@@ -1,15 +1,12 @@
-"""``closedloop streams``: list the LSL streams visible now."""
+"""The LSL streams visible now (``closedloop streams``)."""
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import sys
 
 from closedloop.errors import UsageError
 
-__all__ = ["CHANNEL_FORMAT_NAMES", "configure_parser", "list_streams", "run_command"]
+__all__ = ["CHANNEL_FORMAT_NAMES", "format_table", "list_streams"]
 
 # pylsl's channel format codes (cf_float32 = 1, ...) -> LSL format names
 CHANNEL_FORMAT_NAMES = {
@@ -24,18 +21,6 @@ CHANNEL_FORMAT_NAMES = {
 }
 
 _COLUMNS = ("name", "type", "channels", "rate", "format", "source_id", "host")
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    """Add the ``streams`` options to ``parser``."""
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=1.0,
-        metavar="S",
-        help="seconds to wait for streams to answer (default: 1.0)",
-    )
-    parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
 
 
 def list_streams(timeout: float = 1.0) -> list[dict[str, object]]:
@@ -105,16 +90,3 @@ def format_table(streams: list[dict[str, object]]) -> str:
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(_COLUMNS))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows)
-
-
-def run_command(args: argparse.Namespace) -> int:
-    """Print the visible streams; exit 0 even when there are none."""
-    streams = list_streams(args.timeout)
-    if args.json:
-        print(json.dumps(streams, indent=2))
-        return 0
-    if not streams:
-        print(f"no LSL streams visible (waited {args.timeout:g} s)", file=sys.stderr)
-        return 0
-    print(format_table(streams))
-    return 0
