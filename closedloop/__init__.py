@@ -28,14 +28,14 @@ _EXPORTS = {
     "load_protocol": "closedloop.protocol",
     "Protocol": "closedloop.protocol",
     "list_presets": "closedloop.protocol",
-    "replay": "closedloop.replay",
-    "ReplayResult": "closedloop.replay",
+    "replay": "closedloop.offline",
+    "ReplayResult": "closedloop.offline",
     "Session": "closedloop.session",
     "Player": "closedloop.play",
     "Trigger": "closedloop.records",
     "State": "closedloop.records",
     "Engine": "closedloop.engine",
-    "calibrate": "closedloop.calibrate",
+    "calibrate": "closedloop.calibration",
     "Stimulator": "closedloop.stimulators",
     "TTLStimulator": "closedloop.stimulators",
     "ClosedLoopError": "closedloop.errors",
@@ -49,13 +49,13 @@ __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:  # for type checkers; at run time __getattr__ loads them
     # ruff: noqa: F401
-    from closedloop.calibrate import calibrate
+    from closedloop.calibration import calibrate
     from closedloop.engine import Engine
     from closedloop.errors import ClosedLoopError, DataError, ProtocolError, StreamError, UsageError
     from closedloop.play import Player
     from closedloop.protocol import Protocol, list_presets, load_protocol
     from closedloop.records import State, Trigger
-    from closedloop.replay import ReplayResult, replay
+    from closedloop.offline import ReplayResult, replay
     from closedloop.session import Session
     from closedloop.stimulators import Stimulator, TTLStimulator
 

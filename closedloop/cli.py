@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 import traceback
@@ -69,7 +70,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from closedloop.log import command_handler
 
-    command_handler(args._name)  # the library's log records, as "closedloop COMMAND: ..." on stderr
+    logger = logging.getLogger("closedloop")
+    level = logger.level
+    handler = command_handler(args._name)  # the library's records, as "closedloop COMMAND: ..." on stderr
+    try:
+        return _run(args)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args._run(args) or 0)
     except ClosedLoopError as exc:

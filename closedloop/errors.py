@@ -8,19 +8,23 @@ from __future__ import annotations
 
 
 class ClosedLoopError(Exception):
-    """Any failure a user should read as a sentence, not a traceback (exit 1)."""
+    """Any failure a user should read as a sentence, not a traceback (exit 1).
+
+    The base of every error closedloop raises on purpose; ``exit_code`` is the command line's.
+    """
 
     exit_code = 1
 
 
 class UsageError(ClosedLoopError):
-    """Bad command-line usage (exit 2)."""
+    """Bad usage: an option or argument out of range, or a call that does not fit (exit 2)."""
 
     exit_code = 2
 
 
 class ProtocolError(UsageError):
-    """An invalid protocol file or preset (exit 2)."""
+    """An invalid protocol file or preset: the message names the file, key, value and what is
+    accepted (exit 2)."""
 
     exit_code = 2
 
@@ -32,6 +36,6 @@ class DataError(ClosedLoopError):
 
 
 class StreamError(ClosedLoopError):
-    """An LSL stream that cannot be found, or was lost beyond recovery (exit 4)."""
+    """An LSL stream that cannot be found, is ambiguous, or was lost beyond recovery (exit 4)."""
 
     exit_code = 4

@@ -145,7 +145,7 @@ def _recording_path(given: str | None, stored: str, folder: Path) -> Path | None
 def load_replay(folder: str | Path, *, protocol: str | None = None, recording: str | None = None,
                 advance=lambda n: None) -> Session:
     """Read a ``closedloop replay`` output folder (and its recording, for the ground truth)."""
-    from closedloop.replay import read_events_tsv
+    from closedloop.offline import read_events_tsv
 
     folder = Path(folder)
     missing = [name for name in ("summary.json", "events.tsv") if not (folder / name).is_file()]

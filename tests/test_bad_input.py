@@ -14,7 +14,7 @@ import pytest
 import pyxdf
 
 from closedloop.engine import SETTLE_S
-from closedloop.replay import read_events_tsv
+from closedloop.offline import read_events_tsv
 from tests.helpers.faults import (
     LIVE_CH_NAMES,
     LIVE_PROTOCOL,

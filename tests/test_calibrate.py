@@ -10,7 +10,7 @@ import pytest
 from closedloop.cli import main
 from closedloop.io import open_recording
 from closedloop.protocol import load_protocol
-from closedloop.replay import replay
+from closedloop.offline import replay
 from tests.helpers.protocols import phase_toml
 from tests.helpers.recordings import EYES_CLOSED
 

@@ -8,7 +8,7 @@ import pytest
 from closedloop.engine import DECISION_LATENCY_S, Engine
 from closedloop.estimators.base import wrap_deg
 from closedloop.errors import DataError
-from closedloop.replay import replay
+from closedloop.offline import replay
 from tests.helpers.protocols import make_protocol
 
 CH = ["O1", "O2", "Cz", "Fz"]

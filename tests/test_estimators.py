@@ -14,7 +14,7 @@ from closedloop.channels import find_channel
 from closedloop.errors import DataError, ProtocolError
 from closedloop.estimators import available_methods, kernels, make_estimator
 from closedloop.groundtruth import GroundTruth, band_analytic, circular_stats, wrap_deg
-from closedloop.replay import replay
+from closedloop.offline import replay
 from tests.helpers.protocols import make_protocol
 from tests.helpers.recordings import EYES_CLOSED
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import pyxdf
 
-from closedloop.replay import read_events_tsv
+from closedloop.offline import read_events_tsv
 from tests.helpers.protocols import phase_toml
 from tests.helpers.recordings import EYES_CLOSED
 

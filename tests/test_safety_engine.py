@@ -2,7 +2,7 @@
 
 Random valid phase protocols and random inputs (noise, an oscillation, NaN/Inf bursts, huge
 values, gaps in the stream, any chunking) go through the real engine on the replay path
-(``closedloop.replay.run_engine``); the delivered triggers must keep the protocol's interval,
+(``closedloop.offline.run_engine``); the delivered triggers must keep the protocol's interval,
 its maximum count, the absolute rate ceiling, and none may be decided on bad input or inside
 the hold that follows it.
 """
@@ -31,7 +31,7 @@ from closedloop.protocol import (
     SignalSettings,
     load_protocol,
 )
-from closedloop.replay import run_engine
+from closedloop.offline import run_engine
 from closedloop.safety import TIME_TOLERANCE_S
 from tests.test_protocol import trigger_settings
 

@@ -1,6 +1,6 @@
 """``closedloop bench accuracy RECORDING --protocol P``: phase accuracy of every estimator.
 
-The recording is replayed through the real engine (:func:`closedloop.replay`) once
+The recording is replayed through the real engine (:func:`closedloop.offline`) once
 per estimator and target phase, with the protocol's settings otherwise unchanged. Each
 delivered trigger's exact onset is compared with the offline ground truth (zero-phase FIR
 band-pass + Hilbert of the whole recording on the same derived signal). Per estimator: number
@@ -55,7 +55,7 @@ def evaluate_recording(
     """
     from closedloop.groundtruth import GroundTruth, circular_stats, derived_signal, phase_errors
     from closedloop.protocol import EstimatorSettings
-    from closedloop.replay import replay
+    from closedloop.offline import replay
 
     band = (float(protocol.band.low_hz), float(protocol.band.high_hz))
     derived = derived_signal(data, ch_names, protocol)

@@ -10,7 +10,7 @@ of ``--duration`` seconds (default 30). The trials use the protocol with a short
 so that most of each trial runs the full triggering pipeline (5 s: the
 slowest estimator needs 4 s of baseline).
 
-Replay: the engine offline (``closedloop.replay.run_engine``) on simulated 64-channel 1 kHz EEG
+Replay: the engine offline (``closedloop.offline.run_engine``) on simulated 64-channel 1 kHz EEG
 looped to ``--replay-seconds`` of data, chunks of 10 ms; speed as a multiple of real time.
 The DSP front end figures of ``closedloop.dsp.bench.run`` are included when it is importable.
 """
@@ -172,7 +172,7 @@ def replay_speed(seconds: float, *, n_channels: int = 64, sfreq: float = 1000.0,
     from closedloop.bench.common import simulated_base
     from closedloop.engine import Engine
     from closedloop.protocol import load_protocol
-    from closedloop.replay import default_chunk_size, run_engine
+    from closedloop.offline import default_chunk_size, run_engine
 
     chunk = default_chunk_size(sfreq)
     data, names = simulated_base(sfreq, 60.0, n_channels)

@@ -34,7 +34,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from closedloop.calibrate import run_calibration
+    from closedloop.calibration import run_calibration
     from closedloop.errors import UsageError
     from closedloop.protocol import load_protocol, protocol_to_toml
 

@@ -1,4 +1,4 @@
-"""``closedloop replay RECORDING --protocol P``: the engine offline, deterministic (:func:`closedloop.replay`)."""
+"""``closedloop replay RECORDING --protocol P``: the engine offline, deterministic (:func:`closedloop.offline`)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def run_command(args: argparse.Namespace) -> int:
     from closedloop.io import open_recording
     from closedloop.progress import progress_bar
     from closedloop.protocol import load_protocol
-    from closedloop.replay import replay
+    from closedloop.offline import replay
 
     protocol = load_protocol(args.protocol)
     if args.chunk_size is not None and args.chunk_size < 1:

@@ -1,4 +1,4 @@
-"""Replay: the live engine run offline on a recording, on the sample clock (``closedloop.replay``).
+"""Replay: the live engine run offline on a recording, on the sample clock (:func:`closedloop.replay`).
 
 Everything from the first processing stage on is the engine the live loop uses; only the source
 (a recording read in chunks of ``chunk_size`` samples) and the clock (``sample_index / sfreq``)

@@ -30,7 +30,7 @@ from closedloop.errors import DataError, UsageError
 
 __all__ = ["CANDIDATES", "Calibration", "calibrate", "run_calibration", "score_candidate"]
 
-logger = logging.getLogger("closedloop.calibrate")
+logger = logging.getLogger("closedloop.calibration")
 
 #: (method, params) tried by default: our Wiener predictor and the published methods, each
 #: at a few windows/orders around their defaults.
