@@ -412,7 +412,7 @@ class LiveSession:
                     stats.latency_s.append(pushed - (stamps[-1] + correction))
                 stats.last_state = state
                 if rec is not None:
-                    rec.samples(Recorder.STATE, np.array([pushed]), np.array([[state.sample_ts, state.phase_deg, state.amplitude, state.feedback, float(state.gate)]]))
+                    rec.samples(Recorder.STATE, np.array([pushed]), np.array([state.row()]))
                 if wants_states:
                     dispatcher.post("state", State(state.sample_ts, state.phase_deg, state.amplitude, state.feedback, state.gate, pushed))
                 if state.plan is not None:

@@ -175,9 +175,7 @@ def run_engine(
                     )
                 )
         if keep_state and newest >= next_state:
-            state_rows.append(
-                (state.sample_ts, state.phase_deg, state.amplitude, state.feedback, float(state.gate))
-            )
+            state_rows.append(state.row())
             next_state = newest + step
         if progress is not None:
             progress(n)

@@ -45,13 +45,11 @@ class SafetyGate:
         Time of the last delivered trigger.
     required_interval_s : float
         The interval the next trigger must keep from the last one (jitter included).
-    held_until_s : float
-        No trigger before this time (artifact hold-off, see :meth:`hold`).
 
     Notes
     -----
-    Use :meth:`check` to ask and :meth:`record` once the trigger went out, or :meth:`allow`
-    for both at once. :meth:`record` refuses a time that breaks the interval or count
+    Use :meth:`check` to ask and :meth:`record` once the trigger went out; the engine's holds
+    (artifacts, gaps, pauses) reach :meth:`check` as ``input_ok``. :meth:`record` refuses a time that breaks the interval or count
     limits (``RuntimeError``), so a caller that skipped :meth:`check` cannot overstimulate.
     """
 
@@ -72,27 +70,16 @@ class SafetyGate:
         self.reset()
 
     def reset(self) -> None:
-        """Forget all deliveries and holds; restart the jitter draws from the seed."""
+        """Forget all deliveries; restart the jitter draws from the seed."""
         self._rng = np.random.default_rng(self.seed)
         self.n_delivered = 0
         self.last_time_s: float | None = None
-        self.held_until_s = -math.inf
         self.required_interval_s = self._draw_interval()
 
     def _draw_interval(self) -> float:
         if self.jitter_s == 0.0:
             return self.min_interval_s
         return self.min_interval_s + float(self._rng.uniform(0.0, self.jitter_s))
-
-    def hold(self, until_s: float) -> None:
-        """Allow nothing before ``until_s`` (e.g. last bad sample + the artifact hold time).
-
-        Holds only ever extend; an earlier time than the current hold is ignored.
-        """
-        until_s = float(until_s)
-        if math.isnan(until_s):
-            until_s = math.inf
-        self.held_until_s = max(self.held_until_s, until_s)
 
     def check(self, time_s: float, input_ok: bool = True) -> str | None:
         """Whether a trigger may be delivered at ``time_s``.
@@ -114,8 +101,6 @@ class SafetyGate:
             return f"the delivery time {time_s} is not a finite number"
         if not input_ok:
             return "the input is bad or held"
-        if time_s < self.held_until_s:
-            return f"held after an artifact until {self.held_until_s:.3f} s"
         if self.max_triggers and self.n_delivered >= self.max_triggers:
             return f"max_triggers = {self.max_triggers} reached"
         if self.last_time_s is not None:
@@ -144,15 +129,3 @@ class SafetyGate:
         self.n_delivered += 1
         self.last_time_s = float(time_s)
         self.required_interval_s = self._draw_interval()
-
-    def allow(self, time_s: float, input_ok: bool = True) -> str | None:
-        """:meth:`check`, and :meth:`record` if allowed; returns the reason if refused."""
-        reason = self.check(time_s, input_ok)
-        if reason is None:
-            self.record(time_s)
-        return reason
-
-    @property
-    def exhausted(self) -> bool:
-        """True once ``max_triggers`` have been delivered (never when there is no limit)."""
-        return bool(self.max_triggers) and self.n_delivered >= self.max_triggers

@@ -62,6 +62,10 @@ class EngineState:
     plan: TriggerPlan | None = None
     n_bad: int = 0
 
+    def row(self) -> tuple[float, float, float, float, float]:
+        """The State stream's channels (:data:`closedloop.records.STATE_FIELDS`) as floats."""
+        return (self.sample_ts, self.phase_deg, self.amplitude, self.feedback, 1.0 if self.gate else 0.0)
+
 
 @dataclass
 class EngineCounters:

@@ -9,7 +9,7 @@ import socket
 
 import pylsl
 
-STATE_CHANNELS = ("sample_ts", "phase_deg", "amplitude", "feedback", "gate")
+from closedloop.records import STATE_FIELDS
 
 
 def default_source_id(kind: str, protocol_name: str) -> str:
@@ -65,14 +65,14 @@ class EngineOutlets:
         s_info = pylsl.StreamInfo(
             state_name or "closedloop-state",
             "ClosedLoopState",
-            len(STATE_CHANNELS),
+            len(STATE_FIELDS),
             pylsl.IRREGULAR_RATE,
             "double64",
             state_source_id or default_source_id("state", protocol_name),
         )
         s_info.desc().append_child_value("protocol", protocol_name)
         chans = s_info.desc().append_child("channels")
-        for label in STATE_CHANNELS:
+        for label in STATE_FIELDS:
             ch = chans.append_child("channel")
             ch.append_child_value("label", label)
             ch.append_child_value("unit", {"phase_deg": "degrees", "amplitude": "microvolts"}.get(label, ""))
@@ -80,18 +80,11 @@ class EngineOutlets:
         self.state_info = s_info
         self.markers = pylsl.StreamOutlet(m_info)
         self.state = pylsl.StreamOutlet(s_info)
-        self._row = [0.0] * len(STATE_CHANNELS)
 
     def push_state(self, state) -> float:
         """Push one State sample; returns the push time (its LSL timestamp)."""
-        row = self._row
-        row[0] = state.sample_ts
-        row[1] = state.phase_deg
-        row[2] = state.amplitude
-        row[3] = state.feedback
-        row[4] = 1.0 if state.gate else 0.0
         stamp = pylsl.local_clock()
-        self.state.push_sample(row, stamp)
+        self.state.push_sample(state.row(), stamp)
         return stamp
 
     def push_marker(self, text: str, timestamp: float) -> None:
