@@ -15,7 +15,7 @@ import numpy as np
 import pylsl
 import pytest
 
-from closedloop.engine import GAP_TOLERANCE_S, ArrivalLead
+from closedloop.engine import GAP_TOLERANCE_S
 from closedloop.lsl.dejitter import SampleClock
 from tests.helpers.faults import (
     LIVE_SFREQ,
@@ -147,20 +147,6 @@ def test_a_clock_step_back_is_passed_on_as_it_is():
     assert step.size == 1
     assert np.allclose(out[step[0] + 1 :], stamps[step[0] + 1 :], atol=1e-9)
     assert clock.n_resyncs == 1
-
-
-def test_arrival_lead_is_zero_on_a_prompt_stream_and_whole_chunks_on_a_late_one():
-    rng = np.random.default_rng(2)
-    horizon, latency = 0.01, 0.001
-    prompt = ArrivalLead()
-    leads = [prompt.process(lag, latency, horizon) for lag in rng.uniform(0.0002, 0.0006, 5000)]
-    assert max(leads) == 0.0  # live then plans exactly as replay does
-    late = ArrivalLead()
-    lags = rng.uniform(0.0, 0.040, 5000)
-    leads = np.array([late.process(lag, latency, horizon) for lag in lags])[500:]
-    assert abs(late.lag_s - np.percentile(lags, 90)) < 0.003
-    assert set(np.round(leads / horizon, 9)) <= {3.0, 4.0}  # whole chunks, no flapping beyond one
-    assert np.mean(lags[500:] <= latency + leads) > 0.8  # most chunks arrive before their window
 
 
 # ---------------------------------------------------------------------- live
