@@ -52,10 +52,10 @@ if TYPE_CHECKING:  # for type checkers; at run time __getattr__ loads them
     from closedloop.calibration import calibrate
     from closedloop.engine import Engine
     from closedloop.errors import ClosedLoopError, DataError, ProtocolError, StreamError, UsageError
+    from closedloop.offline import ReplayResult, replay
     from closedloop.play import Player
     from closedloop.protocol import Protocol, list_presets, load_protocol
     from closedloop.records import State, Trigger
-    from closedloop.offline import ReplayResult, replay
     from closedloop.session import Session
     from closedloop.stimulators import Stimulator, TTLStimulator
 

@@ -205,7 +205,6 @@ class LiveSession:
         keep_latencies: bool = True,
     ) -> None:
         from closedloop.engine import ArrivalLead, Engine
-
         from closedloop.stimulators import TTLStimulator, stimulator_latency_s
 
         self.protocol = protocol

@@ -242,7 +242,12 @@ def replay(
     """
     from closedloop.engine import Engine
     from closedloop.io import (
-        Recording, array_in_microvolts, array_recording, is_mne_raw, open_recording, raw_recording,
+        Recording,
+        array_in_microvolts,
+        array_recording,
+        is_mne_raw,
+        open_recording,
+        raw_recording,
     )
     from closedloop.protocol import Protocol, load_protocol
 

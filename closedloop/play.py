@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from closedloop.checks import non_empty_text, positive_float, positive_int
 from closedloop.errors import UsageError
 
 BOUNDARY = "boundary"
@@ -106,7 +107,13 @@ class Player:
         ch_types: Sequence[str] | None = None,
         units: Sequence[str] | None = None,
     ) -> None:
-        from closedloop.io import Recording, array_recording, is_mne_raw, open_recording, raw_recording
+        from closedloop.io import (
+            Recording,
+            array_recording,
+            is_mne_raw,
+            open_recording,
+            raw_recording,
+        )
 
         self._owned = None
         if isinstance(source, (str, Path)):
@@ -127,12 +134,12 @@ class Player:
             )
         self.recording = recording
         self.sfreq = recording.sfreq
-        self.name = _check_name(name, "name")
-        self.source_id = _check_name(source_id or f"closedloop-play-{self.name}", "source_id")
-        self.chunk_size = _check_int(chunk_size, "chunk_size", 1)
-        self.speed = _check_positive(speed, "speed")
+        self.name = non_empty_text(name, "name")
+        self.source_id = non_empty_text(source_id or f"closedloop-play-{self.name}", "source_id")
+        self.chunk_size = positive_int(chunk_size, "chunk_size")
+        self.speed = positive_float(speed, "speed")
         self.loop = bool(loop)
-        self.duration = None if duration is None else _check_positive(duration, "duration")
+        self.duration = None if duration is None else positive_float(duration, "duration")
         self.index_channel = bool(index_channel)
         self.wait_consumers = float(wait_consumers)
         self.record_lags = record_lags
@@ -364,29 +371,6 @@ class Player:
 
 # ---------------------------------------------------------------------------------------------
 # helpers
-
-
-def _check_name(value, what: str) -> str:
-    text = str(value).strip()
-    if not text:
-        raise UsageError(f"{what} must not be empty.")
-    return text
-
-
-def _check_int(value, what: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise UsageError(f"{what} must be an integer >= {minimum}, got {value!r}.")
-    return int(value)
-
-
-def _check_positive(value, what: str) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = float("nan")
-    if not math.isfinite(number) or number <= 0:
-        raise UsageError(f"{what} must be a positive number, got {value!r}.")
-    return number
 
 
 def default_source_id(path: str | Path) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import signal
 import threading
 from collections.abc import Callable, Iterable
@@ -102,8 +101,7 @@ class Session:
         self.duration = _check_duration(duration, "duration")
         if realtime_priority is not None and not realtime:
             raise UsageError("--realtime-priority needs --realtime.")
-        if not (isinstance(timeout, (int, float)) and timeout > 0):
-            raise UsageError(f"--timeout must be a positive number of seconds, got {timeout!r}.")
+        timeout = _check_duration(timeout, "--timeout")
         self.selector = {"source_id": source_id, "name": stream_name, "stype": stream_type}
         self.resolve_timeout = float(resolve_timeout)
         self.timeout = float(timeout)
@@ -336,12 +334,11 @@ class Session:
 
 
 def _check_duration(value, what: str) -> float | None:
+    from closedloop.checks import positive_float
+
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value > 0 and math.isfinite(value)):
-        flag = "--duration" if what == "duration" else what
-        raise UsageError(f"{flag} must be a positive number of seconds, got {value}.")
-    return float(value)
+    return positive_float(value, "--duration" if what == "duration" else what, "seconds")
 
 
 def _stop_on_signals(live) -> Callable[[], None]:

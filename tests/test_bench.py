@@ -107,7 +107,7 @@ def test_latency_bad_options_exit_2():
     assert proc.returncode == 2
     assert "--duration must be a positive number" in proc.stderr and "Traceback" not in proc.stderr
     proc = bench("latency", "--channels", "0")
-    assert proc.returncode == 2 and "--channels must be a whole number >= 1" in proc.stderr
+    assert proc.returncode == 2 and "--channels must be an integer >= 1" in proc.stderr
     proc = bench("latency", "--protocol", "no-such-preset", "--duration", "1")
     assert proc.returncode == 2 and "no-such-preset" in proc.stderr
 

@@ -272,9 +272,9 @@ def test_player_stop_is_prompt(source_id):
 
 def test_player_rejects_bad_settings():
     data = np.zeros((2, 100))
-    with pytest.raises(UsageError, match="chunk_size must be an integer >= 1, got 0"):
+    with pytest.raises(UsageError, match="chunk_size must be an integer >= 1; got 0"):
         Player(data, 100.0, chunk_size=0)
-    with pytest.raises(UsageError, match="speed must be a positive number, got -1"):
+    with pytest.raises(UsageError, match="speed must be a positive number; got -1"):
         Player(data, 100.0, speed=-1)
     with pytest.raises(UsageError, match="sfreq is required"):
         Player(data)
@@ -311,7 +311,7 @@ def test_signals_stop_cleanly(recordings, source_id, signum):
     [
         (["/nonexistent/missing.edf"], 3, "does not exist"),
         ([str(rec.MOTOR), "--speed", "0"], 2, "--speed must be a positive number"),
-        ([str(rec.MOTOR), "--chunk-size", "0"], 2, "--chunk-size must be an integer >= 1, got 0"),
+        ([str(rec.MOTOR), "--chunk-size", "0"], 2, "--chunk-size must be an integer >= 1; got 0"),
         ([str(rec.MOTOR), "--stream", "EEG"], 2, "XDF files only"),
         ([str(rec.XDF_MARKERS), "--stream", "MarkerStream"], 3, "holds strings"),
     ],

@@ -54,8 +54,8 @@ def evaluate_recording(
         "by_target": {target: {...}}, "errors_deg": [...], "replay_x": speed}}, ...}``.
     """
     from closedloop.groundtruth import GroundTruth, circular_stats, derived_signal, phase_errors
-    from closedloop.protocol import EstimatorSettings
     from closedloop.offline import replay
+    from closedloop.protocol import EstimatorSettings
 
     band = (float(protocol.band.low_hz), float(protocol.band.high_hz))
     derived = derived_signal(data, ch_names, protocol)

@@ -54,21 +54,6 @@ def start_lsl() -> None:
     gc.freeze()  # the receivers' threads then never wait behind a collection of the libraries
 
 
-def positive(value: float, what: str) -> float:
-    """``value`` as a float > 0, or a UsageError naming the option."""
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-        raise UsageError(f"{what} must be a positive number, got {value!r}.")
-    return float(value)
-
-
-def whole(value: int, what: str, minimum: int = 1) -> int:
-    """``value`` as an int >= ``minimum``, or a UsageError naming the option."""
-    if not isinstance(value, int) or value < minimum:
-        raise UsageError(f"{what} must be a whole number >= {minimum}, got {value!r}.")
-    return value
-
-
-# ---------------------------------------------------------------------- machine
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -171,8 +171,8 @@ def replay_speed(seconds: float, *, n_channels: int = 64, sfreq: float = 1000.0,
 
     from closedloop.bench.common import simulated_base
     from closedloop.engine import Engine
-    from closedloop.protocol import load_protocol
     from closedloop.offline import default_chunk_size, run_engine
+    from closedloop.protocol import load_protocol
 
     chunk = default_chunk_size(sfreq)
     data, names = simulated_base(sfreq, 60.0, n_channels)

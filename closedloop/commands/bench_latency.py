@@ -32,13 +32,13 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace) -> dict:
-    from closedloop.bench.common import positive, whole
+    from closedloop.checks import positive_float, positive_int
 
     settings = {
-        "channels": whole(args.channels, "--channels"),
-        "sfreq": positive(args.sfreq, "--sfreq"),
-        "chunk_size": whole(args.chunk_size, "--chunk-size"),
-        "duration_s": positive(args.duration, "--duration"),
+        "channels": positive_int(args.channels, "--channels"),
+        "sfreq": positive_float(args.sfreq, "--sfreq"),
+        "chunk_size": positive_int(args.chunk_size, "--chunk-size"),
+        "duration_s": positive_float(args.duration, "--duration"),
         "protocol": args.protocol,
         "monitor": bool(args.monitor),
         "compare": args.compare,

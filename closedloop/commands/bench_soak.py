@@ -47,13 +47,14 @@ def print_result(result: dict) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from closedloop.bench.common import positive, whole, write_json
+    from closedloop.bench.common import write_json
+    from closedloop.checks import positive_float, positive_int
 
     settings = {
-        "duration_s": positive(args.duration, "--duration"),
-        "channels": whole(args.channels, "--channels"),
-        "sfreq": positive(args.sfreq, "--sfreq"),
-        "chunk_size": whole(args.chunk_size, "--chunk-size"),
+        "duration_s": positive_float(args.duration, "--duration"),
+        "channels": positive_int(args.channels, "--channels"),
+        "sfreq": positive_float(args.sfreq, "--sfreq"),
+        "chunk_size": positive_int(args.chunk_size, "--chunk-size"),
         "protocol": args.protocol,
         "realtime": bool(args.realtime),
     }

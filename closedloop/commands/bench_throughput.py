@@ -24,7 +24,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def _parse_rates(text: str) -> list[float]:
-    from closedloop.bench.common import positive
+    from closedloop.checks import positive_float
     from closedloop.errors import UsageError
 
     try:
@@ -34,7 +34,7 @@ def _parse_rates(text: str) -> list[float]:
     if not rates:
         raise UsageError("--rates names no rate; give e.g. 5000,1000.")
     for r in rates:
-        positive(r, "each of --rates")
+        positive_float(r, "each of --rates")
         if r < 200:
             raise UsageError(f"--rates: {r:g} Hz is below 200 Hz, the lowest rate the simulated signal has.")
     return rates
@@ -68,18 +68,19 @@ def print_result(result: dict) -> None:
 def run_command(args: argparse.Namespace) -> int:
     import sys
 
-    from closedloop.bench.common import positive, whole, write_json
+    from closedloop.bench.common import write_json
+    from closedloop.checks import positive_float, positive_int
     from closedloop.errors import UsageError
 
     settings = {
         "rates": _parse_rates(args.rates),
-        "chunk_size": whole(args.chunk_size, "--chunk-size"),
-        "duration_s": positive(args.duration, "--duration"),
-        "trial_s": positive(args.trial, "--trial"),
-        "start_channels": whole(args.start_channels, "--start-channels"),
-        "max_channels": whole(args.max_channels, "--max-channels"),
+        "chunk_size": positive_int(args.chunk_size, "--chunk-size"),
+        "duration_s": positive_float(args.duration, "--duration"),
+        "trial_s": positive_float(args.trial, "--trial"),
+        "start_channels": positive_int(args.start_channels, "--start-channels"),
+        "max_channels": positive_int(args.max_channels, "--max-channels"),
         "protocol": args.protocol,
-        "replay_seconds": positive(args.replay_seconds, "--replay-seconds"),
+        "replay_seconds": positive_float(args.replay_seconds, "--replay-seconds"),
         "live": not args.no_live,
         "dsp": not args.no_dsp,
     }

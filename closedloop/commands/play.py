@@ -9,7 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from closedloop.errors import ClosedLoopError, StreamError, UsageError
+from closedloop.checks import non_negative_float, positive_float, positive_int
+from closedloop.errors import ClosedLoopError, StreamError
 from closedloop.play import DEFAULT_CHUNK_SIZE, Player, default_source_id
 
 
@@ -63,15 +64,11 @@ def run_command(args: argparse.Namespace) -> int:
     from closedloop.io import open_recording
 
     path = Path(args.recording)
-    if args.chunk_size < 1:
-        raise UsageError(f"--chunk-size must be an integer >= 1, got {args.chunk_size}.")
-    for option, value in (("--speed", args.speed), ("--duration", args.duration)):
-        if value is not None and not (math.isfinite(value) and value > 0):
-            raise UsageError(
-                f"{option} must be a positive number of seconds or times, got {value}."
-            )
-    if args.wait_consumers < 0:
-        raise UsageError(f"--wait-consumers must be >= 0 seconds, got {args.wait_consumers}.")
+    positive_int(args.chunk_size, "--chunk-size")
+    positive_float(args.speed, "--speed", "times real time")
+    if args.duration is not None:
+        positive_float(args.duration, "--duration", "seconds")
+    non_negative_float(args.wait_consumers, "--wait-consumers", "seconds")
     recording = open_recording(path, stream=args.stream)
     name = args.name or path.stem
     player = Player(

@@ -25,9 +25,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 def run_command(args: argparse.Namespace) -> int:
     from closedloop.errors import UsageError
     from closedloop.io import open_recording
+    from closedloop.offline import replay
     from closedloop.progress import progress_bar
     from closedloop.protocol import load_protocol
-    from closedloop.offline import replay
 
     protocol = load_protocol(args.protocol)
     if args.chunk_size is not None and args.chunk_size < 1:

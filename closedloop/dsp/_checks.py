@@ -1,39 +1,17 @@
-"""Validation shared by the DSP stages: settings at construction, chunks per call."""
+"""Validation of the DSP stages: bands, chunks and filter sections (the generic checks are
+:mod:`closedloop.checks`)."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
-from closedloop.errors import UsageError
+from closedloop.checks import SettingsError, positive_float, positive_int
+
+__all__ = ["F64", "SettingsError", "band", "check_chunk", "chunk_error", "positive_float", "positive_int", "sos_array"]
 
 F64 = np.dtype(np.float64)
-
-
-class SettingsError(UsageError, ValueError):
-    """A stage setting out of range (exit 2); also a ``ValueError`` for library callers."""
-
-
-def positive_int(value: Any, name: str, minimum: int = 1) -> int:
-    """``value`` as an int >= ``minimum``, or a SettingsError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise SettingsError(f"{name} must be an integer >= {minimum}; got {value!r}.")
-    if value < minimum:
-        raise SettingsError(f"{name} must be an integer >= {minimum}; got {value}.")
-    return int(value)
-
-
-def positive_float(value: Any, name: str) -> float:
-    """``value`` as a finite float > 0, or a SettingsError naming ``name``."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise SettingsError(f"{name} must be a positive number; got {value!r}.") from None
-    if not math.isfinite(number) or number <= 0:
-        raise SettingsError(f"{name} must be a positive finite number; got {value!r}.")
-    return number
 
 
 def band(low_hz: Any, high_hz: Any, sfreq: float) -> tuple[float, float]:

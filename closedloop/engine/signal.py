@@ -7,7 +7,14 @@ import math
 
 import numpy as np
 
-from closedloop.dsp import Decimator, Envelope, SOSFilter, SpatialFilter, design_highpass, design_notch
+from closedloop.dsp import (
+    Decimator,
+    Envelope,
+    SOSFilter,
+    SpatialFilter,
+    design_highpass,
+    design_notch,
+)
 from closedloop.errors import DataError
 
 __all__ = ["NYQUIST_MARGIN", "WORKING_RATE_MAX_HZ", "SignalChain", "check_band_fits", "working_rate"]
