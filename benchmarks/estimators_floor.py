@@ -24,10 +24,11 @@ from typing import NamedTuple
 
 import numpy as np
 
+from closedloop.angles import wrap_deg
 from closedloop.channels import find_channel
 from closedloop.estimators import make_estimator
 from closedloop.estimators.wiener import _normal_equations
-from closedloop.groundtruth import GroundTruth, circular_stats, wrap_deg
+from closedloop.groundtruth import GroundTruth, circular_stats
 from closedloop.io import open_recording
 
 BAND_HZ = (8.0, 13.0)

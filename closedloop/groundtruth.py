@@ -15,6 +15,7 @@ import numpy as np
 from scipy.interpolate import CubicSpline
 from scipy.signal import firwin, hilbert, oaconvolve
 
+from closedloop.angles import wrap_deg
 from closedloop.errors import DataError, UsageError
 
 
@@ -169,12 +170,6 @@ class GroundTruth:
     def amplitude_at(self, times_s: np.ndarray) -> np.ndarray:
         """True band amplitude (µV) at arbitrary times in seconds."""
         return np.abs(self.analytic_at(times_s))
-
-
-def wrap_deg(angle: np.ndarray | float) -> np.ndarray:
-    """Wrap angles (degrees) into (-180, 180]."""
-    a = np.mod(np.asarray(angle, dtype=np.float64) + 180.0, 360.0) - 180.0
-    return np.where(a == -180.0, 180.0, a)
 
 
 @dataclass(frozen=True)

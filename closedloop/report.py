@@ -458,7 +458,8 @@ def true_phases(session: Session) -> tuple[np.ndarray, np.ndarray]:
 
 def compute_numbers(session: Session) -> dict:
     """Every figure of the summary table, as a JSON-ready dict (NaN where undefined)."""
-    from closedloop.groundtruth import accuracy, wrap_deg
+    from closedloop.angles import wrap_deg
+    from closedloop.groundtruth import accuracy
 
     n = int(session.onset_s.size)
     proto = session.protocol

@@ -17,7 +17,8 @@ import mne
 import numpy as np
 
 import closedloop as cl
-from closedloop.groundtruth import GroundTruth, circular_stats, derived_signal, wrap_deg
+from closedloop.angles import wrap_deg
+from closedloop.groundtruth import GroundTruth, circular_stats, derived_signal
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("recording", nargs="?", default=Path(__file__).parents[1] / "recordings" / "simulated-alpha-eeg_32ch_500hz_seed1.edf")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import logging
-import threading
 import time
 
 import mne

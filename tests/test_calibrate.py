@@ -9,8 +9,8 @@ import pytest
 
 from closedloop.cli import main
 from closedloop.io import open_recording
-from closedloop.protocol import load_protocol
 from closedloop.offline import replay
+from closedloop.protocol import load_protocol
 from tests.helpers.protocols import phase_toml
 from tests.helpers.recordings import EYES_CLOSED
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from closedloop.angles import wrap_deg
 from closedloop.engine import DECISION_LATENCY_S, Engine
-from closedloop.estimators.base import wrap_deg
 from closedloop.errors import DataError
 from closedloop.offline import replay
 from tests.helpers.protocols import make_protocol

@@ -10,10 +10,11 @@ import pytest
 from scipy.linalg import solve_toeplitz
 from scipy.signal import lfilter
 
+from closedloop.angles import wrap_deg
 from closedloop.channels import find_channel
 from closedloop.errors import DataError, ProtocolError
 from closedloop.estimators import available_methods, kernels, make_estimator
-from closedloop.groundtruth import GroundTruth, band_analytic, circular_stats, wrap_deg
+from closedloop.groundtruth import GroundTruth, band_analytic, circular_stats
 from closedloop.offline import replay
 from tests.helpers.protocols import make_protocol
 from tests.helpers.recordings import EYES_CLOSED

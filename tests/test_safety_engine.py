@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from closedloop.engine import Engine
 from closedloop.errors import ProtocolError
 from closedloop.estimators import available_methods
+from closedloop.offline import run_engine
 from closedloop.protocol import (
     MAX_TRIGGER_RATE_HZ,
     MIN_INTERVAL_FLOOR_S,
@@ -31,7 +32,6 @@ from closedloop.protocol import (
     SignalSettings,
     load_protocol,
 )
-from closedloop.offline import run_engine
 from closedloop.safety import TIME_TOLERANCE_S
 from tests.test_protocol import trigger_settings
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from closedloop.angles import wrap_deg
 from closedloop.dsp import spatial_weights
 from closedloop.engine.artifacts import ArtifactDetector
 from closedloop.engine.baseline import Baseline, fit_estimator, individual_band
@@ -37,7 +38,6 @@ from closedloop.engine.planning import TriggerPlan, TriggerPlanner
 from closedloop.engine.signal import SignalChain, check_band_fits, working_rate
 from closedloop.errors import DataError, ProtocolError
 from closedloop.estimators import make_estimator
-from closedloop.estimators.base import wrap_deg
 from closedloop.protocol import Protocol
 from closedloop.safety import SafetyGate
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from closedloop.estimators.base import wrap_deg
+from closedloop.angles import wrap_deg
 from closedloop.protocol import TriggerSettings
 
 __all__ = [

@@ -15,16 +15,6 @@ import numpy as np
 from closedloop.errors import DataError, ProtocolError
 
 
-def wrap_deg(angle: float) -> float:
-    """Wrap an angle in degrees into (-180, 180]."""
-    wrapped = math.fmod(angle, 360.0)
-    if wrapped <= -180.0:
-        wrapped += 360.0
-    elif wrapped > 180.0:
-        wrapped -= 360.0
-    return wrapped
-
-
 class History:
     """Preallocated ring of the newest ``size`` samples, readable as one contiguous view.
 

@@ -16,9 +16,10 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy.signal import firwin
 
+from closedloop.angles import wrap_deg
 from closedloop.errors import DataError, ProtocolError
 from closedloop.estimators import kernels
-from closedloop.estimators.base import History, PhaseEstimator, bias_from_truth, track, wrap_deg
+from closedloop.estimators.base import History, PhaseEstimator, bias_from_truth, track
 from closedloop.groundtruth import interior_analytic
 
 

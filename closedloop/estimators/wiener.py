@@ -33,9 +33,9 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy.fft import fft, ifft, next_fast_len
 
+from closedloop.angles import wrap_deg
 from closedloop.errors import DataError
 from closedloop.estimators import kernels
-from closedloop.estimators.base import wrap_deg
 from closedloop.estimators.linear import ComplexFIREstimator
 from closedloop.groundtruth import interior_analytic, truth_fir
 
