@@ -223,6 +223,7 @@ class Engine:
 
         art = protocol.artifact
         self._hold_until = -math.inf
+        self._hold_cause = ""  # why the current hold was set: artifact, gap, stall, clock, operator
         self._flat_block_n = max(1, int(round(art.flat_window_s * self.sfreq / 2)))
         self._flat_acc_min = np.full(len(self.used_channels), np.inf)
         self._flat_acc_max = np.full(len(self.used_channels), -np.inf)
@@ -427,6 +428,7 @@ class Engine:
                 # the new timeline, so that a clock that jumped back for good does not hold forever
                 c.n_nonmonotonic += 1
                 self._hold_until = newest_ts + max(self.protocol.artifact.hold_s, SETTLE_S)
+                self._hold_cause = "clock"
                 self.gate = False
             elif step < -0.5 * dt:
                 # chunks that overlap a little: push-time stamps with jitter; counted, not held
@@ -435,7 +437,7 @@ class Engine:
                 missing = int(round(step * self.sfreq)) - 1
                 c.n_gaps += 1
                 c.n_missing_samples += missing
-                self._reset_signal(newest_ts)
+                self._reset_signal(newest_ts, "gap")
         self._last_ts = newest_ts
 
         bad_mask = self._artifact_mask(chunk)
@@ -444,10 +446,10 @@ class Engine:
             c.n_bad_samples += n_bad
             last_bad = int(np.flatnonzero(bad_mask)[-1])
             bad_ts = newest_ts - (n - 1 - last_bad) * dt
-            self._hold(bad_ts + max(self.protocol.artifact.hold_s, SETTLE_S))
+            self._hold(bad_ts + max(self.protocol.artifact.hold_s, SETTLE_S), "artifact")
             if not np.isfinite(chunk[self.used_channels]).all():
                 # never feed NaN/Inf forward: restart the chain from the next good sample
-                self._reset_signal(None)
+                self._reset_signal(None, "artifact")
                 chunk = chunk[:, last_bad + 1 :]
                 if chunk.shape[1] == 0:
                     return self._state(newest_ts)
@@ -477,7 +479,7 @@ class Engine:
             over = np.abs(hp[0]) > self.protocol.artifact.max_abs_uv
             if over.any():
                 c.n_bad_samples += int(over.sum())
-                self._hold(newest_ts + self.protocol.artifact.hold_s)
+                self._hold(newest_ts + self.protocol.artifact.hold_s, "artifact")
         env = self.envelope.process(hp)
 
         if not self.baseline_done:
@@ -609,10 +611,35 @@ class Engine:
         self.counters.dropped[key] = self.counters.dropped.get(key, 0) + 1
 
     # ------------------------------------------------------------------ holds and resets
-    def _hold(self, until_ts: float) -> None:
+    def _hold(self, until_ts: float, cause: str = "operator") -> None:
         if until_ts > self._hold_until:
             self._hold_until = until_ts
+            self._hold_cause = cause
         self.gate = False
+
+    @property
+    def hold_reason(self) -> str:
+        """Why triggering is not allowed now, other than the amplitude gate ("" when nothing holds it).
+
+        ``"baseline"`` (collecting it), ``"fit"`` (the estimator is being trained), ``"fit failed"``,
+        ``"paused"`` (the operator), a hold after bad input (``"artifact"``, ``"gap"``, ``"stall"``,
+        ``"clock"``: timestamps went back, ``"operator"``: :meth:`hold`), or ``"settle"`` (the
+        estimator has too little history since a restart). Read from any thread (plain attributes).
+        """
+        if self.paused:
+            return "paused"
+        if not self.baseline_done:
+            return "baseline"
+        if self._fit_thread is not None:
+            return "fit"
+        if self.fit_error is not None:
+            return "fit failed"
+        if self._last_ts is not None and self._last_ts < self._hold_until:
+            return self._hold_cause or "hold"
+        est = self.estimator
+        if self.kind == "phase" and est is not None and not est.ready:
+            return "settle"
+        return ""
 
     @property
     def hold_until(self) -> float:
@@ -626,9 +653,9 @@ class Engine:
 
     def stream_gap(self, now_ts: float | None = None) -> None:
         """The input stalled or reconnected: restart the signal chain and hold until it settles."""
-        self._reset_signal(now_ts)
+        self._reset_signal(now_ts, "stall")
 
-    def _reset_signal(self, now_ts: float | None) -> None:
+    def _reset_signal(self, now_ts: float | None, cause: str = "gap") -> None:
         for stage in (self.spatial, self.decimator, self.notch, self.highpass, self.envelope):
             if stage is not None:
                 stage.reset()
@@ -638,7 +665,7 @@ class Engine:
             self.estimator.reset()
         self._fit_backlog = []
         base = now_ts if now_ts is not None else (self._last_ts if self._last_ts is not None else 0.0)
-        self._hold(base + max(SETTLE_S, self.protocol.artifact.hold_s))
+        self._hold(base + max(SETTLE_S, self.protocol.artifact.hold_s), cause)
         self.phase_deg = math.nan
 
     @property
