@@ -75,6 +75,15 @@ class LatencyLog:
     def __getitem__(self, index):
         return self.recent()[index]
 
+    def newest(self, n: int) -> np.ndarray:
+        """The newest ``n`` values (fewer if fewer were logged), oldest first; copies only those."""
+        size = self._ring.size
+        n = max(0, min(int(n), self._n, size))
+        stop = self._n % size
+        if n <= stop:
+            return self._ring[stop - n : stop].copy()
+        return np.concatenate((self._ring[size - (n - stop) :], self._ring[:stop]))
+
     @property
     def count(self) -> int:
         return self._n
@@ -402,6 +411,8 @@ class LiveSession:
             gc.unfreeze()
             if pending is not None:
                 engine.drop(pending, "session ended")
+            if not self._control.empty():  # a stop() ends the loop before its marker is written
+                self._apply_control(clock)
             self._close()
         if not self.end_reason:
             self.end_reason = "stopped"
@@ -561,6 +572,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                         "amplifier's sample clock, which removes the jitter of drivers that stamp at push time")
     p.add_argument("--seed", type=int, default=0, help="seed for sham phases and interval jitter")
     p.add_argument("--summary-json", help="write the end-of-run summary to this JSON file")
+    from closedloop.ui.launch import add_run_options
+
+    add_run_options(p)  # --ui, --ui-port, --ui-host, --control, --status-name, --status-source-id
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -626,13 +640,20 @@ def run_command(args: argparse.Namespace) -> int:
 
             monitor = Monitor(session)
             monitor.start()
+        from closedloop.ui.launch import start_views
+
+        views = None
         try:
+            # the status stream (always), the browser views (--ui) and the control socket (--control)
+            views = start_views(session, args)
             summary = session.run()
         except StreamError:
             if args.summary_json:
                 _write_summary(args.summary_json, session.summary())
             raise
         finally:
+            if views is not None:
+                views.close()
             if monitor is not None:
                 monitor.stop()
     finally:
