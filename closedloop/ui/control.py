@@ -194,21 +194,30 @@ class ControlClient:
                 return {"ok": False, "error": f"no reply from the run ({exc})"}
 
     def wait_closed(self) -> None:
-        """Block until the run closes its end (used to end ``run --ui``'s UI with its run)."""
-        conn = socket.socket(fileno=os.dup(self.conn.fileno()))
-        try:
-            conn.settimeout(None)
-            while True:
-                try:
-                    data = conn.recv(1, socket.MSG_PEEK)
-                except OSError:
-                    return
-                if not data:
-                    return
-                # a reply is waiting for request(); look again shortly
-                threading.Event().wait(0.05)
-        finally:
-            conn.close()
+        """Block until the run closes its end (used to end ``run --ui``'s UI with its run).
+
+        Polls the socket without reading from it: a reply waiting for :meth:`request` stays there.
+        """
+        import select
+        import time
+
+        poller = select.poll()
+        poller.register(self.conn.fileno(), select.POLLIN | select.POLLHUP | select.POLLERR)
+        while not self.closed:
+            events = poller.poll(500)
+            if not events:
+                continue
+            if any(ev & (select.POLLHUP | select.POLLERR) for _, ev in events):
+                return
+            try:
+                data = self.conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError, TimeoutError):
+                continue
+            except OSError:
+                return
+            if not data:
+                return
+            time.sleep(0.05)  # a reply is waiting for request(); look again shortly
 
     def close(self) -> None:
         self.closed = True

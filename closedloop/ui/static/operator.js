@@ -18,6 +18,7 @@ const data = {
 const hook = {
   frames: 0, stateRows: 0, eegBatches: 0, newestEegTime: null, newestStateTs: null,
   tracesDrawnTo: null, triggersShown: 0, roseN: 0, markers: 0, controls: [], latencies: new LatencyRecord(20000),
+  truths: data.truths, status: () => data.status,
 };
 window.closedloopOperator = hook;
 let dirty = true, lastDraw = 0, pendingPush = [];
