@@ -260,9 +260,11 @@ class TruthTracker:
             elif not np.isfinite(x).all():
                 result["note"] = "bad samples around the trigger"
             else:
-                # the samples' times on a straight line (push-time stamps jitter)
+                # the samples' times on a straight line at its lower envelope: push-time stamps are
+                # late by a varying amount, never early (the engine's sample clock does the same)
                 k = np.arange(ts.size, dtype=float)
                 slope, intercept = np.polyfit(k, ts, 1)
+                intercept += float(np.min(ts - (intercept + slope * k)))
                 pos = (item["time"] - intercept) / slope
                 truth = GroundTruth(x, self.sfreq, band_hz)
                 result["true_phase_deg"] = float(truth.phase_at(np.array([pos / self.sfreq]))[0])
