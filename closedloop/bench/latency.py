@@ -189,8 +189,10 @@ class _Pages:
 
         import pylsl
 
+        from closedloop import realtime
         from closedloop.ui.browser import headless_chromium
 
+        realtime.normal()  # the browser started from here must not inherit a --realtime policy
         deadline = time.monotonic() + 60
         urls = None
         while not self._stop.is_set() and time.monotonic() < deadline:

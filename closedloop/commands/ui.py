@@ -28,6 +28,11 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    from closedloop import realtime
+
+    # never under real-time scheduling, even as the child of a run --ui --realtime: the views must
+    # not compete with the loop (their threads, liblsl's and the server's, inherit this)
+    realtime.normal()
     from closedloop.ui.app import find_session, serve
     from closedloop.ui.control import ControlClient
     from closedloop.ui.server import new_token
