@@ -11,7 +11,8 @@ summary; CPU use is the engine process's user+system time over wall time (psutil
 ``--ui`` then runs the engine again in the same invocation, as ``closedloop run --ui``, with its
 operator's and participant's pages open in headless Chromium (Debian's, through selenium), and
 reports that run's latency beside the first: the cost of the browser views to the loop, measured
-over the time the pages were open.
+from a second after the pages were open to the end (the run lasts ``UI_OPEN_S`` longer, the time
+the browser is given to open them).
 
 ``--compare mne-lsl`` then runs, against the same outlet, a pipeline built on mne-lsl's
 ``StreamLSL`` (``acquisition_delay=0.001``, ``filter(8, 13)``, ``get_data``, phase of the last
@@ -34,6 +35,8 @@ DEFAULT_CHANNELS = 64
 DEFAULT_SFREQ = 5000.0
 DEFAULT_CHUNK = 5
 DEFAULT_DURATION_S = 30.0
+#: The --ui run lasts this much longer than --duration: the browser opens the pages meanwhile.
+UI_OPEN_S = 12.0
 #: Window the mne-lsl pipeline takes the Hilbert transform of.
 MNE_LSL_WINDOW_S = 0.5
 #: The targets of the live-loop issue, shown next to the figures.
@@ -104,7 +107,7 @@ def run_latency(settings: dict, *, progress: bool = True) -> dict:
     realtime = bool(settings.get("realtime", False))
     bench_rt = common.bench_realtime(realtime)
     n_ch, sfreq, cs, duration = settings["channels"], settings["sfreq"], settings["chunk_size"], settings["duration_s"]
-    n_runs = 1 + bool(settings["compare"]) + bool(settings.get("ui"))
+    n_runs = 1 + bool(settings["compare"]) + 2 * bool(settings.get("ui"))  # the ui run is longer
     block, labels = common.amplifier_block(n_ch, sfreq, cs)
     amp_id = common.fresh_id("eeg")
     amp = common.Amplifier(
@@ -249,15 +252,17 @@ def _ui_run(settings: dict, amp, state_capacity: int, workdir: Path, realtime: b
     state_id, marker_id = common.fresh_id("state-ui"), common.fresh_id("markers-ui")
     summary_path = workdir / "summary-ui.json"
     stderr_path = workdir / "closedloop-ui.stderr"
+    # longer by the time the browser takes to open the pages: measured is what follows their opening
+    duration = settings["duration_s"] + UI_OPEN_S
     cmd = common.engine_command(
         source_id=amp.source_id, state_id=state_id, marker_id=marker_id, protocol=settings["protocol"],
-        duration_s=settings["duration_s"], summary_json=str(summary_path), monitor=settings["monitor"],
+        duration_s=duration, summary_json=str(summary_path), monitor=settings["monitor"],
         realtime=realtime, ui=True,
     )
     pages = _Pages(stderr_path)
     try:
         run = common.run_live("closedloop --ui", amp, cmd, state_id=state_id, marker_id=marker_id,
-                              duration_s=settings["duration_s"], summary_json=summary_path,
+                              duration_s=duration, summary_json=summary_path,
                               state_capacity=state_capacity, progress=progress, stderr_path=stderr_path)
     finally:
         pages.close()

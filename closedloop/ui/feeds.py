@@ -41,7 +41,7 @@ QUEUE_MAX = 512
 DEFAULT_TRACES = 4
 MAX_TRACES = 8
 #: State readers wake at most this often (a burst of samples is read in one go).
-STATE_MIN_WAKE_S = 0.002
+STATE_MIN_WAKE_S = 0.004
 #: Status stream silent this long: the run is taken as gone.
 STATUS_STALE_S = 2.0
 
