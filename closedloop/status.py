@@ -56,6 +56,43 @@ def _newest(log, n: int) -> np.ndarray:
     return np.asarray(log[-n:], dtype=float)
 
 
+def baseline_remaining_s(engine) -> float:
+    """Seconds of baseline still to collect (0 once it is done)."""
+    if engine.baseline_done:
+        return 0.0
+    remaining = getattr(engine, "baseline_remaining_s", None)
+    if remaining is not None:
+        return float(remaining)
+    return (engine.baseline_n - engine._baseline_fill) / float(engine.sfreq_work)
+
+
+def hold_reason(session, sample_ts: float | None) -> str:
+    """Why triggering is not allowed now, other than the amplitude gate ("" when nothing holds it).
+
+    ``paused`` (the operator), ``baseline`` (collecting it), ``fit`` (training the estimator),
+    ``fit failed``, the engine's own reason for a hold after bad input (artifact, gap, stall or
+    stream, timestamps...) while it lasts, or ``settle`` (the estimator's history since a restart).
+    """
+    engine = session.engine
+    if session.paused or engine.paused:
+        return "paused"
+    if not engine.baseline_done:
+        return "baseline"
+    fitting = getattr(engine, "fitting", None)
+    if fitting is None:
+        fitting = getattr(engine, "_fit_thread", None) is not None
+    if fitting:
+        return "fit"
+    if getattr(engine, "fit_error", None):
+        return "fit failed"
+    if sample_ts is not None and sample_ts < engine.hold_until:
+        return str(getattr(engine, "hold_reason", "") or "hold")
+    est = engine.estimator
+    if session.protocol.kind == "phase" and est is not None and not est.ready:
+        return "settle"
+    return ""
+
+
 class StatusPublisher:
     """Publishes ``closedloop-status`` for one :class:`closedloop.live.LiveSession`.
 
@@ -130,12 +167,11 @@ class StatusPublisher:
         recent = min(max(chunks - history[0][1], 1), MAX_LATENCIES)
         latencies = _newest(stats.latency_s, recent) * 1e3 if len(stats.latency_s) else np.zeros(0)
         state = stats.last_state
-        last_ts = getattr(engine, "_last_ts", None)
+        last_ts = getattr(state, "sample_ts", None)
         hold_until = engine.hold_until
-        reason = engine.hold_reason if hasattr(engine, "hold_reason") else ""
-        sfreq_work = float(engine.sfreq_work)
+        reason = hold_reason(session, last_ts)
         baseline_s = float(session.protocol.trigger.baseline_s)
-        collected_s = engine.baseline_n / sfreq_work if engine.baseline_done else engine._baseline_fill / sfreq_work
+        collected_s = max(0.0, baseline_s - baseline_remaining_s(engine))
         dropped = dict(counters.dropped)
         recorder = session.recorder
         record_error = stats.record_error or (str(recorder.error) if recorder is not None and recorder.error else None)

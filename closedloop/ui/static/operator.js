@@ -116,6 +116,7 @@ function showStatus(st) {
   if (st.protocol_toml && $("protocol").textContent !== st.protocol_toml) $("protocol").textContent = st.protocol_toml;
   $("notes").textContent = (st.notes || []).join(" ");
   $("phase-title").textContent = st.kind === "feedback" ? "Feedback value" : "Estimated phase";
+  $("rose-section").hidden = st.kind === "feedback";  // no triggers: no empty rose plot
 }
 
 function showNow() {
