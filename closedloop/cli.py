@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("closedloop.commands.report", "HTML report with figures from a recorded or replayed session"),
     "simulate": ("closedloop.commands.simulate", "write a simulated EEG recording"),
     "bench": ("closedloop.commands.bench", "benchmarks: latency, accuracy, throughput, soak"),
+    "ui": ("closedloop.commands.ui", "the browser views of a running session (operator and participant)"),
 }
 
 

@@ -77,6 +77,15 @@ class LatencyLog:
     def __getitem__(self, index):
         return self.recent()[index]
 
+    def newest(self, n: int) -> np.ndarray:
+        """The newest ``n`` values (fewer if fewer were logged), oldest first; copies only those."""
+        size = self._ring.size
+        n = max(0, min(int(n), self._n, size))
+        stop = self._n % size
+        if n <= stop:
+            return self._ring[stop - n : stop].copy()
+        return np.concatenate((self._ring[size - (n - stop) :], self._ring[:stop]))
+
     @property
     def count(self) -> int:
         return self._n
@@ -429,6 +438,8 @@ class LiveSession:
             gc.unfreeze()
             if pending is not None:
                 engine.drop(pending, "session ended")
+            if not self._control.empty():  # a stop() ends the loop before its marker is written
+                self._apply_control(clock)
             self._close()
         if not self.end_reason:
             self.end_reason = "stopped"

@@ -42,6 +42,7 @@ __all__ = [
     "MIN_PULSE_INTERVAL_S",
     "ArtifactSettings",
     "BandSettings",
+    "DisplaySettings",
     "EstimatorSettings",
     "FeedbackSettings",
     "Protocol",
@@ -64,7 +65,13 @@ REFERENCES = ("none", "average", "hjorth", "bipolar", "weights")
 KINDS = ("phase", "feedback")
 MEASURES = ("power", "ratio", "asymmetry")
 NOTCH_HZ = (0.0, 50.0, 60.0)
+DIRECTIONS = ("up", "down")
+SHAPES = ("bar", "circle")
+TONE_MAPS = ("pitch", "loudness")
+#: The participant's tone stays within what a small speaker plays and an ear finds comfortable.
+TONE_HZ_LIMITS = (50.0, 4000.0)
 
+_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
 _GATE = re.compile(r"^\s*(percentile|uv)\s*:\s*([^\s]+)\s*$", re.IGNORECASE)
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -580,6 +587,81 @@ class FeedbackSettings:
         _set(self, "ratio_band_hz", _band_pair("ratio_band_hz", self.ratio_band_hz))
 
 
+def _range_pair(key: str, value: Any, *, low: float | None = None, high: float | None = None,
+                what: str = "numbers") -> tuple[float, float]:
+    """Two increasing numbers ``[a, b]`` (within ``low``/``high`` when given)."""
+    bounds = _range_text(low, high, False)
+    accepted = f"expected two {what} [low, high] with low < high{bounds and ', each' + bounds}"
+    if isinstance(value, str) or not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise _FieldError(key, value, accepted)
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise _FieldError(key, value, accepted)
+        if (low is not None and v < low) or (high is not None and v > high):
+            raise _FieldError(key, value, accepted)
+    a, b = float(value[0]), float(value[1])
+    if not a < b:
+        raise _FieldError(key, value, accepted)
+    return (a, b)
+
+
+def _colour(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not _COLOUR.match(value.strip()):
+        raise _FieldError(key, value, 'expected a colour as "#rrggbb", e.g. "#3cb371"')
+    return value.strip().lower()
+
+
+@dataclass(frozen=True)
+class DisplaySettings:
+    """What the participant sees and hears (``closedloop ui``, the ``/participant`` page).
+
+    A feedback protocol's value moves a bar (its height) or a circle (its size) across the
+    screen: ``range`` is the value shown empty (first) and full (second), in the feedback's own
+    units (z-scores when ``[feedback] zscore`` is true); ``direction = "down"`` fills it as the
+    value falls instead. ``smoothing_s`` smooths the display on top of the engine's smoothing
+    (exponential, time constant in seconds; 0 = none). The shape has ``color``, or, with
+    ``color_low`` given, a colour blended from ``color_low`` (empty) to ``color`` (full). With
+    ``tone = true`` the page offers a tone (started by a click) whose pitch (``pitch_hz``, from
+    empty to full) or loudness (``loudness``, gain 0-1) follows the value. Phase protocols show
+    a fixation cross and ignore the rest.
+    """
+
+    direction: str = "up"
+    range: tuple[float, float] = (-2.0, 2.0)
+    smoothing_s: float = 0.25
+    shape: str = "bar"
+    color: str = "#3cb371"
+    color_low: str | None = None
+    tone: bool = False
+    tone_maps: str = "pitch"
+    pitch_hz: tuple[float, float] = (220.0, 880.0)
+    loudness: tuple[float, float] = (0.05, 0.5)
+
+    def __post_init__(self) -> None:
+        _set(self, "direction", _choice("direction", self.direction, DIRECTIONS))
+        _set(self, "range", _range_pair("range", self.range, what="feedback values"))
+        _set(
+            self,
+            "smoothing_s",
+            _number("smoothing_s", self.smoothing_s, low=0.0, high=10.0,
+                    what="seconds (0 = no smoothing)"),
+        )
+        _set(self, "shape", _choice("shape", self.shape, SHAPES))
+        _set(self, "color", _colour("color", self.color))
+        if self.color_low is not None:
+            _set(self, "color_low", _colour("color_low", self.color_low))
+        _set(self, "tone", _boolean("tone", self.tone))
+        _set(self, "tone_maps", _choice("tone_maps", self.tone_maps, TONE_MAPS))
+        _set(
+            self,
+            "pitch_hz",
+            _range_pair("pitch_hz", self.pitch_hz, low=TONE_HZ_LIMITS[0], high=TONE_HZ_LIMITS[1],
+                        what="frequencies in Hz"),
+        )
+        _set(self, "loudness", _range_pair("loudness", self.loudness, low=0.0, high=1.0,
+                                           what="gains"))
+
+
 @dataclass(frozen=True)
 class Protocol:
     """A complete, validated protocol.
@@ -590,9 +672,10 @@ class Protocol:
         Free text; names the protocol in markers and outputs.
     kind : str
         ``"phase"`` (phase-locked triggers) or ``"feedback"`` (neurofeedback values).
-    signal, band, estimator, trigger, artifact, feedback
+    signal, band, estimator, trigger, artifact, feedback, display
         The sections. Every protocol has all of them; a feedback protocol uses only
-        ``baseline_s`` from ``trigger``, a phase protocol does not use ``feedback``.
+        ``baseline_s`` from ``trigger``, a phase protocol does not use ``feedback`` (and shows
+        the participant a fixation cross whatever ``display`` says).
     description : str
         One or more lines; the first is the summary in ``closedloop protocols``.
     source : str
@@ -607,6 +690,7 @@ class Protocol:
     trigger: TriggerSettings = field(default_factory=TriggerSettings)
     artifact: ArtifactSettings = field(default_factory=ArtifactSettings)
     feedback: FeedbackSettings = field(default_factory=FeedbackSettings)
+    display: DisplaySettings = field(default_factory=DisplaySettings)
     description: str = ""
     source: str = ""
 
@@ -652,6 +736,7 @@ _SECTIONS: dict[str, type] = {
     "trigger": TriggerSettings,
     "artifact": ArtifactSettings,
     "feedback": FeedbackSettings,
+    "display": DisplaySettings,
 }
 _TOP_KEYS = ("name", "kind", "description")
 # sub-tables whose keys are free (channel names, estimator parameters)

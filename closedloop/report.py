@@ -71,6 +71,7 @@ class Session:
     estimator: str | None = None
     derived: np.ndarray | None = None  # the protocol's derived signal, for the ground truth
     truth_note: str = ""
+    band_source: str = "protocol"  # "learned" when the engine's own band (individual peak) is known
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -168,6 +169,8 @@ def load_replay(folder: str | Path, *, protocol: str | None = None, recording: s
     band = counts.get("band_hz")
     band_hz = (float(band[0]), float(band[1])) if band else (
         (proto.band.low_hz, proto.band.high_hz) if proto is not None else None)
+    band_source = "learned" if band and proto is not None and proto.band.individual else (
+        "protocol")
 
     state = {k: np.zeros(0) for k in STATE_FIELDS}
     if (folder / "state.npz").is_file():
@@ -199,6 +202,7 @@ def load_replay(folder: str | Path, *, protocol: str | None = None, recording: s
         missing_samples=counts.get("missing_samples"),
         estimator=counts.get("estimator"),
         notes=notes,
+        band_source=band_source,
     )
     rec_path = _recording_path(recording, str(summary.get("recording", "")), folder)
     if proto is None:
@@ -366,9 +370,19 @@ def load_xdf(path: str | Path, *, protocol: str | None = None, advance=lambda n:
         missing_samples=missing,
         notes=notes,
     )
-    if proto is not None and proto.band.individual:
+    run_summary = _run_summary(path)
+    engine = (run_summary or {}).get("engine") or {}
+    if engine.get("band_hz"):
+        session.band_hz = (float(engine["band_hz"][0]), float(engine["band_hz"][1]))
+        session.band_source = "learned" if proto is not None and proto.band.individual else "protocol"
+        session.estimator = engine.get("estimator")
+        session.triggers_dropped = (run_summary or {}).get("triggers_dropped")
+        session.dropped_by_reason = (run_summary or {}).get("dropped_by_reason")
+        if session.gate_threshold_inferred and engine.get("gate_threshold_uv") is not None:
+            session.gate_threshold_uv, session.gate_threshold_inferred = float(engine["gate_threshold_uv"]), False
+    elif proto is not None and proto.band.individual:
         notes.append("the protocol centres its band on the individual peak, which the recording does not "
-                     "store; the ground truth uses the protocol's band.")
+                     "store (and no run summary lies beside it); the ground truth uses the protocol's band.")
     if proto is None:
         session.truth_note = "the protocol is unknown (give --protocol FILE)"
     else:
@@ -380,6 +394,15 @@ def load_xdf(path: str | Path, *, protocol: str | None = None, advance=lambda n:
                                 f"not {stamps.size}; the file may be damaged.")
             session.derived = _derived_from_recording(rec, proto, advance)
     return session
+
+
+def _run_summary(path: Path) -> dict | None:
+    """The summary ``closedloop run --record FILE`` writes beside it (``FILE.summary.json``), if any."""
+    beside = path.with_name(path.name + ".summary.json")
+    try:
+        return json.loads(beside.read_text()) if beside.is_file() else None
+    except (OSError, ValueError):
+        return None
 
 
 def load_session(path: str | Path, *, protocol: str | None = None, recording: str | None = None,
@@ -477,6 +500,7 @@ def compute_numbers(session: Session) -> dict:
             "kind": session.kind,
             "target_phase_deg": float(targets[0]) if targets.size == 1 else None,
             "band_hz": list(session.band_hz) if session.band_hz else None,
+            "band_source": session.band_source,
             "estimator": session.estimator,
             "sfreq": session.sfreq,
             "duration_s": session.duration_s,
@@ -503,6 +527,13 @@ def compute_numbers(session: Session) -> dict:
         "latency_ms": _percentiles_ms(session.latency_s),
         "delivery_error_ms": _percentiles_ms(session.delivery_error_s),
         "notes": list(session.notes),
+        "per_trigger": [
+            {"seq": k + 1, "onset_s": float(session.onset_s[k]), "event": session.events[k],
+             "target_phase_deg": float(session.target_phase_deg[k]), "phase_deg": float(session.phase_deg[k]),
+             "true_phase_deg": float(true[k]), "true_error_deg": float(true_err[k]),
+             "amplitude": float(session.amplitude[k])}
+            for k in range(n)
+        ],
     }
     if numbers["phase_true"] is None:
         numbers["phase_true_note"] = f"not available: {session.truth_note}"
@@ -610,28 +641,106 @@ def figure_amplitude(session: Session) -> bytes:
 
     st = session.state
     t, amp, gate = st["time_s"], st["amplitude"], st["gate"] > 0.5
-    fig, ax = plt.subplots(figsize=(10, 3.6))
+    fig, ax = plt.subplots(figsize=(10, 4.2))
     ax.plot(t, amp, color="#4c72b0", lw=0.7, label="band amplitude")
+    baseline = session.baseline_s or 0.0
+    if t.size and baseline > 0:
+        # the baseline: hatched blue, unlike any hold
+        ax.axvspan(t[0], min(baseline, t[-1]), facecolor="#cfe0f5", edgecolor="#4c72b0", hatch="//", lw=0,
+                   alpha=0.5, label="baseline (learning; no triggers)", zorder=0)
     if session.kind == "phase" and t.size:
-        baseline = session.baseline_s or 0.0
         in_base = t < baseline
         thr = session.gate_threshold_uv
         held = ~gate & ~in_base
         if thr is not None:
             hold = held & (amp >= thr)
             low = held & ~hold
-            _shade(ax, t, hold, color="#c44e52", alpha=0.18, label="hold (artifact, gap, settling)")
+            _shade(ax, t, hold, color="#c44e52", alpha=0.3, label="hold (artifact, gap, settling, pause)")
             _shade(ax, t, low, color="#8c8c8c", alpha=0.18, label="gate closed (amplitude below threshold)")
-            ax.axhline(thr, color="#8c8c8c", ls="--", lw=1,
+            ax.axhline(thr, color="#333333", ls="--", lw=1,
                        label="gate threshold" + (" (inferred)" if session.gate_threshold_inferred else ""))
         else:
-            _shade(ax, t, held, color="#8c8c8c", alpha=0.18, label="gate closed")
-        _shade(ax, t, in_base, color="#dd8452", alpha=0.15, label="baseline")
+            _shade(ax, t, held, color="#c44e52", alpha=0.3, label="gate closed or held")
     if session.onset_s.size:
         ax.plot(session.onset_s, session.amplitude, "v", color="#c44e52", ms=5, label="trigger")
     ax.set_xlabel("time from the first sample (s)")
     ax.set_ylabel("band amplitude (µV)")
-    ax.legend(fontsize=7, loc="upper right", ncol=2)
+    if t.size:
+        ax.set_xlim(t[0], t[-1])
+    # the legend below the axes: it never covers the data
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def trigger_locked(session: Session, half_window_s: float = 0.5) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """Times, and mean of the band signal (zero-phase ground-truth filter) around each trigger; n used.
+
+    Each epoch is read at the trigger's exact time (between samples) on a grid of the sampling
+    period. None when there is no derived signal or no trigger with a whole window.
+    """
+    if session.derived is None or session.band_hz is None or not session.onset_s.size:
+        return None
+    from closedloop.groundtruth import band_analytic
+
+    band = band_analytic(session.derived, session.sfreq, session.band_hz).real
+    grid = np.arange(-half_window_s, half_window_s + 0.5 / session.sfreq, 1.0 / session.sfreq)
+    index = np.arange(band.size) / session.sfreq
+    end = (band.size - 1) / session.sfreq
+    onsets = session.onset_s[(session.onset_s - half_window_s >= 0) & (session.onset_s + half_window_s <= end)]
+    if not onsets.size:
+        return None
+    epochs = np.array([np.interp(t + grid, index, band) for t in onsets])
+    return grid, epochs, int(onsets.size)
+
+
+def figure_trigger_locked(session: Session) -> bytes | str:
+    """The band signal averaged around the triggers: a wave whose phase at 0 is the phase hit."""
+    import matplotlib.pyplot as plt
+
+    locked = trigger_locked(session)
+    if locked is None:
+        return "No trigger-locked average: no trigger with half a second of data either side, or no ground truth."
+    grid, epochs, n = locked
+    mean = epochs.mean(axis=0)
+    sem = epochs.std(axis=0) / math.sqrt(n)
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    ax.fill_between(grid * 1e3, mean - sem, mean + sem, color="#4c72b0", alpha=0.25, lw=0, label="± SEM")
+    ax.plot(grid * 1e3, mean, color="#4c72b0", lw=1.5, label=f"mean of {n} triggers")
+    ax.axvline(0, color="#c44e52", lw=1.5, label="trigger")
+    ax.axhline(0, color="#888888", lw=0.8)
+    targets = np.unique(session.target_phase_deg[np.isfinite(session.target_phase_deg)])
+    title = "band signal around the triggers (zero-phase ground-truth filter)"
+    if targets.size == 1:
+        title += f"; target {targets[0]:g}°"
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("time from the trigger (ms)")
+    ax.set_ylabel("band signal (µV)")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=3, frameon=False)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def figure_spectrum(session: Session) -> bytes | str:
+    """Power spectrum of the protocol's derived signal (Welch, 2 s segments), the band used shaded."""
+    import matplotlib.pyplot as plt
+    from scipy.signal import welch
+
+    if session.derived is None:
+        return "No spectrum: the recording (or the protocol's channel) is not available."
+    x = session.derived - np.mean(session.derived)
+    nper = int(min(x.size, 2 * session.sfreq))
+    freqs, power = welch(x, fs=session.sfreq, nperseg=nper)
+    top = min(session.sfreq / 2, max(45.0, 2.5 * (session.band_hz[1] if session.band_hz else 20.0)))
+    keep = (freqs > 0) & (freqs <= top)
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.semilogy(freqs[keep], power[keep], color="#4c72b0", lw=1)
+    if session.band_hz:
+        label = "band used" + (" (learned, individual peak)" if session.band_source == "learned" else "")
+        ax.axvspan(*session.band_hz, color="#dd8452", alpha=0.3, lw=0, label=label)
+        ax.legend(fontsize=7)
+    ax.set_xlabel("frequency (Hz)")
+    ax.set_ylabel("power (µV²/Hz)")
     fig.tight_layout()
     return _png(fig)
 
@@ -641,11 +750,15 @@ def figure_feedback(session: Session) -> bytes:
     import matplotlib.pyplot as plt
 
     st = session.state
-    fig, ax = plt.subplots(figsize=(10, 3.0))
-    ax.plot(st["time_s"], st["feedback"], color="#8172b3", lw=0.8)
+    fig, ax = plt.subplots(figsize=(10, 3.6))
+    ax.plot(st["time_s"], st["feedback"], color="#8172b3", lw=0.8, label="feedback value")
     if session.baseline_s:
-        ax.axvspan(0, session.baseline_s, color="#dd8452", alpha=0.15, lw=0, label="baseline")
-        ax.legend(fontsize=7)
+        ax.axvspan(0, session.baseline_s, facecolor="#cfe0f5", edgecolor="#4c72b0", hatch="//", lw=0, alpha=0.5,
+                   label="baseline (reference for the z-score)", zorder=0)
+    if session.protocol is not None and session.protocol.feedback.zscore:
+        lo, hi = session.protocol.display.range
+        ax.axhspan(lo, hi, color="#55a868", alpha=0.08, lw=0, label=f"participant's display range {lo:g} to {hi:g}")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=3, frameon=False)
     ax.set_xlabel("time from the first sample (s)")
     measure = session.protocol.feedback.measure if session.protocol is not None else "feedback"
     ax.set_ylabel(f"feedback ({measure})")
@@ -658,7 +771,7 @@ _CSS = """
 body{font-family:system-ui,sans-serif;max-width:1040px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{padding:3px 10px;border-bottom:1px solid #ddd;text-align:left}
 td.num{text-align:right;font-variant-numeric:tabular-nums}h2{margin-top:1.6em}img{max-width:100%}
-.note{color:#666}
+.note{color:#666}.scroll{max-height:420px;overflow:auto;border:1px solid #ddd}
 """
 
 # (json path, label, format, scale) of each row of the summary table
@@ -714,6 +827,14 @@ def _format(value, spec: str) -> str:
     return format(float(value), spec)
 
 
+#: Rows of the per-trigger table in the HTML (all of them are in the JSON).
+MAX_TABLE_ROWS = 2000
+
+
+def _cell(value, spec: str) -> str:
+    return "" if value is None else format(float(value), spec)
+
+
 def render_html(numbers: dict, figures: dict[str, bytes | str]) -> str:
     """The report: summary table, figures as embedded PNGs (or a sentence where one does not apply)."""
     s = numbers["session"]
@@ -725,7 +846,8 @@ def render_html(numbers: dict, figures: dict[str, bytes | str]) -> str:
     if s.get("target_phase_deg") is not None:
         head += f", target {s['target_phase_deg']:g}°"
     if s.get("band_hz"):
-        head += f", band {s['band_hz'][0]:g}-{s['band_hz'][1]:g} Hz"
+        head += f", band {s['band_hz'][0]:.2f}-{s['band_hz'][1]:.2f} Hz"
+        head += " (learned from the baseline: individual peak)" if s.get("band_source") == "learned" else " (the protocol's)"
     if s.get("estimator"):
         head += f", estimator {e(s['estimator'])}"
     head += ".</p>"
@@ -748,10 +870,16 @@ def render_html(numbers: dict, figures: dict[str, bytes | str]) -> str:
         "latency": "Loop latency: the State sample's push time minus the time of the newest input sample "
                    "the engine had processed.",
         "amplitude": "Band amplitude over time with the triggers; shaded where triggering was not allowed.",
-        "feedback": "The protocol's feedback value over time.",
+        "feedback": "The protocol's feedback value over time (what the participant saw, before the page's own "
+                    "smoothing).",
+        "locked": "Trigger-locked average of the band signal: the derived signal through the zero-phase "
+                  "ground-truth band-pass, averaged around each trigger. Triggers at the target phase make a "
+                  "wave whose phase at 0 ms is the target (peak: a maximum; trough: a minimum).",
+        "spectrum": "Power spectrum of the protocol's derived signal over the whole session; shaded: the band "
+                    "the engine used.",
     }
     titles = {"phases": "Trigger phases", "latency": "Latency", "amplitude": "Band amplitude",
-              "feedback": "Feedback"}
+              "feedback": "Feedback", "locked": "Trigger-locked average", "spectrum": "Spectrum"}
     for key, fig in figures.items():
         parts.append(f"<h2>{titles[key]}</h2><p>{e(captions[key])}</p>")
         if isinstance(fig, bytes):
@@ -759,6 +887,22 @@ def render_html(numbers: dict, figures: dict[str, bytes | str]) -> str:
             parts.append(f'<img id="fig-{key}" alt="{e(titles[key])}" src="data:image/png;base64,{data}">')
         else:
             parts.append(f'<p class="note" id="fig-{key}">{e(fig)}</p>')
+    rows = numbers.get("per_trigger") or []
+    if rows:
+        shown = rows[:MAX_TABLE_ROWS]
+        more = f" (the first {len(shown)} of {len(rows)}; all in the JSON)" if len(rows) > len(shown) else ""
+        parts.append(f"<h2>Triggers</h2><p>One row per delivered trigger{more}: onset from the first sample, "
+                     "the phase aimed at, the engine's estimate at delivery, the offline true phase and its error "
+                     "against the target (empty where the ground truth cannot score it), and the band amplitude.</p>")
+        parts.append('<div class="scroll"><table id="triggers"><tr><th>#</th><th>onset (s)</th><th>event</th>'
+                     "<th>target (°)</th><th>estimated (°)</th><th>true (°)</th><th>true error (°)</th>"
+                     "<th>amplitude (µV)</th></tr>")
+        for r in shown:
+            cells = [str(r["seq"]), _cell(r["onset_s"], ".3f"), e(str(r["event"])), _cell(r["target_phase_deg"], "+.1f"),
+                     _cell(r["phase_deg"], "+.1f"), _cell(r["true_phase_deg"], "+.1f"),
+                     _cell(r["true_error_deg"], "+.1f"), _cell(r["amplitude"], ".2f")]
+            parts.append("<tr>" + "".join(f'<td class="num">{c}</td>' for c in cells) + "</tr>")
+        parts.append("</table></div>")
     notes = list(numbers.get("notes", []))
     for key in ("phase_true_note", "latency_note"):
         if key in numbers:
@@ -807,7 +951,13 @@ def make_report(session_path: str | Path, out: str | Path | None = None, *, prot
     true, _ = true_phases(session)
     numbers = compute_numbers(session)
     advance(1)
-    figures: dict[str, bytes | str] = {"phases": figure_phases(session, true)}
+    feedback = session.kind == "feedback"
+    figures: dict[str, bytes | str] = {}
+    if feedback:  # feedback over time first; no empty trigger sections
+        figures["feedback"] = figure_feedback(session)
+    else:
+        figures["phases"] = figure_phases(session, true)
+        figures["locked"] = figure_trigger_locked(session)
     advance(1)
     if session.latency_s is not None:
         figures["latency"] = figure_latency(session)
@@ -816,8 +966,9 @@ def make_report(session_path: str | Path, out: str | Path | None = None, *, prot
                               "Record a live session with closedloop run --record to measure it.")
     figures["amplitude"] = figure_amplitude(session)
     advance(1)
-    if session.kind == "feedback" or np.isfinite(session.state["feedback"]).any():
+    if not feedback and np.isfinite(session.state["feedback"]).any():
         figures["feedback"] = figure_feedback(session)
+    figures["spectrum"] = figure_spectrum(session)
     advance(1)
     out.write_text(render_html(numbers, figures), encoding="utf-8")
     json_path = out.with_suffix(".json")

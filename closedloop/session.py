@@ -57,6 +57,15 @@ class Session:
         Seed for sham phases and interval jitter.
     summary_json : str, optional
         Write the end-of-run summary to this JSON file.
+    ui : bool
+        Serve the operator's and the participant's browser pages beside the loop, from a process
+        of their own (``ui_port``, ``ui_host``; it prints their addresses and the control token).
+    control : str, optional
+        Open a Unix-domain control socket at this path (mode 0600), so that a standalone
+        ``closedloop ui --control PATH`` may pause, resume and stop the session.
+    status_name, status_source_id : str, optional
+        The session's status stream (``closedloop-status``, always published: hold reason,
+        baseline countdown, counts, the protocol as resolved).
     callback_queue : int
         Triggers and States the callback queue holds; beyond it they are dropped and counted.
 
@@ -92,6 +101,12 @@ class Session:
         raw_timestamps: bool = False,
         seed: int = 0,
         summary_json: str | None = None,
+        ui: bool = False,
+        ui_port: int = 8765,
+        ui_host: str = "127.0.0.1",
+        control: str | None = None,
+        status_name: str | None = None,
+        status_source_id: str | None = None,
         callback_queue: int = 1024,
     ) -> None:
         from closedloop.callbacks import CallbackDispatcher
@@ -117,6 +132,10 @@ class Session:
         self.raw_timestamps = bool(raw_timestamps)
         self.seed = seed
         self.summary_json = summary_json
+        self.views_options = {
+            "ui": bool(ui), "ui_port": ui_port, "ui_host": ui_host, "control": control,
+            "status_name": status_name, "status_source_id": status_source_id,
+        }
         self.dispatcher = CallbackDispatcher(callback_queue)
         self.info = None  # the resolved pylsl.StreamInfo
         self.outlets = None
@@ -194,7 +213,7 @@ class Session:
                 raise UsageError(f"--realtime-priority: {exc}") from exc
             for note in rt.notes:
                 logger.warning("note: %s.", note)
-        source = monitor = None
+        source = monitor = views = None
         try:
             self.connect()
             source = LSLSource(self.info, dejitter=not self.raw_timestamps)
@@ -217,6 +236,7 @@ class Session:
 
                 monitor = Monitor(live)
                 monitor.start()
+            views = self._start_views(live)
             restore = _stop_on_signals(live)
             try:
                 summary = live.run()
@@ -226,6 +246,8 @@ class Session:
             finally:
                 restore()
         finally:
+            if views is not None:
+                views.close()
             if monitor is not None:
                 monitor.stop()
             if source is not None:
@@ -308,6 +330,18 @@ class Session:
         return f"<Session {self.protocol.name!r} on {where}: {state}>"
 
     # ------------------------------------------------------------------ internals
+    def _start_views(self, live):
+        """The status stream (always), the browser views (``ui``) and the control socket."""
+        from types import SimpleNamespace
+
+        from closedloop.ui.launch import start_views
+
+        args = SimpleNamespace(
+            **self.views_options, record=self.record,
+            state_source_id=self.outlet_names["state_source_id"],
+        )
+        return start_views(live, args)
+
     def _close_outputs(self) -> None:
         if self.outlets is not None:
             self.outlets.close()

@@ -65,8 +65,8 @@ def test_latency_with_mne_lsl_comparison(tmp_path):
     assert "closedloop bench latency" in proc.stdout and "ratio" in proc.stdout
     r = json.loads(out.read_text())
     assert r["settings"] == {"channels": 64, "sfreq": 5000.0, "chunk_size": 5, "duration_s": 7.0,
-                             "protocol": protocol, "monitor": False, "compare": "mne-lsl", "stamping": "nominal",
-                             "realtime": False}
+                             "protocol": protocol, "monitor": False, "compare": "mne-lsl", "ui": False,
+                             "stamping": "nominal", "realtime": False}
     c = r["closedloop"]
     # 7 s at 1000 chunks/s: thousands of State samples, every one paired with a pushed chunk
     check_percentiles(c["latency_ms"], n_min=1000)
@@ -100,6 +100,28 @@ def test_latency_with_mne_lsl_comparison(tmp_path):
     assert finite_positive(m["cpu_percent_of_one_core"])
     assert r["ratio_p50_mne_lsl_over_closedloop"] == pytest.approx(m["latency_ms"]["p50"] / c["latency_ms"]["p50"])
     check_machine(r["machine"])
+
+
+@pytest.mark.browser
+def test_latency_with_the_browser_views_open(tmp_path):
+    out = tmp_path / "latency-ui.json"
+    protocol = short_baseline_protocol(tmp_path)
+    proc = bench("latency", "--duration", "8", "--protocol", protocol, "--ui", "--json", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "with --ui and both pages open" in proc.stdout and "cost of the views" in proc.stdout
+    r = json.loads(out.read_text())
+    u = r["with_ui"]
+    assert u["error"] is None
+    # the second run is measured from a second after the pages were open, for about --duration
+    assert 0 < u["pages_open_after_s"] < 12
+    check_percentiles(u["latency_ms"], n_min=3000)
+    assert u["state_samples"] > r["closedloop"]["state_samples"]  # it lasted longer
+    assert r["ui_p99_cost_ms"] == pytest.approx(u["latency_ms"]["p99"] - r["closedloop"]["latency_ms"]["p99"])
+    for page in ("operator", "participant"):
+        figures = u["pages"][page]
+        assert figures["frames"] > 10
+        check_percentiles(figures["display_latency_ms"], n_min=20)
+    assert u["dropped_samples"] == 0
 
 
 def test_latency_bad_options_exit_2():

@@ -184,3 +184,38 @@ def test_feedback_asymmetry_follows_the_power_ratio():
     assert abs(np.median(early)) < 0.3  # equal power: ln ratio ~ 0
     assert abs(np.median(late) - np.log(9.0)) < 0.3  # power ratio 9
     assert result.triggers == []
+
+
+def test_hold_reason_names_why_triggering_is_held():
+    # the status stream and the operator's page show this; each cause set where the engine knows it
+    sfreq = 500.0
+    data, _ = sine_data(sfreq, 14.0)
+    protocol = make_protocol(estimator={"method": "echt"}, trigger={"baseline_s": 2.0})
+    engine = Engine(protocol, CH, sfreq)
+    step = 5
+
+    def feed(start_s: float, stop_s: float, offset_s: float = 0.0):
+        for k in range(int(start_s * sfreq), int(stop_s * sfreq), step):
+            engine.process(np.ascontiguousarray(data[:, k : k + step]), (k + step - 1) / sfreq + offset_s)
+
+    assert engine.hold_reason == "baseline"
+    feed(0.0, 4.0)
+    assert engine.hold_reason == "" and engine.gate  # amplitude gate "none": open
+    bad = data[:, 2000:2005].copy()
+    bad[1, 2] = np.nan
+    engine.process(bad, 2004 / sfreq)
+    assert engine.hold_reason == "artifact" and not engine.gate
+    feed(4.02, 6.0)  # the hold (1 s) ends, and the estimator has settled again
+    assert engine.hold_reason == ""
+    feed(6.5, 7.0)  # 0.5 s of samples missing
+    assert engine.counters.n_gaps == 1 and engine.hold_reason == "gap"
+    feed(7.0, 9.0)
+    assert engine.hold_reason == ""
+    engine.stream_gap(9.0)
+    assert engine.hold_reason == "stream"
+    feed(9.0, 11.0)
+    engine.paused = True
+    assert engine.hold_reason == "paused"
+    engine.paused = False
+    engine.process(np.ascontiguousarray(data[:, 100:105]), 1.0)  # timestamps back in time
+    assert engine.hold_reason == "timestamps"

@@ -22,6 +22,7 @@ from closedloop.protocol import (
     MIN_PULSE_INTERVAL_S,
     ArtifactSettings,
     BandSettings,
+    DisplaySettings,
     EstimatorSettings,
     FeedbackSettings,
     Protocol,
@@ -418,6 +419,51 @@ BAD = [
         ),
     ),
     (edit("feedback", "window_s", "0"), r"\[feedback\] window_s = 0 is not accepted"),
+    (
+        edit("display", "direction", '"upward"'),
+        r'\[display\] direction = "upward" is not accepted: expected one of "up" \| "down"',
+    ),
+    (
+        edit("display", "range", "[2.0, -2.0]"),
+        r"\[display\] range = \[2\.0, -2\.0\] is not accepted: expected two feedback values "
+        r"\[low, high\] with low < high",
+    ),
+    (edit("display", "range", "[1.0]"), r"\[display\] range = \[1\.0\] is not accepted"),
+    (edit("display", "range", '"wide"'), r'\[display\] range = "wide" is not accepted'),
+    (
+        edit("display", "smoothing_s", "-0.5"),
+        r"\[display\] smoothing_s = -0\.5 is not accepted: expected seconds \(0 = no smoothing\) in \[0, 10\]",
+    ),
+    (
+        edit("display", "shape", '"square"'),
+        r'\[display\] shape = "square" is not accepted: expected one of "bar" \| "circle"',
+    ),
+    (
+        edit("display", "color", '"green"'),
+        r'\[display\] color = "green" is not accepted: expected a colour as "#rrggbb"',
+    ),
+    (edit("display", "color_low", '"#12345"'), r'\[display\] color_low = "#12345" is not accepted'),
+    (
+        edit("display", "tone", '"on"'),
+        r'\[display\] tone = "on" is not accepted: expected true or false',
+    ),
+    (
+        edit("display", "tone_maps", '"pich"'),
+        r'\[display\] tone_maps = "pich" is not accepted: .*did you mean "pitch"',
+    ),
+    (
+        edit("display", "pitch_hz", "[20.0, 880.0]"),
+        r"\[display\] pitch_hz = \[20\.0, 880\.0\] is not accepted: expected two frequencies in Hz "
+        r"\[low, high\] with low < high, each in \[50, 4000\]",
+    ),
+    (
+        edit("display", "loudness", "[0.1, 1.5]"),
+        r"\[display\] loudness = \[0\.1, 1\.5\] is not accepted: .*each in \[0, 1\]",
+    ),
+    (
+        edit("display", "colour", '"#ffffff"'),
+        r'unknown key \[display\] colour \(did you mean "color"\?\)',
+    ),
     (MINIMAL + "[trigger\nmin_interval_s = 2\n", r"not valid TOML: .*line"),
 ]
 
@@ -659,3 +705,38 @@ def test_any_valid_protocol_round_trips(protocol):
     text = protocol_to_toml(protocol)
     again = parse_protocol(tomllib.loads(text), "generated")
     assert again == protocol
+
+
+# -- [display]: the participant's page ------------------------------------------------------------
+
+
+def test_display_defaults_and_faa_preset_display(tmp_path):
+    default = load_protocol(write(tmp_path, MINIMAL)).display
+    assert default == DisplaySettings()
+    assert (default.direction, default.range, default.shape, default.tone) == ("up", (-2.0, 2.0), "bar", False)
+    faa = load_protocol("faa-neurofeedback").display
+    assert faa.tone and faa.tone_maps == "pitch" and faa.pitch_hz == (220.0, 660.0)
+    assert faa.color_low == "#4169e1" and faa.color == "#3cb371"
+
+
+def test_display_section_round_trips_and_normalises(tmp_path):
+    text = MINIMAL + (
+        '\n[display]\ndirection = "DOWN"\nrange = [-1, 3]\nshape = "circle"\ncolor = "#AABBCC"\n'
+        'tone = true\ntone_maps = "loudness"\nloudness = [0, 0.8]\nsmoothing_s = 0\n'
+    )
+    p = load_protocol(write(tmp_path, text))
+    d = p.display
+    assert (d.direction, d.range, d.shape, d.color, d.tone_maps, d.loudness, d.smoothing_s) == (
+        "down", (-1.0, 3.0), "circle", "#aabbcc", "loudness", (0.0, 0.8), 0.0)
+    assert d.color_low is None and "color_low" not in protocol_to_toml(p)
+    again = load_protocol(write(tmp_path, protocol_to_toml(p), "again.toml"))
+    assert again.display == d
+
+
+def test_display_settings_validate_when_built_directly():
+    with pytest.raises(ProtocolError, match=r"range = \[0\.0, 0\.0\] is not accepted"):
+        DisplaySettings(range=(0.0, 0.0))
+    with pytest.raises(ProtocolError, match=r"pitch_hz = \[880\.0, 220\.0\] is not accepted"):
+        DisplaySettings(pitch_hz=(880.0, 220.0))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        DisplaySettings().tone = True  # type: ignore[misc]

@@ -137,7 +137,8 @@ def test_replay_report_embeds_the_figures_and_says_latency_does_not_apply(replay
     _, out, stderr = replay_report
     text = out.read_text()
     images = figures(text)
-    assert set(images) == {"phases", "amplitude"}  # a phase protocol: no feedback figure
+    # a phase protocol: no feedback figure; at least three figures for a replay
+    assert set(images) == {"phases", "locked", "amplitude", "spectrum"}
     for image in images.values():
         assert_real_figure(image)
     assert re.search(r'id="fig-latency">Latency does not apply to a replay', text)
@@ -200,9 +201,13 @@ def test_feedback_replay_report_draws_the_feedback_and_summarises_it(tmp_path, r
     assert main(["replay", str(EYES_CLOSED), "--protocol", str(proto), "--out", str(folder), "--quiet"]) == 0
     out, json_path, numbers = make_report(folder)
     assert out == folder / "report.html" and json_path == folder / "report.json"
-    images = figures(out.read_text())
-    assert set(images) == {"phases", "amplitude", "feedback"}
+    text = out.read_text()
+    images = figures(text)
+    # feedback over time instead of empty trigger sections (no phases, no trigger table)
+    assert set(images) == {"feedback", "amplitude", "spectrum"}
     assert_real_figure(images["feedback"])
+    assert "Trigger phases" not in text and 'id="triggers"' not in text
+    assert text.index('id="fig-feedback"') < text.index('id="fig-amplitude"')
     with np.load(folder / "state.npz") as state:
         fb = state["feedback"][np.isfinite(state["feedback"])]
     assert fb.size > 1000
@@ -246,7 +251,7 @@ def test_live_xdf_report_figures_latency_and_phases_match_an_independent_computa
     assert main(["report", str(record), "--protocol", str(proto), "--out", str(out), "--quiet"]) == 0
     text = out.read_text()
     images = figures(text)
-    assert set(images) == {"phases", "latency", "amplitude"}
+    assert set(images) == {"phases", "locked", "latency", "amplitude", "spectrum"}
     for image in images.values():
         assert_real_figure(image)
     numbers = json.loads(out.with_suffix(".json").read_text())
@@ -292,7 +297,7 @@ def test_xdf_report_without_a_known_protocol_still_reports_and_says_why_no_truth
     assert "give --protocol" in numbers["phase_true_note"]
     assert any("not a preset" in note for note in numbers["notes"])
     assert numbers["latency_ms"]["n"] > 400
-    assert set(figures(out.read_text())) == {"phases", "latency", "amplitude"}
+    assert set(figures(out.read_text())) == {"phases", "latency", "amplitude"}  # no truth: no average, no spectrum
     assert "Ground truth: not available" in out.read_text()
 
 
@@ -349,3 +354,77 @@ def test_replay_whose_recording_moved_reports_without_truth_and_recording_option
     _, _, numbers = make_report(moved, tmp_path / "b.html", recording=str(EYES_CLOSED))
     assert numbers["phase_true"]["n"] > 30
     assert Path(tmp_path / "b.json").is_file()
+
+
+# ---------------------------------------------------------------------- what issue 16 added
+def test_replay_report_has_a_per_trigger_table_matching_events_and_the_truth(replay_report):
+    folder, out, _ = replay_report
+    text = out.read_text()
+    numbers = json.loads(out.with_suffix(".json").read_text())
+    lines = (folder / "events.tsv").read_text().splitlines()
+    header = lines[0].split("\t")
+    events = [dict(zip(header, line.split("\t"))) for line in lines[1:]]
+    rows = numbers["per_trigger"]
+    assert len(rows) == len(events) == numbers["triggers"]["delivered"]
+    for row, ev in zip(rows, events):
+        assert row["onset_s"] == pytest.approx(float(ev["onset"]))
+        assert row["phase_deg"] == pytest.approx(float(ev["phase_deg"]))
+        if row["true_phase_deg"] is not None:
+            assert row["true_error_deg"] == pytest.approx(wrap(row["true_phase_deg"] - row["target_phase_deg"]))
+    scored = [r["true_error_deg"] for r in rows if r["true_error_deg"] is not None]
+    assert len(scored) == numbers["phase_true"]["n"]
+    assert circ(np.array(scored))["plv"] == pytest.approx(numbers["phase_true"]["plv"], abs=1e-9)
+    table = text[text.index('<table id="triggers">'):]
+    table = table[: table.index("</table>")]
+    assert table.count("<tr>") == len(rows) + 1
+    first = re.findall(r'<td class="num">([^<]*)</td>', table)[:8]
+    assert first[0] == "1" and float(first[1]) == pytest.approx(rows[0]["onset_s"], abs=5e-4)
+
+
+def test_trigger_locked_average_shows_the_trough_the_triggers_aimed_at(replay_report):
+    from closedloop.report import load_session, trigger_locked
+
+    folder, out, _ = replay_report
+    session = load_session(folder)
+    grid, epochs, n = trigger_locked(session)
+    assert n >= 30 and epochs.shape == (n, grid.size)
+    mean = epochs.mean(axis=0)
+    centre = int(np.argmin(np.abs(grid)))
+    # triggers at the trough (180 deg): the average is a minimum at 0 ms, within a sixth of a cycle
+    around = mean[centre - int(0.05 * session.sfreq) : centre + int(0.05 * session.sfreq) + 1]
+    assert mean[centre] < 0 and mean[centre] <= around.min() + 0.2 * (mean.max() - mean.min())
+    assert "Trigger-locked average" in out.read_text()
+
+
+def test_header_names_the_band_learned_from_the_baseline(tmp_path, recordings):
+    proto = tmp_path / "individual.toml"
+    proto.write_text(phase_protocol(baseline_s=10.0, method="echt", gate="none").replace(
+        "[band]\nlow_hz = 8.0\nhigh_hz = 13.0\n", "[band]\nlow_hz = 8.0\nhigh_hz = 13.0\nindividual = true\n"))
+    folder = tmp_path / "replay"
+    assert main(["replay", str(EYES_CLOSED), "--protocol", str(proto), "--out", str(folder), "--quiet"]) == 0
+    summary = json.loads((folder / "summary.json").read_text())
+    learned = summary["counts"]["band_hz"]
+    assert summary["counts"]["individual_peak_hz"] is not None and learned != [8.0, 13.0]
+    out, _, numbers = make_report(folder)
+    assert numbers["session"]["band_hz"] == pytest.approx(learned)
+    assert numbers["session"]["band_source"] == "learned"
+    assert f"band {learned[0]:.2f}-{learned[1]:.2f} Hz (learned from the baseline: individual peak)" in out.read_text()
+
+
+def test_amplitude_legend_sits_below_the_data_and_shadings_differ(replay_report):
+    from closedloop.report import figure_amplitude, load_session
+
+    folder, _, _ = replay_report
+    session = load_session(folder)
+    image = matplotlib.image.imread(io.BytesIO(figure_amplitude(session)), format="png")
+    rgb = image[..., :3]
+    # the data area after the baseline, top right (where the legend used to be), holds no legend box:
+    # no run of near-white legend background wider than a tenth of the axes
+    h, w = rgb.shape[:2]
+    region = rgb[int(0.08 * h) : int(0.3 * h), int(0.6 * w) : int(0.95 * w)]
+    assert not (region.min(axis=2) > 0.99).all(axis=0).sum() > 0.5 * region.shape[1]
+    # the baseline's hatch blue and the hold's red are both drawn, and are not alike
+    baseline_blue = np.array([0xCF, 0xE0, 0xF5]) / 255.0
+    blue = np.abs(rgb - (0.5 * baseline_blue + 0.5)).max(axis=2) < 0.06
+    reddish = (rgb[..., 0] > rgb[..., 2] + 0.15) & (rgb[..., 0] > 0.8)
+    assert blue.sum() > 500 and reddish.sum() > 50

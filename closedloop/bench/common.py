@@ -388,7 +388,7 @@ class LiveRun:
 
 def engine_command(*, source_id: str, state_id: str, marker_id: str, protocol: str,
                    duration_s: float, summary_json: str, monitor: bool = False,
-                   realtime: bool = False) -> list[str]:
+                   realtime: bool = False, ui: bool = False) -> list[str]:
     """``closedloop run`` as a separate Python process, on the amplifier's source_id."""
     cmd = [
         sys.executable, "-m", "closedloop", "run", "--protocol", protocol, "--source-id", source_id,
@@ -401,6 +401,8 @@ def engine_command(*, source_id: str, state_id: str, marker_id: str, protocol: s
         cmd.append("--monitor")
     if realtime:
         cmd.append("--realtime")
+    if ui:  # the browser views beside the loop, on a free port (printed on stderr)
+        cmd += ["--ui", "--ui-port", "0"]
     return cmd
 
 
@@ -463,6 +465,7 @@ def run_live(
     progress: bool = True,
     on_sample=None,
     extra_env: dict[str, str] | None = None,
+    stderr_path: Path | None = None,
 ) -> LiveRun:
     """Start ``command`` (the engine or the comparison pipeline), receive its State (and Markers)
     while sampling its CPU and memory, wait for it to end and collect what it reported.
@@ -475,8 +478,8 @@ def run_live(
 
     from closedloop.progress import progress_bar
 
-    workdir = Path(tempfile.mkdtemp(prefix="closedloop-bench-"))
-    stderr_path = workdir / f"{label}.stderr"
+    if stderr_path is None:  # given: the caller reads it while the run goes on (run --ui prints its pages)
+        stderr_path = Path(tempfile.mkdtemp(prefix="closedloop-bench-")) / f"{label}.stderr"
     trace = ProcessTrace()
     states = markers = None
     with open(stderr_path, "wb") as err_fh:

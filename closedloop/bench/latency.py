@@ -8,6 +8,12 @@ its receipt time here minus the push time of the input chunk holding the newest 
 of delivery) against the ``scheduled_ts`` in its JSON. Dropped samples come from the run's own
 summary; CPU use is the engine process's user+system time over wall time (psutil).
 
+``--ui`` then runs the engine again in the same invocation, as ``closedloop run --ui``, with its
+operator's and participant's pages open in headless Chromium (Debian's, through selenium), and
+reports that run's latency beside the first: the cost of the browser views to the loop, measured
+from a second after the pages were open to the end (the run lasts ``UI_OPEN_S`` longer, the time
+the browser is given to open them).
+
 ``--compare mne-lsl`` then runs, against the same outlet, a pipeline built on mne-lsl's
 ``StreamLSL`` (``acquisition_delay=0.001``, ``filter(8, 13)``, ``get_data``, phase of the last
 sample by the Hilbert transform of the latest window) in its own process, publishing a State
@@ -23,15 +29,19 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 DEFAULT_CHANNELS = 64
 DEFAULT_SFREQ = 5000.0
 DEFAULT_CHUNK = 5
 DEFAULT_DURATION_S = 30.0
+#: The --ui run lasts this much longer than --duration: the browser opens the pages meanwhile.
+UI_OPEN_S = 12.0
 #: Window the mne-lsl pipeline takes the Hilbert transform of.
 MNE_LSL_WINDOW_S = 0.5
 #: The targets of the live-loop issue, shown next to the figures.
 TARGETS = {"latency_p50_ms": 0.35, "latency_p99_ms": 1.0, "delivery_p99_ms": 0.2, "cpu_percent": 50.0,
-           "ratio_mne_lsl": 3.0, "monitor_p99_cost_ms": 0.1}
+           "ratio_mne_lsl": 3.0, "monitor_p99_cost_ms": 0.1, "ui_p99_cost_ms": 0.1}
 
 
 def run_latency(settings: dict, *, progress: bool = True) -> dict:
@@ -45,7 +55,7 @@ def run_latency(settings: dict, *, progress: bool = True) -> dict:
     realtime = bool(settings.get("realtime", False))
     bench_rt = common.bench_realtime(realtime)
     n_ch, sfreq, cs, duration = settings["channels"], settings["sfreq"], settings["chunk_size"], settings["duration_s"]
-    n_runs = 2 if settings["compare"] else 1
+    n_runs = 1 + bool(settings["compare"]) + 2 * bool(settings.get("ui"))  # the ui run is longer
     block, labels = common.amplifier_block(n_ch, sfreq, cs)
     amp_id = common.fresh_id("eeg")
     amp = common.Amplifier(
@@ -68,6 +78,12 @@ def run_latency(settings: dict, *, progress: bool = True) -> dict:
                               state_capacity=state_capacity, progress=progress)
         result["closedloop"] = _closedloop_figures(run)
         result["realtime"] = {"engine": (run.summary or {}).get("realtime", {"requested": False}), "bench": bench_rt}
+        if settings.get("ui"):
+            result["with_ui"] = _ui_run(settings, amp, state_capacity, workdir, realtime, progress)
+            ours, theirs = result["closedloop"]["latency_ms"], result["with_ui"]["latency_ms"]
+            result["ui_p99_cost_ms"] = theirs["p99"] - ours["p99"]
+            result["ui_p50_cost_ms"] = theirs["p50"] - ours["p50"]
+            result["ratio_p99_ui_over_without"] = theirs["p99"] / ours["p99"] if ours["p99"] > 0 else math.nan
         if settings["compare"] == "mne-lsl":
             channel = protocol.signal.channel
             mne_id = common.fresh_id("mne-lsl-state")
@@ -101,6 +117,115 @@ def run_latency(settings: dict, *, progress: bool = True) -> dict:
     result["amplifier"] = amp_figures
     result["machine"] = common.machine_info()
     return result
+
+
+class _Pages:
+    """Opens the run's operator and participant pages in headless Chromium once it prints them."""
+
+    def __init__(self, stderr_path: Path) -> None:
+        import threading
+
+        self.stderr_path = stderr_path
+        self.opened_at = math.nan  # LSL time the second page was open
+        self.driver = None
+        self.error: str | None = None
+        self.figures: dict = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-pages", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import re
+        import time
+
+        import pylsl
+
+        from closedloop import realtime
+        from closedloop.ui.browser import headless_chromium
+
+        realtime.normal()  # the browser started from here must not inherit a --realtime policy
+        deadline = time.monotonic() + 60
+        urls = None
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                text = self.stderr_path.read_text(errors="replace")
+            except OSError:
+                text = ""
+            op, part = re.search(r"operator page\s+(\S+)", text), re.search(r"participant page\s+(\S+)", text)
+            if op and part:
+                urls = op.group(1), part.group(1)
+                break
+            self._stop.wait(0.1)
+        if urls is None:
+            self.error = "the run printed no page addresses"
+            return
+        try:
+            self.driver = headless_chromium()
+            self.driver.get(urls[0])
+            self.driver.switch_to.new_window("window")  # a window of its own: it keeps drawing
+            self.driver.get(urls[1])
+            self.opened_at = pylsl.local_clock()
+        except Exception as exc:  # reported with the figures
+            self.error = f"the browser could not open the pages: {exc}"
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=90)
+        if self.driver is None:
+            return
+        try:
+            handles = self.driver.window_handles
+            self.driver.switch_to.window(handles[0])
+            op = self.driver.execute_script(
+                "const h = window.closedloopOperator; return h ? {frames: h.frames, latencies: h.latencies.values} : null;")
+            self.driver.switch_to.window(handles[-1])
+            part = self.driver.execute_script(
+                "const v = window.closedloopParticipant; return v ? {frames: v.frames, latencies: v.latencies.values} : null;")
+            from closedloop.bench.common import summarize_ms
+
+            for name, got in (("operator", op), ("participant", part)):
+                if got:
+                    self.figures[name] = {"frames": got["frames"],
+                                          "display_latency_ms": summarize_ms(np.asarray(got["latencies"]) / 1e3)}
+        except Exception as exc:
+            self.error = f"the pages could not be read: {exc}"
+        finally:
+            self.driver.quit()
+
+
+def _ui_run(settings: dict, amp, state_capacity: int, workdir: Path, realtime: bool, progress: bool) -> dict:
+    """The engine again with ``--ui``, both pages open in a browser for the measured time."""
+    from closedloop.bench import common
+
+    state_id, marker_id = common.fresh_id("state-ui"), common.fresh_id("markers-ui")
+    summary_path = workdir / "summary-ui.json"
+    stderr_path = workdir / "closedloop-ui.stderr"
+    # longer by the time the browser takes to open the pages: measured is what follows their opening
+    duration = settings["duration_s"] + UI_OPEN_S
+    cmd = common.engine_command(
+        source_id=amp.source_id, state_id=state_id, marker_id=marker_id, protocol=settings["protocol"],
+        duration_s=duration, summary_json=str(summary_path), monitor=settings["monitor"],
+        realtime=realtime, ui=True,
+    )
+    pages = _Pages(stderr_path)
+    try:
+        run = common.run_live("closedloop --ui", amp, cmd, state_id=state_id, marker_id=marker_id,
+                              duration_s=duration, summary_json=summary_path,
+                              state_capacity=state_capacity, progress=progress, stderr_path=stderr_path)
+    finally:
+        pages.close()
+    first = run.states.received[0] if run.states is not None and run.states.n else math.nan
+    # measured only while the pages were open (and a second after they opened)
+    warmup = max(common.WARMUP_S, pages.opened_at - first + 1.0) if math.isfinite(pages.opened_at) else math.nan
+    figures = common.state_figures(run, warmup_s=warmup) if math.isfinite(warmup) else {"latency_ms": common.summarize_ms(np.zeros(0))}
+    figures.update(common.process_figures(run))
+    figures["pages_open_after_s"] = pages.opened_at - first if math.isfinite(pages.opened_at) else None
+    figures["pages"] = pages.figures
+    figures["error"] = pages.error
+    s = run.summary or {}
+    figures["dropped_samples"] = s.get("dropped_samples")
+    figures["triggers"] = s.get("triggers")
+    return figures
 
 
 def _closedloop_figures(run) -> dict:

@@ -22,6 +22,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--protocol", "-p", default="default", help="protocol (default: the preset 'default')")
     p.add_argument("--monitor", action="store_true", help="run the engine with --monitor (its cost shows in p99)")
     p.add_argument("--compare", choices=["mne-lsl"], help="also measure an mne-lsl StreamLSL pipeline")
+    p.add_argument("--ui", action="store_true",
+                   help="also run the engine with --ui and both pages open in headless Chromium, and compare")
     p.add_argument("--stamping", choices=["nominal", "push"], default="nominal",
                    help="timestamp of each chunk: its due time on the sample clock (default) or its push time")
     from closedloop.bench.common import REALTIME_HELP
@@ -42,6 +44,7 @@ def _settings(args: argparse.Namespace) -> dict:
         "protocol": args.protocol,
         "monitor": bool(args.monitor),
         "compare": args.compare,
+        "ui": bool(getattr(args, "ui", False)),
         "stamping": args.stamping,
         "realtime": bool(args.realtime),
     }
@@ -49,6 +52,10 @@ def _settings(args: argparse.Namespace) -> dict:
 
     if settings["sfreq"] < 200:
         raise UsageError(f"--sfreq must be at least 200 Hz for the simulated signal, got {args.sfreq:g}.")
+    if settings["ui"]:
+        from closedloop.ui.browser import chromium_paths
+
+        chromium_paths()  # refused now, with how to install, rather than after the first run
     if settings["compare"] == "mne-lsl":
         import importlib.util
 
@@ -56,6 +63,7 @@ def _settings(args: argparse.Namespace) -> dict:
             raise UsageError("--compare mne-lsl needs mne-lsl, which is not installed "
                              "(pip install 'closedloop[compare]').")
     return settings
+
 
 
 def print_result(result: dict) -> None:
@@ -86,6 +94,23 @@ def print_result(result: dict) -> None:
         ("amplifier push lateness (ms)", (f"p50 {fmt(result['amplifier']['push_lateness_ms']['p50'])}  "
                                          f"p99 {fmt(result['amplifier']['push_lateness_ms']['p99'])}")),
     ]
+    if "with_ui" in result:
+        u = result["with_ui"]
+        m = u["latency_ms"]
+        rows += [
+            ("with --ui and both pages open (ms)", (f"p50 {fmt(m['p50'])}  p95 {fmt(m['p95'])}  p99 {fmt(m['p99'])}  "
+                                                    f"max {fmt(m['max'])}  (n {m['n']}, from {fmt(u['pages_open_after_s'], '.1f')} s "
+                                                    "after the first State, when the pages were open)")),
+            ("  cost of the views", (f"p50 {fmt(result['ui_p50_cost_ms'], '+.3f')} ms  p99 {fmt(result['ui_p99_cost_ms'], '+.3f')} ms"
+                                     f"  (x{fmt(result['ratio_p99_ui_over_without'], '.2f')}; target p99 <= +0.1 ms)")),
+            ("  engine CPU with the views (%)", fmt(u["cpu_percent_of_one_core"], ".1f")),
+        ]
+        for name, page in (u.get("pages") or {}).items():
+            d = page["display_latency_ms"]
+            rows.append((f"  {name} page: State push -> frame (ms)",
+                         f"p50 {fmt(d['p50'], '.1f')}  p95 {fmt(d['p95'], '.1f')}  (n {d['n']}, {page['frames']} frames)"))
+        if u.get("error"):
+            rows.append(("  browser", u["error"]))
     if "mne_lsl" in result:
         m = result["mne_lsl"]["latency_ms"]
         rows += [

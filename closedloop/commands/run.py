@@ -33,6 +33,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                         "amplifier's sample clock, which removes the jitter of drivers that stamp at push time")
     p.add_argument("--seed", type=int, default=0, help="seed for sham phases and interval jitter")
     p.add_argument("--summary-json", help="write the end-of-run summary to this JSON file")
+    from closedloop.ui.launch import add_run_options
+
+    add_run_options(p)  # --ui, --ui-port, --ui-host, --control, --status-name, --status-source-id
 
 
 def session_options(args: argparse.Namespace) -> dict:
@@ -41,6 +44,7 @@ def session_options(args: argparse.Namespace) -> dict:
         "source_id", "stream_name", "stream_type", "resolve_timeout", "duration", "timeout", "record",
         "marker_name", "marker_source_id", "state_name", "state_source_id", "serial", "ttl_width",
         "monitor", "realtime", "realtime_priority", "raw_timestamps", "seed", "summary_json",
+        "ui", "ui_port", "ui_host", "control", "status_name", "status_source_id",
     )
     return {name: getattr(args, name) for name in names}
 

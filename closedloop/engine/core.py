@@ -47,7 +47,7 @@ __all__ = ["SETTLE_S", "Engine", "EngineCounters", "EngineState", "run_inline"]
 SETTLE_S = 1.0
 
 #: Hold reasons (:attr:`Engine.hold_reason`), for displays and the session summary.
-HOLD_REASONS = ("artifact", "over limit", "gap", "timestamps", "stream", "paused")
+HOLD_REASONS = ("artifact", "over limit", "gap", "timestamps", "stream", "paused", "baseline")
 
 
 @dataclass
@@ -202,7 +202,7 @@ class Engine:
         self.delivered: deque[TriggerPlan] = deque(maxlen=1024)  # the most recent, for inspection
 
         self._hold_until = -math.inf
-        self.hold_reason = ""
+        self._hold_cause = ""
         self.phase_deg = math.nan
         self.amplitude = math.nan
         self.frequency_hz = math.nan
@@ -348,7 +348,7 @@ class Engine:
             # new timeline, so that a clock that jumped back for good does not hold forever
             c.n_nonmonotonic += 1
             self._hold_until = newest_ts + settle_s
-            self.hold_reason = "timestamps"
+            self._hold_cause = "timestamps"
             self.gate = False
         elif continuity.kind == "overlap":
             c.n_nonmonotonic += 1  # push-time stamps with jitter; counted, not held
@@ -483,8 +483,21 @@ class Engine:
     def _hold(self, until_ts: float, reason: str) -> None:
         if until_ts > self._hold_until:
             self._hold_until = until_ts
-            self.hold_reason = reason
+            self._hold_cause = reason
         self.gate = False
+
+    @property
+    def hold_reason(self) -> str:
+        """Why triggering is held now ("" when it is not): ``paused``, ``baseline``, or the cause of
+        the hold in force (see :data:`HOLD_REASONS`)."""
+        if self.paused:
+            return "paused"
+        if not self.baseline.done:
+            return "baseline"
+        last = self.timestamps.last_ts
+        if last is not None and last < self._hold_until:
+            return self._hold_cause
+        return ""
 
     @property
     def hold_until(self) -> float:
