@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("closedloop.report", "HTML report with figures from a recorded or replayed session"),
     "simulate": ("closedloop.simulate", "write a simulated EEG recording"),
     "bench": ("closedloop.bench", "benchmarks: latency, accuracy, throughput, soak"),
+    "sound": ("closedloop.commands.sound", "list sound output devices with their latency, or play test bursts on one"),
 }
 
 

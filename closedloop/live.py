@@ -192,6 +192,8 @@ class LiveSession:
         # the TTL box first: its write time is the delivery time
         self.stimulators = ([TTLStimulator(ttl)] if ttl is not None else []) + list(stimulators)
         self.stimulator_errors: dict[str, int] = {}
+        # devices that follow the engine's State (a feedback tone): called once per chunk
+        self._state_sinks = [s for s in self.stimulators if callable(getattr(s, "on_state", None))]
         # the slowest device's declared latency is taken off every plan, as technical_delay_s is
         self.output_latency_s = max((stimulator_latency_s(s) for s in self.stimulators), default=0.0)
         self.engine = Engine(
@@ -224,8 +226,9 @@ class LiveSession:
 
     def stop(self, source: str = "") -> None:
         """End the session (any thread); with ``source`` a ``stop`` marker names who asked."""
+        extra = self._hold_stimulators("pause")
         if source:
-            self._control.put(("stop", source))
+            self._control.put(("stop", source, extra))
         self.stop_event.set()
 
     def pause(self, source: str = "") -> None:
@@ -235,11 +238,27 @@ class LiveSession:
         recording.
         """
         self.paused = True
-        self._control.put(("pause", source))
+        self._control.put(("pause", source, self._hold_stimulators("pause")))
 
     def resume(self, source: str = "") -> None:
         """Let triggering go on after :meth:`pause` (a ``resume`` marker is written)."""
-        self._control.put(("resume", source))
+        self._control.put(("resume", source, self._hold_stimulators("resume")))
+
+    def _hold_stimulators(self, action: str) -> dict:
+        """Tell devices that queue ahead (a sound card) to cancel or accept again, at once; what
+        they report (e.g. the stimuli cancelled) goes into the control marker."""
+        extra: dict = {}
+        for stim in self.stimulators:
+            hook = getattr(stim, action, None)
+            if callable(hook):
+                try:
+                    out = hook()
+                except Exception:
+                    self._count_stimulator_error(stim)
+                    continue
+                if isinstance(out, dict):
+                    extra.update(out)
+        return extra
 
     def _apply_control(self, clock) -> None:
         """Loop thread: carry out operator requests and write their markers."""
@@ -247,7 +266,7 @@ class LiveSession:
 
         while True:
             try:
-                action, source = self._control.get_nowait()
+                action, source, extra = self._control.get_nowait()
             except queue.Empty:
                 return
             if action == "pause":
@@ -255,7 +274,7 @@ class LiveSession:
             elif action == "resume":
                 self.paused = False
             self.engine.paused = self.paused
-            text = json.dumps({"event": action, "source": source, "protocol": self.protocol.name},
+            text = json.dumps({"event": action, "source": source, "protocol": self.protocol.name, **extra},
                               separators=(",", ":"))
             now = clock()
             self.outlets.push_marker(text, now)
@@ -307,6 +326,9 @@ class LiveSession:
                 if now >= deadline:
                     self.end_reason = "duration reached"
                     break
+                if pulses and self.paused:  # the rest of a burst is held too
+                    pulses.clear()
+                    continue
                 if pulses and now >= pulses[0] - SPIN_S:
                     self._wait_until(pulses[0], clock)
                     pulses.pop(0)
@@ -385,6 +407,8 @@ class LiveSession:
                     # from the chunk's own stamp: the time it was pushed, for push-stamping drivers
                     stats.latency_s.append(pushed - (stamps[-1] + correction))
                 stats.last_state = state
+                if self._state_sinks:
+                    self._feed_state(state, pushed)
                 if rec is not None:
                     rec.samples(Recorder.STATE, np.array([pushed]), np.array([[state.sample_ts, state.phase_deg, state.amplitude, state.feedback, float(state.gate)]]))
                 if state.plan is not None:
@@ -478,6 +502,16 @@ class LiveSession:
             except Exception:
                 self._count_stimulator_error(stim)
 
+    def _feed_state(self, state, pushed: float) -> None:
+        from closedloop.records import State
+
+        record = State(state.sample_ts, state.phase_deg, state.amplitude, state.feedback, bool(state.gate), pushed)
+        for sink in self._state_sinks:
+            try:
+                sink.on_state(record)
+            except Exception:
+                self._count_stimulator_error(sink)
+
     def _count_stimulator_error(self, stim) -> None:
         name = type(stim).__name__
         self.stimulator_errors[name] = self.stimulator_errors.get(name, 0) + 1
@@ -519,6 +553,7 @@ class LiveSession:
             "delivery_error_ms_p99": stats.delivery_error_s.percentile(99) * 1e3,
             "record_error": stats.record_error,
             "stimulator_errors": dict(self.stimulator_errors),
+            "stimulators": {type(s).__name__: s.summary() for s in self.stimulators if callable(getattr(s, "summary", None))},
             "control": [{"time": t, "action": a, "source": src} for t, a, src in stats.control_log],
             "timestamps": self._timestamps_summary(),
             "engine": counts,
@@ -550,6 +585,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state-source-id", help="State stream source_id")
     p.add_argument("--serial", help="serial port for TTL pulses (e.g. /dev/ttyUSB0)")
     p.add_argument("--ttl-width", type=float, default=0.005, help="TTL pulse width in seconds (default 0.005)")
+    p.add_argument("--sound", metavar="DEVICE",
+                   help="play the protocol's [sound] stimulus at each trigger (a feedback protocol: its tone) on this "
+                        "output device, timed on the device's clock ('closedloop sound' lists devices; 'default')")
     p.add_argument("--monitor", action="store_true", help="live terminal monitor")
     p.add_argument("--realtime", action="store_true",
                    help="run the loop under real-time scheduling (Linux SCHED_FIFO) with locked memory, so that "
@@ -603,7 +641,12 @@ def run_command(args: argparse.Namespace) -> int:
         state_name=args.state_name,
         state_source_id=args.state_source_id,
     )
+    stimulators = []
     try:
+        if args.sound:
+            from closedloop.sound import open_sound
+
+            stimulators.append(open_sound(protocol, args.sound))
         session = LiveSession(
             protocol,
             source,
@@ -612,6 +655,7 @@ def run_command(args: argparse.Namespace) -> int:
             stall_timeout_s=args.timeout,
             record=args.record,
             ttl=ttl,
+            stimulators=stimulators,
             seed=args.seed,
         )
         session.install_signal_handlers()
@@ -638,6 +682,8 @@ def run_command(args: argparse.Namespace) -> int:
     finally:
         source.close()
         outlets.close()
+        for stim in stimulators:  # closed by the session already; not when it never ran
+            stim.close()
     summary["realtime"] = rt.as_dict() if rt is not None else {"requested": False}
     print(
         f"closedloop run: {summary['end_reason']}; {summary['samples']} samples, "
@@ -646,6 +692,14 @@ def run_command(args: argparse.Namespace) -> int:
         f"p99 {summary['latency_ms_p99']:.3f} ms.",
         file=sys.stderr,
     )
+    sound = summary["stimulators"].get("SoundStimulator")
+    if sound:
+        print(
+            f"closedloop run: sound on {sound['device']!r}: {sound['started']} stimuli played, {sound['cancelled']} "
+            f"cancelled, {sound['late']} late, {sound['late_dropped']} dropped late, {sound['underflows']} underflows; "
+            f"queued {sound['latency_ms']:.1f} ms ahead.",
+            file=sys.stderr,
+        )
     for note in summary["engine"].get("notes", []):
         print(f"closedloop run: {note}", file=sys.stderr)
     if summary["record_error"]:
