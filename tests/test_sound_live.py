@@ -20,6 +20,8 @@ import numpy as np
 import pylsl
 import pytest
 
+import closedloop.engine  # noqa: F401  (imported before any stream starts: see open_sound)
+import closedloop.lsl.dejitter  # noqa: F401
 from closedloop.live import LiveSession
 from closedloop.lsl.outputs import EngineOutlets
 from closedloop.lsl.source import LSLSource, resolve_stream

@@ -539,7 +539,17 @@ class SoundStimulator:
 
 
 def open_sound(protocol: Protocol, device: int | str | None = None) -> SoundStimulator:
-    """A started :class:`SoundStimulator` for ``protocol`` on ``device`` (``run --sound``)."""
+    """A started :class:`SoundStimulator` for ``protocol`` on ``device`` (``run --sound``).
+
+    The live session's modules are imported first: importing a compiled module (scipy's) holds
+    the GIL for its whole load, tens of milliseconds that the running audio callback would
+    spend waiting (an underrun, measured here when the engine was first built after the
+    stream had started).
+    """
+    import closedloop.engine  # noqa: F401
+    import closedloop.lsl.dejitter  # noqa: F401
+    import closedloop.lsl.outputs  # noqa: F401
+
     stim = SoundStimulator.from_protocol(protocol, device)
     try:
         return stim.start()
