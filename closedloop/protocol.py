@@ -601,8 +601,8 @@ class SoundSettings:
     many above ``tone_hz`` (log scale) at ``tone_level_db``; loudness from ``tone_depth_db``
     below ``tone_level_db`` up to it, at ``tone_hz``. Pitch and level glide with time constant
     ``tone_smoothing_ms``. ``sample_rate_hz`` 0 takes the device's default rate;
-    ``device_latency`` is PortAudio's suggested latency, "low" or "high" (for devices that
-    underrun at "low").
+    ``device_latency`` is PortAudio's suggested latency: "low", "high" (for devices that
+    underrun at "low") or seconds.
     """
 
     stimulus: str = "pink"
@@ -611,7 +611,7 @@ class SoundSettings:
     ramp_ms: float = 5.0
     wav: str = ""
     sample_rate_hz: float = 0.0
-    device_latency: str = "low"
+    device_latency: str | float = "low"
     tone: str = "pitch"
     tone_hz: float = 440.0
     tone_span_octaves: float = 1.0
@@ -651,7 +651,13 @@ class SoundSettings:
             raise _FieldError("sample_rate_hz", self.sample_rate_hz,
                               "expected 0 (the device's default) or a rate from 8000 to 384000 Hz")
         _set(self, "sample_rate_hz", rate)
-        _set(self, "device_latency", _choice("device_latency", self.device_latency, DEVICE_LATENCIES))
+        latency = self.device_latency
+        if isinstance(latency, (int, float)) and not isinstance(latency, bool):
+            latency = _number("device_latency", latency, low=0.001, high=1.0,
+                              what='"low", "high" or seconds')
+        else:
+            latency = _choice("device_latency", latency, DEVICE_LATENCIES)
+        _set(self, "device_latency", latency)
         _set(self, "tone", _choice("tone", self.tone, TONES))
         _set(self, "tone_hz", _number("tone_hz", self.tone_hz, low=20.0, high=20000.0,
                                       what="a frequency in Hz"))

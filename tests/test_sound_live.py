@@ -40,8 +40,10 @@ except ModuleNotFoundError:  # Python 3.10
 
 DEVICE = "pulse"  # PortAudio's ALSA device that goes to the PulseAudio server in PULSE_SERVER
 # PortAudio's "high" buffer (about 50 ms through the pulse plugin): the callback needs Python's
-# GIL, and on a loaded machine the thread holding it (the loop, the test's outlet) can be
-# preempted for tens of milliseconds; the low buffer (about 10 ms) then underruns
+# GIL, and building the session's engine (compiled filter design) holds it for 30 ms in one
+# piece, 40-80 ms on a loaded machine; the "low" buffer (about 10 ms) then underruns, and after
+# an underrun the pulse plugin stalls the stream for 2 s. (A larger buffer makes the plans too
+# far ahead for this protocol's estimator to make any.)
 LATENCY = 'device_latency = "high"'
 
 
