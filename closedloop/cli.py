@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("closedloop.commands.simulate", "write a simulated EEG recording"),
     "bench": ("closedloop.commands.bench", "benchmarks: latency, accuracy, throughput, soak"),
     "ui": ("closedloop.commands.ui", "the browser views of a running session (operator and participant)"),
+    "sound": ("closedloop.commands.sound", "list sound output devices with their latency, or play test bursts on one"),
 }
 
 

@@ -222,6 +222,8 @@ class LiveSession:
         # the TTL box first: its write time is the delivery time
         self.stimulators = ([TTLStimulator(ttl)] if ttl is not None else []) + list(stimulators)
         self.stimulator_errors: dict[str, int] = {}
+        # devices that follow the engine's State (a feedback tone): called once per chunk
+        self._state_sinks = [s for s in self.stimulators if callable(getattr(s, "on_state", None))]
         # the slowest device's declared latency is taken off every plan, as technical_delay_s is
         self.output_latency_s = max((stimulator_latency_s(s) for s in self.stimulators), default=0.0)
         self.engine = Engine(
@@ -243,6 +245,15 @@ class LiveSession:
         self.paused = False
         self._control: queue.SimpleQueue = queue.SimpleQueue()
 
+    def refresh_output_latency(self) -> float:
+        """Take the stimulators' declared latencies again (a sound card knows its own once its
+        stream runs) and plan with the largest from now on; returns it."""
+        from closedloop.stimulators import stimulator_latency_s
+
+        self.output_latency_s = max((stimulator_latency_s(s) for s in self.stimulators), default=0.0)
+        self.engine.planner.output_delay_s = self.output_latency_s
+        return self.output_latency_s
+
     # --------------------------------------------------------------- signals
     def install_signal_handlers(self) -> None:
         def handler(signum, frame):
@@ -256,8 +267,9 @@ class LiveSession:
 
     def stop(self, source: str = "") -> None:
         """End the session (any thread); with ``source`` a ``stop`` marker names who asked."""
+        extra = self._hold_stimulators("pause")
         if source:
-            self._control.put(("stop", source))
+            self._control.put(("stop", source, extra))
         self.stop_event.set()
 
     def pause(self, source: str = "") -> None:
@@ -267,11 +279,27 @@ class LiveSession:
         recording.
         """
         self.paused = True
-        self._control.put(("pause", source))
+        self._control.put(("pause", source, self._hold_stimulators("pause")))
 
     def resume(self, source: str = "") -> None:
         """Let triggering go on after :meth:`pause` (a ``resume`` marker is written)."""
-        self._control.put(("resume", source))
+        self._control.put(("resume", source, self._hold_stimulators("resume")))
+
+    def _hold_stimulators(self, action: str) -> dict:
+        """Tell devices that queue ahead (a sound card) to cancel or accept again, at once; what
+        they report (e.g. the stimuli cancelled) goes into the control marker."""
+        extra: dict = {}
+        for stim in self.stimulators:
+            hook = getattr(stim, action, None)
+            if callable(hook):
+                try:
+                    out = hook()
+                except Exception:
+                    self._count_stimulator_error(stim)
+                    continue
+                if isinstance(out, dict):
+                    extra.update(out)
+        return extra
 
     def _apply_control(self, clock) -> None:
         """Loop thread: carry out operator requests and write their markers."""
@@ -279,7 +307,7 @@ class LiveSession:
 
         while True:
             try:
-                action, source = self._control.get_nowait()
+                action, source, extra = self._control.get_nowait()
             except queue.Empty:
                 return
             if action == "pause":
@@ -287,7 +315,7 @@ class LiveSession:
             elif action == "resume":
                 self.paused = False
             self.engine.paused = self.paused
-            text = json.dumps({"event": action, "source": source, "protocol": self.protocol.name},
+            text = json.dumps({"event": action, "source": source, "protocol": self.protocol.name, **extra},
                               separators=(",", ":"))
             now = clock()
             self.outlets.push_marker(text, now)
@@ -319,6 +347,7 @@ class LiveSession:
 
         dispatcher = self.dispatcher
         wants_states = dispatcher is not None and dispatcher.wants_states
+        wants_record = wants_states or bool(self._state_sinks)
         if dispatcher is not None:
             dispatcher.start()
         # chunks later than this after their newest sample move the planning window on
@@ -341,7 +370,11 @@ class LiveSession:
                 now = clock()
                 if now >= deadline:
                     self.end_reason = "duration reached"
+                    self._finish_burst(pulses, burst_index, clock)
                     break
+                if pulses and self.paused:  # the rest of a burst is held too
+                    pulses.clear()
+                    continue
                 if pulses and now >= pulses[0] - SPIN_S:
                     self._wait_until(pulses[0], clock)
                     pulses.pop(0)
@@ -421,8 +454,12 @@ class LiveSession:
                 stats.last_state = state
                 if rec is not None:
                     rec.samples(Recorder.STATE, np.array([pushed]), np.array([state.row()]))
-                if wants_states:
-                    dispatcher.post("state", State(state.sample_ts, state.phase_deg, state.amplitude, state.feedback, state.gate, pushed))
+                if wants_record:  # one State record for the devices that follow it and the callbacks
+                    record = State(state.sample_ts, state.phase_deg, state.amplitude, state.feedback, state.gate, pushed)
+                    if self._state_sinks:
+                        self._feed_state(record)
+                    if wants_states:
+                        dispatcher.post("state", record)
                 if state.plan is not None:
                     pending = state.plan
                 if now >= next_clock:
@@ -506,6 +543,25 @@ class LiveSession:
             pulse_interval_s=plan.pulse_interval_s, protocol=self.protocol.name,
         )
 
+    def _finish_burst(self, pulses: list[float], index: int, clock) -> None:
+        """At the end of the duration: the later pulses of the burst in progress go out on time, and
+        devices that queue their own (a sound card) play what they queued. A stop cancels them."""
+        if self.paused:
+            pulses.clear()
+            return
+        for due in pulses:
+            self._wait_until(due, clock)
+            self._pulse(index)
+            index += 1
+        pulses.clear()
+        for stim in self.stimulators:
+            drain = getattr(stim, "drain", None)
+            if drain is not None:
+                try:
+                    drain()
+                except Exception:
+                    self._count_stimulator_error(stim)
+
     def _pulse(self, index: int) -> None:
         """The later pulses of the last delivered burst, on every device that does bursts."""
         trigger = getattr(self, "_burst_trigger", None)
@@ -517,6 +573,15 @@ class LiveSession:
                 pulse(trigger, index)
             except Exception:
                 self._count_stimulator_error(stim)
+
+    def _feed_state(self, record) -> None:
+        """Each State to the devices that follow it (a feedback tone), on the loop thread: their
+        ``on_state`` must only hand the value over."""
+        for sink in self._state_sinks:
+            try:
+                sink.on_state(record)
+            except Exception:
+                self._count_stimulator_error(sink)
 
     def _count_stimulator_error(self, stim) -> None:
         name = type(stim).__name__
@@ -562,6 +627,7 @@ class LiveSession:
             "record_error": stats.record_error,
             "stimulator_errors": dict(self.stimulator_errors),
             "callbacks": self.dispatcher.summary() if self.dispatcher is not None else {},
+            "stimulators": {type(s).__name__: s.summary() for s in self.stimulators if callable(getattr(s, "summary", None))},
             "control": [{"time": t, "action": a, "source": src} for t, a, src in stats.control_log],
             "timestamps": self._timestamps_summary(),
             "engine": counts,

@@ -47,6 +47,7 @@ __all__ = [
     "FeedbackSettings",
     "Protocol",
     "SignalSettings",
+    "SoundSettings",
     "TriggerSettings",
     "list_presets",
     "load_protocol",
@@ -70,6 +71,11 @@ SHAPES = ("bar", "circle")
 TONE_MAPS = ("pitch", "loudness")
 #: The participant's tone stays within what a small speaker plays and an ear finds comfortable.
 TONE_HZ_LIMITS = (50.0, 4000.0)
+STIMULI = ("pink", "wav")
+TONES = ("pitch", "loudness", "off")
+DEVICE_LATENCIES = ("low", "high")
+#: The longest sound stimulus (a burst or a WAV file), seconds.
+MAX_STIMULUS_S = 2.0
 
 _COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
 _GATE = re.compile(r"^\s*(percentile|uv)\s*:\s*([^\s]+)\s*$", re.IGNORECASE)
@@ -663,6 +669,113 @@ class DisplaySettings:
 
 
 @dataclass(frozen=True)
+class SoundSettings:
+    """What ``run --sound DEVICE`` plays (``closedloop.sound``).
+
+    Phase protocols play ``stimulus`` at each delivered trigger (each pulse of a burst):
+    ``"pink"``, a pink-noise burst of ``duration_ms``, or ``"wav"``, the file ``wav`` (mono or
+    its first channel, resampled to the device's rate). Either is shaped by raised-cosine onset
+    and offset ramps of ``ramp_ms`` and scaled so that its peak is at ``level_db`` dB re digital
+    full scale (0 = full scale; the sound pressure this gives depends on the lab's amplifier
+    and transducer). Feedback protocols play a continuous tone whose ``tone`` ("pitch" or
+    "loudness") follows the feedback value across ``feedback_range`` (clipped beyond it; NaN
+    feedback, a hold or a pause fades it out): pitch from ``tone_span_octaves`` below to as
+    many above ``tone_hz`` (log scale) at ``tone_level_db``; loudness from ``tone_depth_db``
+    below ``tone_level_db`` up to it, at ``tone_hz``. Pitch and level glide with time constant
+    ``tone_smoothing_ms``. ``sample_rate_hz`` 0 takes the device's default rate;
+    ``device_latency`` is PortAudio's suggested latency: "low", "high" (for devices that
+    underrun at "low") or seconds.
+    """
+
+    stimulus: str = "pink"
+    duration_ms: float = 50.0
+    level_db: float = -20.0
+    ramp_ms: float = 5.0
+    wav: str = ""
+    sample_rate_hz: float = 0.0
+    device_latency: str | float = "low"
+    tone: str = "pitch"
+    tone_hz: float = 440.0
+    tone_span_octaves: float = 1.0
+    tone_level_db: float = -20.0
+    tone_depth_db: float = 30.0
+    feedback_range: tuple[float, float] = (-2.0, 2.0)
+    tone_smoothing_ms: float = 50.0
+
+    def __post_init__(self) -> None:
+        stimulus = _choice("stimulus", self.stimulus, STIMULI)
+        _set(self, "stimulus", stimulus)
+        longest_ms = MAX_STIMULUS_S * 1e3
+        duration = _number(
+            "duration_ms", self.duration_ms, low=0.0, high=longest_ms, low_open=True,
+            what="milliseconds",
+        )
+        _set(self, "duration_ms", duration)
+        _set(self, "level_db", _number("level_db", self.level_db, low=-120.0, high=0.0,
+                                       what="a peak level in dB re full scale"))
+        ramp = _number("ramp_ms", self.ramp_ms, low=0.0, what="milliseconds")
+        if stimulus == "pink" and ramp > duration / 2.0:
+            raise _FieldError(
+                "ramp_ms", self.ramp_ms,
+                f"expected at most half of duration_ms = {duration:g} (onset and offset ramps "
+                "must fit in the burst)",
+            )
+        _set(self, "ramp_ms", ramp)
+        if not isinstance(self.wav, str):
+            raise _FieldError("wav", self.wav, "expected the path of a WAV file as a string")
+        wav = self.wav.strip()
+        if stimulus == "wav" and not wav:
+            raise _FieldError("wav", _MISSING, 'stimulus = "wav" needs wav, the path of a WAV file')
+        _set(self, "wav", wav)
+        rate = _number("sample_rate_hz", self.sample_rate_hz, low=0.0, high=384000.0,
+                       what="a rate in Hz (0 = the device's default)")
+        if 0.0 < rate < 8000.0:
+            raise _FieldError("sample_rate_hz", self.sample_rate_hz,
+                              "expected 0 (the device's default) or a rate from 8000 to 384000 Hz")
+        _set(self, "sample_rate_hz", rate)
+        latency = self.device_latency
+        if isinstance(latency, (int, float)) and not isinstance(latency, bool):
+            latency = _number("device_latency", latency, low=0.001, high=1.0,
+                              what='"low", "high" or seconds')
+        else:
+            latency = _choice("device_latency", latency, DEVICE_LATENCIES)
+        _set(self, "device_latency", latency)
+        _set(self, "tone", _choice("tone", self.tone, TONES))
+        _set(self, "tone_hz", _number("tone_hz", self.tone_hz, low=20.0, high=20000.0,
+                                      what="a frequency in Hz"))
+        span = _number("tone_span_octaves", self.tone_span_octaves, low=0.0, high=4.0,
+                       what="octaves")
+        if self.tone_hz * 2.0**span > 20000.0 or self.tone_hz / 2.0**span < 20.0:
+            raise _FieldError(
+                "tone_span_octaves", self.tone_span_octaves,
+                f"expected a span that keeps tone_hz = {self.tone_hz:g} Hz times 2^(+/-span) "
+                "within 20-20000 Hz",
+            )
+        _set(self, "tone_span_octaves", span)
+        _set(self, "tone_level_db", _number("tone_level_db", self.tone_level_db, low=-120.0,
+                                            high=0.0, what="a peak level in dB re full scale"))
+        _set(self, "tone_depth_db", _number("tone_depth_db", self.tone_depth_db, low=0.0,
+                                            high=120.0, what="decibels"))
+        _set(self, "feedback_range", _band_pair_any("feedback_range", self.feedback_range))
+        _set(self, "tone_smoothing_ms", _number("tone_smoothing_ms", self.tone_smoothing_ms,
+                                                low=0.0, high=10000.0, what="milliseconds"))
+
+
+def _band_pair_any(key: str, value: Any) -> tuple[float, float]:
+    """Two finite numbers ``[low, high]`` with low < high (negative values allowed)."""
+    accepted = "expected two numbers [low, high] with low < high"
+    if isinstance(value, str) or not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise _FieldError(key, value, accepted)
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise _FieldError(key, value, accepted)
+    low, high = float(value[0]), float(value[1])
+    if not low < high:
+        raise _FieldError(key, value, accepted)
+    return (low, high)
+
+
+@dataclass(frozen=True)
 class Protocol:
     """A complete, validated protocol.
 
@@ -672,10 +785,11 @@ class Protocol:
         Free text; names the protocol in markers and outputs.
     kind : str
         ``"phase"`` (phase-locked triggers) or ``"feedback"`` (neurofeedback values).
-    signal, band, estimator, trigger, artifact, feedback, display
+    signal, band, estimator, trigger, artifact, feedback, display, sound
         The sections. Every protocol has all of them; a feedback protocol uses only
         ``baseline_s`` from ``trigger``, a phase protocol does not use ``feedback`` (and shows
-        the participant a fixation cross whatever ``display`` says).
+        the participant a fixation cross whatever ``display`` says); ``sound`` is used by
+        ``run --sound`` only.
     description : str
         One or more lines; the first is the summary in ``closedloop protocols``.
     source : str
@@ -691,6 +805,7 @@ class Protocol:
     artifact: ArtifactSettings = field(default_factory=ArtifactSettings)
     feedback: FeedbackSettings = field(default_factory=FeedbackSettings)
     display: DisplaySettings = field(default_factory=DisplaySettings)
+    sound: SoundSettings = field(default_factory=SoundSettings)
     description: str = ""
     source: str = ""
 
@@ -737,6 +852,7 @@ _SECTIONS: dict[str, type] = {
     "artifact": ArtifactSettings,
     "feedback": FeedbackSettings,
     "display": DisplaySettings,
+    "sound": SoundSettings,
 }
 _TOP_KEYS = ("name", "kind", "description")
 # sub-tables whose keys are free (channel names, estimator parameters)

@@ -44,6 +44,9 @@ class Session:
         Names and source_ids of the Markers and State streams.
     serial : str, optional
         Serial port of a TTL trigger box; ``ttl_width`` its pulse width (default 5 ms).
+    sound : str or int, optional
+        Play the protocol's ``[sound]`` stimulus at each trigger (a feedback protocol: its tone)
+        on this output device, timed on the device's own clock (``closedloop sound`` lists them).
     stimulators : iterable of Stimulator
         More output devices (:class:`closedloop.Stimulator`), driven after the TTL box.
     monitor : bool
@@ -94,6 +97,7 @@ class Session:
         state_source_id: str | None = None,
         serial: str | None = None,
         ttl_width: float = 0.005,
+        sound: str | int | None = None,
         stimulators: Iterable = (),
         monitor: bool = False,
         realtime: bool = False,
@@ -126,6 +130,7 @@ class Session:
             "state_name": state_name, "state_source_id": state_source_id,
         }
         self.serial, self.ttl_width = serial, ttl_width
+        self.sound = sound
         self.stimulators = list(stimulators)
         self.monitor = bool(monitor)
         self.realtime, self.realtime_priority = bool(realtime), realtime_priority
@@ -213,16 +218,22 @@ class Session:
                 raise UsageError(f"--realtime-priority: {exc}") from exc
             for note in rt.notes:
                 logger.warning("note: %s.", note)
-        source = monitor = views = None
+        source = monitor = views = sound = None
         try:
             self.connect()
             source = LSLSource(self.info, dejitter=not self.raw_timestamps)
             for note in source.layout.notes:
                 logger.warning("note: %s.", note)
+            stimulators = list(self.stimulators)
+            if self.sound is not None:
+                from closedloop.sound import SoundStimulator
+
+                sound = SoundStimulator.from_protocol(self.protocol, self.sound)
+                stimulators.append(sound)
             self.live = live = LiveSession(
                 self.protocol, source, self.outlets,
                 duration_s=duration, stall_timeout_s=self.timeout, record=self.record,
-                ttl=self.ttl, stimulators=self.stimulators, dispatcher=self.dispatcher, seed=self.seed,
+                ttl=self.ttl, stimulators=stimulators, dispatcher=self.dispatcher, seed=self.seed,
             )
             self.ttl = None  # the session's stimulators own and close it now
             if self._stop_requested:
@@ -237,6 +248,11 @@ class Session:
                 monitor = Monitor(live)
                 monitor.start()
             views = self._start_views(live)
+            if sound is not None:  # last: nothing may hold the GIL for long once its callback runs
+                from closedloop.sound import start_sound
+
+                start_sound(sound)
+                live.refresh_output_latency()
             restore = _stop_on_signals(live)
             try:
                 summary = live.run()
@@ -245,6 +261,10 @@ class Session:
                 raise
             finally:
                 restore()
+        except BaseException:
+            if sound is not None and self.live is None:  # never handed to a loop that closes it
+                sound.close()
+            raise
         finally:
             if views is not None:
                 views.close()

@@ -41,6 +41,15 @@ class Stimulator(Protocol):
         this much earlier, exactly as the protocol's ``technical_delay_s``.
     close() -> None
         Called once when the session ends.
+    on_state(state) -> None
+        Each :class:`~closedloop.records.State`, once per processed chunk, on the loop thread
+        (a feedback tone follows ``state.feedback``): store it and return, in microseconds.
+    pause() -> None, resume() -> None
+        Called at once (from the thread that asked) when an operator pauses or resumes the
+        session, and ``pause()`` when it is stopped: a device that queues stimuli ahead of
+        their onset (a sound card) cancels what has not begun. Must be thread-safe.
+    summary() -> dict
+        The device's own figures, added to the session's summary under ``stimulators``.
     """
 
     def fire(self, trigger: Trigger) -> float | Mapping[str, object] | None:

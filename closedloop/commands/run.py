@@ -22,6 +22,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state-source-id", help="State stream source_id")
     p.add_argument("--serial", help="serial port for TTL pulses (e.g. /dev/ttyUSB0)")
     p.add_argument("--ttl-width", type=float, default=0.005, help="TTL pulse width in seconds (default 0.005)")
+    p.add_argument("--sound", metavar="DEVICE",
+                   help="play the protocol's [sound] stimulus at each trigger (a feedback protocol: its tone) on this "
+                        "output device, timed on the device's clock ('closedloop sound' lists devices; 'default')")
     p.add_argument("--monitor", action="store_true", help="live terminal monitor")
     p.add_argument("--realtime", action="store_true",
                    help="run the loop under real-time scheduling (Linux SCHED_FIFO) with locked memory, so that "
@@ -42,7 +45,7 @@ def session_options(args: argparse.Namespace) -> dict:
     """The :class:`closedloop.Session` keywords of ``closedloop run``'s options (same names)."""
     names = (
         "source_id", "stream_name", "stream_type", "resolve_timeout", "duration", "timeout", "record",
-        "marker_name", "marker_source_id", "state_name", "state_source_id", "serial", "ttl_width",
+        "marker_name", "marker_source_id", "state_name", "state_source_id", "serial", "ttl_width", "sound",
         "monitor", "realtime", "realtime_priority", "raw_timestamps", "seed", "summary_json",
         "ui", "ui_port", "ui_host", "control", "status_name", "status_source_id",
     )
@@ -61,4 +64,12 @@ def run_command(args: argparse.Namespace) -> int:
         f"p99 {summary['latency_ms_p99']:.3f} ms.",
         file=sys.stderr,
     )
+    sound = summary["stimulators"].get("SoundStimulator")
+    if sound:
+        print(
+            f"closedloop run: sound on {sound['device']!r}: {sound['started']} stimuli played, {sound['cancelled']} "
+            f"cancelled, {sound['late']} late, {sound['late_dropped']} dropped late, {sound['underflows']} underflows; "
+            f"queued {sound['latency_ms']:.1f} ms ahead.",
+            file=sys.stderr,
+        )
     return 0
