@@ -18,6 +18,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "accuracy": ("closedloop.bench.accuracy", "phase accuracy of the estimators against the offline truth"),
     "throughput": ("closedloop.bench.throughput", "largest channel count the live loop sustains; replay speed"),
     "soak": ("closedloop.bench.soak", "a long live session: memory, drops and latency over time"),
+    "loopback": ("closedloop.commands.bench_loopback",
+                 "timing qualification: the TTL output looped back into the amplifier's trigger input"),
+    "virtual-amp": ("closedloop.commands.bench_virtual_amp",
+                    "a virtual looped-back amplifier (trigger input on a pseudo-terminal) for bench loopback"),
 }
 
 

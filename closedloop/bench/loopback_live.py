@@ -1,0 +1,221 @@
+"""Running the loop-back qualification live, and the virtual looped-back amplifier as a process.
+
+:func:`run_session` runs the protocol with the real live loop (:class:`closedloop.live.LiveSession`)
+in this process, its TTL pulses on a serial port and the session recorded to XDF, exactly as
+``closedloop run --serial PORT --record FILE`` does; what the recording itself does not hold (the
+serial port's log of every pulse written, the engine's counts of planned and dropped triggers,
+the protocol) goes into ``FILE.xdf.summary.json`` beside it, so that the analysis of a fresh
+session and the re-analysis of a stored one (``--from-xdf``) read the same things.
+
+In-process rather than ``closedloop run`` as a subprocess: the serial port's own log of every
+write (``SerialTTL.on_sent``, the later pulses of trains included) and the engine's counts are at
+hand without a second channel between processes, while the loop itself is the same code.
+
+:class:`VirtualAmplifierProcess` starts ``closedloop bench virtual-amp`` in a process of its own
+(its thread then never competes with the loop for this interpreter's lock), handing it the
+master end of a pseudo-terminal opened here; the slave end is the ``--serial`` port.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import tty
+import uuid
+from pathlib import Path
+
+from closedloop.errors import ClosedLoopError, StreamError
+
+__all__ = ["VirtualAmplifierProcess", "run_session", "write_sidecar"]
+
+logger = logging.getLogger(__name__)
+
+#: How long the virtual amplifier's process may take to publish its stream.
+AMP_START_TIMEOUT_S = 30.0
+
+
+def write_sidecar(record: str | os.PathLike, summary: dict) -> Path:
+    """Write the session's summary beside its recording as ``FILE.xdf.summary.json``."""
+    import json
+
+    path = Path(str(record) + ".summary.json")
+    path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    return path
+
+
+def run_session(
+    protocol,
+    *,
+    serial: str,
+    record: str | os.PathLike,
+    trigger_channel: str,
+    signal_channel: str | None = None,
+    ttl_width_s: float = 0.005,
+    duration_s: float = 60.0,
+    stream_name: str | None = None,
+    stream_type: str | None = None,
+    source_id: str | None = None,
+    resolve_timeout_s: float = 10.0,
+    seed: int = 0,
+    raw_timestamps: bool = False,
+    realtime: bool = False,
+) -> dict:
+    """Run ``protocol`` live for ``duration_s`` with TTL pulses on ``serial``, recorded to ``record``.
+
+    The trigger and signal channels are checked against the stream's labels before anything
+    runs (a ``DataError`` names the nearest labels). Returns the session's summary (that of
+    ``closedloop run``) with ``ttl`` (port, width, counts, and ``sent``: ``[code, t_written]`` of
+    every pulse) and ``protocol`` (the protocol as a dict) added; it is also written beside the
+    recording (:func:`write_sidecar`).
+    """
+    from closedloop.bench.loopback import check_channels
+    from closedloop.live import LiveSession
+    from closedloop.lsl.outputs import EngineOutlets
+    from closedloop.lsl.source import LSLSource, resolve_stream
+    from closedloop.replay import protocol_dict
+    from closedloop.ttl import SerialTTL
+
+    rt = None
+    if realtime:
+        from closedloop import realtime as rt_module
+
+        rt = rt_module.request(rt_module.DEFAULT_PRIORITY)  # before the inlet: its threads inherit it
+        for note in rt.notes:
+            logger.warning("%s", note)
+    info = resolve_stream(name=stream_name, stype=stream_type, source_id=source_id, timeout=resolve_timeout_s)
+    source = LSLSource(info, dejitter=not raw_timestamps)
+    outlets = ttl = None
+    sent: list[tuple[int, float]] = []
+    try:
+        check_channels(source.layout.ch_names, trigger_channel, signal_channel)
+        ttl = SerialTTL(serial, pulse_width_s=ttl_width_s, on_sent=lambda code, t: sent.append((code, t)))
+        tag = uuid.uuid4().hex[:10]
+        outlets = EngineOutlets(
+            protocol.name,
+            marker_name="closedloop-loopback-markers", marker_source_id=f"closedloop-loopback-markers-{tag}",
+            state_name="closedloop-loopback-state", state_source_id=f"closedloop-loopback-state-{tag}",
+        )
+        session = LiveSession(protocol, source, outlets, duration_s=duration_s, record=str(record), ttl=ttl,
+                              seed=seed)
+        session.install_signal_handlers()
+        logger.info("running %r live for %g s on %r with TTL pulses on %s", protocol.name, duration_s,
+                    source.layout.name, serial)
+        try:
+            summary = session.run()  # closes the port (after its last pulse) and the recording
+        except StreamError:
+            summary = session.summary()
+            summary["stream_error"] = True
+            _finish(summary, ttl, sent, protocol, protocol_dict, rt, record)
+            raise
+    finally:
+        if ttl is not None:
+            ttl.close()
+        source.close()
+        if outlets is not None:
+            outlets.close()
+        if rt is not None:
+            from closedloop import realtime as rt_module
+
+            rt_module.normal()  # the analysis is no real-time work
+    _finish(summary, ttl, sent, protocol, protocol_dict, rt, record)
+    return summary
+
+
+def _finish(summary: dict, ttl, sent, protocol, protocol_dict, rt, record) -> None:
+    summary["ttl"] = {
+        "port": ttl.port,
+        "pulse_width_s": ttl.pulse_width_s,
+        "pulses_sent": ttl.pulses_sent,
+        "pulses_dropped": ttl.pulses_dropped,
+        "error": str(ttl.error) if ttl.error is not None else None,
+        "sent": [[int(code), float(t)] for code, t in sent],
+    }
+    summary["protocol"] = protocol_dict(protocol)
+    summary["realtime"] = rt.as_dict() if rt is not None else {"requested": False}
+    write_sidecar(record, summary)
+
+
+class VirtualAmplifierProcess:
+    """``closedloop bench virtual-amp`` in its own process, its TTL port a pseudo-terminal opened here.
+
+    Parameters
+    ----------
+    options : list of str
+        Options for ``closedloop bench virtual-amp`` (signal, rate, faults ...), without
+        ``--source-id`` and ``--pty-fd``, which this class sets.
+    duration_s : float
+        The amplifier stops by itself after this long (it is stopped earlier by :meth:`stop`).
+
+    Attributes
+    ----------
+    port : str
+        The serial port to give the live loop (the pseudo-terminal's slave end).
+    source_id : str
+        The amplifier stream's source_id.
+    """
+
+    def __init__(self, options: list[str], *, duration_s: float) -> None:
+        self.source_id = f"closedloop-virtual-amp-{uuid.uuid4().hex[:10]}"
+        self.options = list(options)
+        self.duration_s = float(duration_s)
+        self.port = ""
+        self._slave: int | None = None
+        self._proc: subprocess.Popen | None = None
+        self._stderr = Path(tempfile.mkdtemp(prefix="closedloop-virtual-amp-")) / "stderr.txt"
+
+    def start(self, timeout_s: float = AMP_START_TIMEOUT_S) -> VirtualAmplifierProcess:
+        """Start the process and wait until its stream is visible."""
+        import pylsl
+
+        master, slave = os.openpty()
+        tty.setraw(slave)
+        self._slave = slave  # held open for the whole run, so the line never hangs up in between
+        self.port = os.ttyname(slave)
+        cmd = [sys.executable, "-m", "closedloop", "bench", "virtual-amp", *self.options,
+               "--source-id", self.source_id, "--pty-fd", str(master), "--duration", f"{self.duration_s:g}"]
+        with open(self._stderr, "wb") as err:
+            self._proc = subprocess.Popen(cmd, pass_fds=(master,), stdout=subprocess.DEVNULL, stderr=err)
+        os.close(master)  # the child has it
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if pylsl.resolve_byprop("source_id", self.source_id, 1, 0.5):
+                return self
+            if self._proc.poll() is not None:
+                code = self._proc.returncode
+                self.stop()
+                raise ClosedLoopError(f"the virtual amplifier ended (exit {code}) before its stream appeared: "
+                                      f"{self.last_error()}")
+        self.stop()
+        raise StreamError(f"the virtual amplifier published no stream within {timeout_s:g} s.")
+
+    def last_error(self) -> str:
+        try:
+            lines = [ln for ln in self._stderr.read_text(errors="replace").splitlines() if ln.strip()]
+        except OSError:
+            return "(no output)"
+        return lines[-1] if lines else "(no output)"
+
+    def stop(self) -> None:
+        """Stop the process (SIGTERM, then SIGKILL after 5 s) and close the port. Idempotent."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        if self._slave is not None:
+            os.close(self._slave)
+            self._slave = None
+
+    def __enter__(self) -> VirtualAmplifierProcess:
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
