@@ -86,6 +86,7 @@ def test_pairing_survives_a_missed_and_an_extra_edge_and_finds_a_long_delay() ->
     rng = np.random.default_rng(7)
     planned = np.cumsum(rng.uniform(0.25, 0.6, 40)) + 100.0
     delay = 0.025 + rng.uniform(0.0, 0.001, planned.size)  # a slow chain: 25 ms and a sampling step
+    delay[35] = 0.090  # one pulse 65 ms later than usual: far outside its window, still its own
     edges = planned + delay
     missing = 12
     edges = np.delete(edges, missing)
@@ -97,6 +98,7 @@ def test_pairing_survives_a_missed_and_an_extra_edge_and_finds_a_long_delay() ->
     assert np.flatnonzero(~found).tolist() == [missing]
     got = edges[pairing.edge_of_pulse[found]] - planned[found]
     assert np.allclose(got, np.delete(delay, missing))  # every pulse kept its own edge, in order
+    assert np.flatnonzero(pairing.late).tolist() == [35]  # counted in the delays, not missed + extra
     extra_times = edges[pairing.extra]
     assert extra_times.tolist() == pytest.approx([planned[stray_after] + 0.1, planned[30] + 0.032])
     # without the typical delay found first, a 20 ms window around the plan would have lost them all

@@ -75,14 +75,18 @@ def test_virtual_amplifier_end_to_end_with_the_sine_and_offline_reanalysis(tmp_p
     assert d["ci95_p50"][0] <= d["p50"] <= d["ci95_p50"][1]
     assert d["p50"] <= d["p95"] <= d["p99"] <= d["max"]
     assert r["transit_ms"]["p50"] == pytest.approx(d["p50"] - r["delivery_ms"]["p50"], abs=step)
-    # the true phase at the edges against the target: as late as the delay says (the sine is
-    # the generator's, at the middle of the band moved off a whole number of samples per period)
+    # the true phase at the edges against the target: near it, and for each pulse as late as its
+    # delay says (360 f delay); what remains is the engine's own error in predicting the crossing,
+    # small on a clean sine (the generator's, at 10.5 Hz: the band's middle, off a whole number of
+    # samples per period)
     hz = 10.5
-    expected = 360.0 * hz * d["p50"] / 1e3
     ph = r["phase"]
     assert ph["n"] >= 10 and ph["channel"] == "O2"
-    assert abs(wrap(ph["circ_mean_deg"] - expected)) < 5.0, (ph, expected)
-    assert ph["circ_sd_deg"] < 10.0
+    assert abs(ph["circ_mean_deg"]) < 20.0 and ph["circ_sd_deg"] < 15.0
+    rows = [p for p in r["pulses"] if p["true_phase_deg"] is not None]
+    residual = np.array([wrap(p["true_phase_deg"] - p["target_phase_deg"] - 360.0 * hz * p["delay_ms"] / 1e3)
+                         for p in rows])
+    assert len(rows) == ph["n"] and np.median(np.abs(residual)) < 3.0, residual
     assert r["suggested_technical_delay_s"] == pytest.approx(d["p50"] / 1e3 - step / 2e3, abs=1e-6)
     page = html.read_text()
     for figure in ("delay", "timeline", "rose"):
@@ -149,20 +153,25 @@ def test_no_trigger_channel_of_that_name_fails_at_once_naming_the_nearest(
 def test_a_trigger_line_that_never_changes_is_a_wiring_error_and_still_reported(
     tmp_path: Path, fast_protocol: Path, source_id: str
 ) -> None:
-    """The TTL box writes to one port, the amplifier listens on another: nothing arrives."""
+    """The TTL box writes to one port, the amplifier listens on another: nothing arrives. The run
+    stops a second after the 5th pulse instead of running its 40 s."""
     master, slave = os.openpty()
     out = tmp_path / "unwired.json"
     try:
         with VirtualAmplifier(SineGenerator(500.0), ["O2"], 500.0, source_id=source_id) as amp:
+            started = time.monotonic()
             proc = bench("--protocol", fast_protocol, "--serial", os.ttyname(slave), "--source-id", source_id,
-                         "--trigger-channel", "TRIG", "--duration", 10, "--json", out)
+                         "--trigger-channel", "TRIG", "--duration", 40, "--json", out)
+            elapsed = time.monotonic() - started
     finally:
         os.close(slave)
         os.close(master)
     assert proc.returncode == 3, proc.stderr
     assert "held the value 0 in all" in proc.stderr and "wired into the amplifier's trigger input" in proc.stderr
+    assert "never rose; the session was stopped early" in proc.stderr
+    assert elapsed < 30
     r = json.loads(out.read_text())
-    assert r["n_sent"] >= 10 and r["n_found"] == 0 and r["n_edges"] == 0
+    assert r["n_sent"] >= 5 and r["n_found"] == 0 and r["n_edges"] == 0
     assert r["problem"].startswith("the trigger channel 'TRIG' held the value 0")
     assert amp.line.pulses_received == 0
 
@@ -227,3 +236,48 @@ def test_the_virtual_amplifier_command_prints_its_port_and_follows_it(source_id:
         _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
     assert "3 TTL pulses received" in err
+
+
+TRAIN_PROTOCOL = """name = "loopback-train"
+kind = "phase"
+[signal]
+channel = "O2"
+reference = "none"
+[band]
+low_hz = 8.0
+high_hz = 13.0
+[estimator]
+method = "echt"
+[trigger]
+target_phase_deg = 180.0
+min_interval_s = 0.4
+amplitude_gate = "none"
+baseline_s = 3.0
+pulses = 3
+pulse_interval_s = 0.03
+"""
+
+
+@pytest.mark.usefixtures("short_switch_interval")
+def test_a_plain_run_recording_with_pulse_trains_is_reanalysed_offline(tmp_path: Path, source_id: str) -> None:
+    """What a lab records with `closedloop run --serial --record` (no serial log), re-analysed:
+    every pulse of every train is found, spaced by the protocol's pulse_interval_s."""
+    protocol = write_protocol(tmp_path / "train.toml", TRAIN_PROTOCOL)
+    rec, out = tmp_path / "run.xdf", tmp_path / "train.json"
+    with VirtualAmplifier(SineGenerator(500.0), ["O2"], 500.0, source_id=source_id) as amp:
+        run = run_cli("run", "--protocol", protocol, "--source-id", source_id, "--serial", amp.port,
+                      "--record", rec, "--duration", 9, timeout=60)
+    assert run.returncode == 0, run.stderr
+    proc = bench("--from-xdf", rec, "--trigger-channel", "TRIG", "--json", out)
+    assert proc.returncode == 2 and "train of 3 pulses" in proc.stderr and "--protocol" in proc.stderr
+    proc = bench("--from-xdf", rec, "--protocol", protocol, "--trigger-channel", "TRIG", "--json", out)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(out.read_text())
+    n_triggers = json.loads(Path(str(rec) + ".summary.json").read_text())["triggers"]
+    assert n_triggers >= 5 and r["n_sent"] == 3 * n_triggers == amp.line.pulses_received
+    assert r["n_found"] == r["n_sent"] and r["n_extra"] == 0
+    assert [p["pulse"] for p in r["pulses"][:6]] == [0, 1, 2, 0, 1, 2]
+    assert 0.0 <= r["delay_ms"]["p50"] <= 3 * r["sample_step_ms"]
+    # without a serial log only a trigger's first pulse has a write time (the marker's)
+    assert all((p["transit_ms"] is not None) == (p["pulse"] == 0) for p in r["pulses"])
+    assert any("no serial log" in note for note in r["notes"])

@@ -18,8 +18,10 @@ beside it when there is one):
 4. **Pairing.** The typical delay is the densest cluster of edge-minus-plan differences within
    ``max_delay_s``; each planned pulse then takes the edge nearest to its plan plus that delay
    within ``window_s`` (and never past half the way to a neighbouring pulse, so the pairing keeps
-   the order). Pulses left without an edge are missed, edges left without a pulse are extra; both
-   are counted and listed.
+   the order). A pulse left without an edge then takes the first free edge after its window, up
+   to ``max_delay_s`` and short of the next pulse's window ("late": it counts in the delays, so the
+   tail is not hidden). Pulses still without an edge are missed, edges without a pulse are extra;
+   all are counted and listed.
 5. **Figures.** The loop-back delay is edge time minus planned delivery time: p50, p95, p99, max,
    with bootstrap 95 % confidence intervals (percentile method, fixed seed); also the delivery
    (write minus plan) and the transit (edge minus write). With a signal channel, the true phase at
@@ -352,11 +354,14 @@ class Pairing:
         The delay the pairing was centred on (NaN when no edge lies near any pulse).
     extra : ndarray of int
         Indices of the edges that belong to no pulse.
+    late : ndarray of bool
+        Pulses paired in the second pass, with an edge later than their window.
     """
 
     edge_of_pulse: np.ndarray
     typical_delay_s: float
     extra: np.ndarray
+    late: np.ndarray  # pulses paired with an edge after their window (a late pulse, not a stray)
 
 
 def _typical_delay(planned: np.ndarray, edges: np.ndarray, max_delay_s: float, half_width_s: float) -> float:
@@ -399,11 +404,12 @@ def pair_edges(
     planned = np.asarray(planned_s, dtype=np.float64)
     edges = np.asarray(edge_s, dtype=np.float64)
     edge_of_pulse = np.full(planned.size, -1, dtype=int)
+    late = np.zeros(planned.size, dtype=bool)
     if planned.size == 0 or edges.size == 0:
-        return Pairing(edge_of_pulse, math.nan, np.arange(edges.size))
+        return Pairing(edge_of_pulse, math.nan, np.arange(edges.size), late)
     d0 = _typical_delay(planned, edges, max_delay_s, max(CLUSTER_MIN_S, 2.0 * sample_step_s))
     if not math.isfinite(d0):
-        return Pairing(edge_of_pulse, math.nan, np.arange(edges.size))
+        return Pairing(edge_of_pulse, math.nan, np.arange(edges.size), late)
     gaps = np.diff(planned)
     half_prev = np.concatenate([[math.inf], gaps / 2])
     half_next = np.concatenate([gaps / 2, [math.inf]])
@@ -422,7 +428,23 @@ def pair_edges(
             if not used[j]:
                 edge_of_pulse[i] = j
                 used[j] = True
-    return Pairing(edge_of_pulse, d0, np.flatnonzero(~used))
+    # second pass: a pulse without an edge in its window takes the first free edge after it, up to
+    # max_delay_s and short of the next pulse's window: a late pulse must weigh in the tail of the
+    # delays, not vanish as "missed" plus "extra"
+    for i in np.flatnonzero(edge_of_pulse < 0).tolist():
+        p = planned[i]
+        lo = p + d0 + min(window_s, half_next[i])
+        hi = p + max_delay_s
+        if i + 1 < planned.size:
+            hi = min(hi, planned[i + 1] + d0 - min(window_s, half_next[i]))
+        a = np.searchsorted(edges, lo, side="left")
+        b = np.searchsorted(edges, hi, side="left")
+        free = [j for j in range(a, b) if not used[j]]
+        if free:
+            edge_of_pulse[i] = free[0]
+            used[free[0]] = True
+            late[i] = True
+    return Pairing(edge_of_pulse, d0, np.flatnonzero(~used), late)
 
 
 # ---------------------------------------------------------------------- statistics
@@ -821,7 +843,7 @@ def analyse(
             "delay_ms": float(delay[i] * 1e3) if j >= 0 else None,
             "delivery_ms": float(delivery[i] * 1e3) if math.isfinite(delivery[i]) else None,
             "transit_ms": float(transit[i] * 1e3) if math.isfinite(transit[i]) else None,
-            "status": "found" if j >= 0 else ("missed" if checkable[i] else "unchecked"),
+            "status": ("late" if pairing.late[i] else "found") if j >= 0 else ("missed" if checkable[i] else "unchecked"),
             "target_phase_deg": p.target_phase_deg if math.isfinite(p.target_phase_deg) else None,
             "true_phase_deg": float(true_phase[i]) if math.isfinite(true_phase[i]) else None,
         })
@@ -870,6 +892,7 @@ def analyse(
         "n_missed": n_missed,
         "n_extra": n_extra,
         "n_unchecked": n_unchecked,
+        "n_late": int(pairing.late.sum()),
         "n_edges": int(edge_idx.size),
         "sample_step_ms": step_s * 1e3,
         "typical_delay_ms": pairing.typical_delay_s * 1e3,

@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tty
 import uuid
@@ -37,6 +38,81 @@ logger = logging.getLogger(__name__)
 
 #: How long the virtual amplifier's process may take to publish its stream.
 AMP_START_TIMEOUT_S = 30.0
+#: The session stops early when this many pulses went out and the trigger channel never rose ...
+EARLY_CHECK_PULSES = 5
+#: ... this long after the last of them.
+EARLY_CHECK_GRACE_S = 1.0
+#: The wiring check reads the trigger channel this often.
+EARLY_CHECK_POLL_S = 0.1
+
+
+class WiringCheck:
+    """Stop a session early when pulses go out but the trigger channel never rises (wiring).
+
+    A thread with an inlet of its own on the input stream reads the trigger channel every
+    ``EARLY_CHECK_POLL_S`` until the first rising edge, then closes it and ends: the rest of the
+    session runs without it. When ``EARLY_CHECK_PULSES`` pulses were written (``sent``, the serial
+    port's log) and ``EARLY_CHECK_GRACE_S`` passed after the last without any edge, it stops the
+    session and says why in :attr:`tripped`; the recording so far is then analysed as usual.
+    """
+
+    def __init__(self, info, channel: int, rule, sent: list, session, clock) -> None:
+        self.info, self.channel, self.rule = info, channel, rule
+        self.sent, self.session, self.clock = sent, session, clock
+        self.edge_seen = False
+        self.tripped: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="loopback-wiring-check", daemon=True)
+
+    def start(self) -> WiringCheck:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        import numpy as np
+        import pylsl
+
+        from closedloop import realtime
+
+        realtime.background()
+        try:
+            inlet = pylsl.StreamInlet(self.info, max_buflen=5)
+            inlet.open_stream(5.0)
+        except Exception as exc:  # the check is a courtesy; the analysis decides
+            logger.debug("the wiring check could not open its inlet: %s", exc)
+            return
+        capacity = 4096
+        dtype = {pylsl.cf_float32: np.float32, pylsl.cf_double64: np.float64, pylsl.cf_int8: np.int8,
+                 pylsl.cf_int16: np.int16, pylsl.cf_int32: np.int32, pylsl.cf_int64: np.int64}
+        buf = np.zeros((capacity, self.info.channel_count()), dtype=dtype.get(self.info.channel_format(), np.float64))
+        was_high = None
+        try:
+            while not self._stop.wait(EARLY_CHECK_POLL_S):
+                _, stamps = inlet.pull_chunk(timeout=0.0, max_samples=capacity, dest_obj=buf)
+                n = len(stamps)
+                if n:
+                    high = self.rule.high(buf[:n, self.channel])
+                    prev = np.r_[high[0] if was_high is None else was_high, high[:-1]]
+                    if np.any(high & ~prev):
+                        self.edge_seen = True
+                        return
+                    was_high = bool(high[-1])
+                if len(self.sent) >= EARLY_CHECK_PULSES:
+                    last = self.sent[EARLY_CHECK_PULSES - 1][1]
+                    if self.clock() - last > EARLY_CHECK_GRACE_S:
+                        self.tripped = (f"{len(self.sent)} pulses went out and the trigger channel never rose; "
+                                        "the session was stopped early")
+                        self.session.stop()
+                        return
+        finally:
+            try:
+                inlet.close_stream()
+            except Exception:
+                pass
 
 
 def write_sidecar(record: str | os.PathLike, summary: dict) -> Path:
@@ -55,6 +131,8 @@ def run_session(
     record: str | os.PathLike,
     trigger_channel: str,
     signal_channel: str | None = None,
+    rule=None,
+    early_check: bool = True,
     ttl_width_s: float = 0.005,
     duration_s: float = 60.0,
     stream_name: str | None = None,
@@ -68,7 +146,9 @@ def run_session(
     """Run ``protocol`` live for ``duration_s`` with TTL pulses on ``serial``, recorded to ``record``.
 
     The trigger and signal channels are checked against the stream's labels before anything
-    runs (a ``DataError`` names the nearest labels). Returns the session's summary (that of
+    runs (a ``DataError`` names the nearest labels). With ``early_check``, a :class:`WiringCheck`
+    stops the session when pulses go out and the trigger channel (high by ``rule``) never rises;
+    the summary then says so under ``early_stop``. Returns the session's summary (that of
     ``closedloop run``) with ``ttl`` (port, width, counts, and ``sent``: ``[code, t_written]`` of
     every pulse) and ``protocol`` (the protocol as a dict) added; it is also written beside the
     recording (:func:`write_sidecar`).
@@ -80,6 +160,8 @@ def run_session(
     from closedloop.replay import protocol_dict
     from closedloop.ttl import SerialTTL
 
+    from closedloop.bench.loopback import EdgeRule
+
     rt = None
     if realtime:
         from closedloop import realtime as rt_module
@@ -89,10 +171,15 @@ def run_session(
             logger.warning("%s", note)
     info = resolve_stream(name=stream_name, stype=stream_type, source_id=source_id, timeout=resolve_timeout_s)
     source = LSLSource(info, dejitter=not raw_timestamps)
-    outlets = ttl = None
+    outlets = ttl = check = None
     sent: list[tuple[int, float]] = []
     try:
-        check_channels(source.layout.ch_names, trigger_channel, signal_channel)
+        trigger_index, _ = check_channels(source.layout.ch_names, trigger_channel, signal_channel)
+        if ttl_width_s < 2.0 / source.sfreq:
+            logger.warning(
+                "TTL pulses of %g ms are shorter than two sampling steps at %g Hz: an amplifier whose trigger "
+                "input does not latch can miss them between two samples; give --ttl-width %g or more.",
+                ttl_width_s * 1e3, source.sfreq, 2.0 / source.sfreq)
         ttl = SerialTTL(serial, pulse_width_s=ttl_width_s, on_sent=lambda code, t: sent.append((code, t)))
         tag = uuid.uuid4().hex[:10]
         outlets = EngineOutlets(
@@ -103,6 +190,10 @@ def run_session(
         session = LiveSession(protocol, source, outlets, duration_s=duration_s, record=str(record), ttl=ttl,
                               seed=seed)
         session.install_signal_handlers()
+        if early_check:
+            import pylsl
+
+            check = WiringCheck(info, trigger_index, rule or EdgeRule(), sent, session, pylsl.local_clock).start()
         logger.info("running %r live for %g s on %r with TTL pulses on %s", protocol.name, duration_s,
                     source.layout.name, serial)
         try:
@@ -110,9 +201,11 @@ def run_session(
         except StreamError:
             summary = session.summary()
             summary["stream_error"] = True
-            _finish(summary, ttl, sent, protocol, protocol_dict, rt, record)
+            _finish(summary, ttl, sent, protocol, protocol_dict, rt, record, check)
             raise
     finally:
+        if check is not None:
+            check.stop()
         if ttl is not None:
             ttl.close()
         source.close()
@@ -122,11 +215,13 @@ def run_session(
             from closedloop import realtime as rt_module
 
             rt_module.normal()  # the analysis is no real-time work
-    _finish(summary, ttl, sent, protocol, protocol_dict, rt, record)
+    _finish(summary, ttl, sent, protocol, protocol_dict, rt, record, check)
     return summary
 
 
-def _finish(summary: dict, ttl, sent, protocol, protocol_dict, rt, record) -> None:
+def _finish(summary: dict, ttl, sent, protocol, protocol_dict, rt, record, check) -> None:
+    if check is not None and check.tripped:
+        summary["early_stop"] = check.tripped
     summary["ttl"] = {
         "port": ttl.port,
         "pulse_width_s": ttl.pulse_width_s,

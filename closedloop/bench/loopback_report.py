@@ -78,13 +78,17 @@ def figure_timeline(result: dict) -> str:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8.5, 3.2))
-    found = [r for r in result["pulses"] if r["delay_ms"] is not None]
+    found = [r for r in result["pulses"] if r["status"] == "found"]
+    late = [r for r in result["pulses"] if r["status"] == "late"]
     missed = [r for r in result["pulses"] if r["status"] == "missed"]
     if found:
         ax.plot([r["planned_s"] for r in found], [r["delay_ms"] for r in found], "o", ms=3.5,
                 color="#4c72b0", label=f"found ({len(found)})")
-    y_low = min([r["delay_ms"] for r in found], default=0.0)
-    y_high = max([r["delay_ms"] for r in found], default=1.0)
+    if late:
+        ax.plot([r["planned_s"] for r in late], [r["delay_ms"] for r in late], "o", ms=4.5,
+                color="#8172b3", label=f"late, after the window ({len(late)})")
+    y_low = min([r["delay_ms"] for r in found + late], default=0.0)
+    y_high = max([r["delay_ms"] for r in found + late], default=1.0)
     if missed:
         ax.plot([r["planned_s"] for r in missed], [y_low] * len(missed), "x", color="#c44e52", ms=7,
                 label=f"missed ({len(missed)})")
@@ -96,7 +100,7 @@ def figure_timeline(result: dict) -> str:
     ax.set_xlabel("time from the first sample (s)")
     ax.set_ylabel("delay (ms)")
     ax.set_title("delay of each pulse over the session", fontsize=10)
-    if found or missed or result["extra_edges"]:
+    if found or late or missed or result["extra_edges"]:
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     return _png(fig)
@@ -156,7 +160,7 @@ def summary_rows(result: dict) -> list[tuple[str, str]]:
     d = result["delay_ms"]
     rows = [
         ("pulses", f"{result['n_planned']} planned, {result['n_sent']} sent, {result['n_found']} found "
-                   f"({result['n_missed']} missed, {result['n_extra']} extra edges"
+                   f"({result['n_missed']} missed, {result['n_extra']} extra edges, {result['n_late']} late"
                    + (f", {result['n_unchecked']} too close to the end to check" if result["n_unchecked"] else "")
                    + ")"),
         ("delay p50 [95 % CI]", f"{_fmt(d['p50'])}{_ci(d.get('ci95_p50'))} ms"),

@@ -65,6 +65,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window-ms", type=float, default=lb.WINDOW_S * 1e3,
                    help="an edge pairs with a pulse within this of its plan plus the typical delay "
                         f"(default {lb.WINDOW_S * 1e3:g})")
+    p.add_argument("--no-early-check", action="store_true",
+                   help="run the whole --duration even when the first pulses never reach the trigger channel "
+                        "(by default the run stops 1 s after the 5th pulse without an edge: a wiring fault)")
     p.add_argument("--seed", type=int, default=0, help="seed for sham phases and interval jitter")
     p.add_argument("--raw-timestamps", action="store_true", help="as closedloop run --raw-timestamps")
     p.add_argument("--realtime", action="store_true", help="run the loop under real-time scheduling, as closedloop "
@@ -124,19 +127,22 @@ def generator_hz(band_hz: tuple[float, float], sfreq: float) -> float:
     return hz
 
 
-def _live(args: argparse.Namespace, protocol, record: Path, trigger_channel: str, signal_channel: str | None):
+def _live(args: argparse.Namespace, protocol, record: Path, trigger_channel: str, signal_channel: str | None, rule):
     """Run live (against the virtual amplifier with --virtual); returns the stream's source_id."""
     from closedloop.bench.loopback_live import VirtualAmplifierProcess, run_session
 
     common = {"protocol": protocol, "record": record, "trigger_channel": trigger_channel,
-              "signal_channel": signal_channel, "ttl_width_s": args.ttl_width, "duration_s": args.duration,
+              "signal_channel": signal_channel, "rule": rule, "early_check": not args.no_early_check,
+              "ttl_width_s": args.ttl_width, "duration_s": args.duration,
               "resolve_timeout_s": args.resolve_timeout, "seed": args.seed, "raw_timestamps": args.raw_timestamps,
               "realtime": args.realtime}
     if not args.virtual:
         run_session(serial=args.serial, stream_name=args.stream_name, stream_type=args.stream_type,
                     source_id=args.source_id, **common)
         return args.source_id or args.stream_name
-    options = ["--delay-ms", f"{args.virtual_delay_ms:g}"]
+    # real-time when the system allows it: hardware samples its trigger input on time however busy
+    # the machine is, and the virtual amplifier (a few per cent of a core) should too
+    options = ["--delay-ms", f"{args.virtual_delay_ms:g}", "--realtime"]
     if args.virtual_signal == "sine":
         hz = args.virtual_sine_hz or generator_hz((protocol.band.low_hz, protocol.band.high_hz), args.virtual_sfreq)
         options += ["--channel", protocol.signal.channel, "--sfreq", f"{args.virtual_sfreq:g}", "--sine-hz", f"{hz:g}"]
@@ -207,7 +213,7 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"bench loopback: {protocol.name!r} live for {duration:g} s (baseline {baseline:g} s); TTL pulses "
               f"of {args.ttl_width * 1e3:g} ms; trigger channel {trigger_channel!r}.", file=sys.stderr)
         try:
-            stream = _live(args, protocol, record, trigger_channel, signal_channel)
+            stream = _live(args, protocol, record, trigger_channel, signal_channel, rule)
         except StreamError as exc:
             if not record.exists():
                 raise
@@ -229,6 +235,9 @@ def run_command(args: argparse.Namespace) -> int:
     result["dropped_by_reason"] = summary.get("dropped_by_reason")
     result["ttl"] = {k: v for k, v in (summary.get("ttl") or {}).items() if k != "sent"} or None
     result["machine"] = machine_info()
+    if summary.get("early_stop"):
+        result["early_stop"] = summary["early_stop"]
+        print(f"bench loopback: {summary['early_stop']} (--no-early-check runs on).", file=sys.stderr)
     if removable is not None:
         result["recording"] += " (temporary, removed; keep it with --record)"
     title = (f"bench loopback: {result['protocol']!r}, {source}, trigger channel {result['trigger_channel']!r} "

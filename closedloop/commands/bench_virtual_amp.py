@@ -15,6 +15,8 @@ from closedloop.errors import UsageError
 
 #: GIL switch interval of the amplifier's process (Python's default is 5 ms).
 SWITCH_INTERVAL_S = 0.0001
+#: SCHED_FIFO priority with --realtime: below the live loop's (closedloop.realtime.DEFAULT_PRIORITY).
+REALTIME_PRIORITY = 60
 
 DESCRIPTION = (
     "A virtual looped-back amplifier: an LSL EEG stream (a function generator's sine on one input, or "
@@ -62,6 +64,10 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                         help="a stray pulse (code 4, 5 ms) 100 ms after each of these TTL pulses: a second source")
     faults.add_argument("--stray-rate", type=float, default=0.0, metavar="HZ",
                         help="random stray pulses per second from a second source (default 0)")
+    p.add_argument("--realtime", action="store_true",
+                   help=f"run under real-time scheduling (SCHED_FIFO {REALTIME_PRIORITY}, below the live loop's), so "
+                        "that the trigger input is read on time on a busy machine, as hardware does; refused "
+                        "without root or CAP_SYS_NICE (a note, normal priority)")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--pty-fd", type=int, default=None,
                    help="the master end of a pseudo-terminal opened by the calling program (which gives the slave "
@@ -97,6 +103,11 @@ def run_command(args: argparse.Namespace) -> int:
         stray_rate_hz=args.stray_rate,
     )
     source, names, sfreq, desc = _signal_source(args)
+    if args.realtime:  # before the outlet and the thread exist: they inherit the policy
+        from closedloop import realtime
+
+        for note in realtime.request(REALTIME_PRIORITY, lock_memory=False).notes:
+            print(f"virtual amplifier: note: {note}.", file=sys.stderr)
     source_id = args.source_id or f"closedloop-virtual-amp-{uuid.uuid4().hex[:10]}"
     amp = VirtualAmplifier(source, names, sfreq, source_id=source_id, name=args.name, chunk_size=args.chunk_size,
                            trigger_label=args.trigger_label, faults=faults, master_fd=args.pty_fd)
