@@ -225,3 +225,64 @@ def test_pty_fd_mode_reads_a_line_opened_by_the_caller(source_id: str) -> None:
         assert amp.line.pulses_received == 1 and amp.bytes_received == 1
     finally:
         os.close(slave)
+
+
+# ---------------------------------------------------------------------- the analysis, on known sessions
+def _session(edge_delay_s: float | None, *, level: int = 1, n_pulses: int = 20, stray_code: int = 0):
+    """A synthetic 1 kHz session: pulses planned every 0.3 s from 2 s, each shown (when
+    ``edge_delay_s`` is given) from the first sample at or after plan + delay, 5 samples high."""
+    from pathlib import Path
+
+    from closedloop.bench.loopback import LoopbackData
+
+    sfreq, t0 = 1000.0, 500.0
+    n = int(8 * sfreq)
+    stamps = t0 + np.arange(n) / sfreq
+    trigger = np.zeros(n)
+    planned = t0 + 2.0 + 0.3 * np.arange(n_pulses) + 0.00037
+    markers = [(p + 0.0001, {"seq": i + 1, "scheduled_ts": float(p), "pulses": 1, "event": "stim",
+                             "target_phase_deg": 0.0}) for i, p in enumerate(planned)]
+    if edge_delay_s is not None:
+        for p in planned:
+            k = int(np.ceil(round((p + edge_delay_s - t0) * sfreq, 9)))
+            trigger[k : k + 5] = level
+    if stray_code:
+        trigger[100:105] = stray_code
+    data = LoopbackData(path=Path("synthetic.xdf"), stream_name="amp", source_id="amp-1", sfreq=sfreq,
+                        ch_names=["O2", "TRIG"], stamps=stamps, trigger_channel="TRIG", trigger=trigger,
+                        markers=markers)
+    return data, planned
+
+
+def test_analyse_gives_the_exact_delays_of_a_known_session() -> None:
+    from closedloop.bench.loopback import analyse
+
+    data, planned = _session(0.0023)
+    r = analyse(data, n_planned=22)
+    assert r["problem"] is None
+    assert (r["n_planned"], r["n_sent"], r["n_found"], r["n_missed"], r["n_extra"]) == (22, 20, 20, 0, 0)
+    # plans 0.37 ms after a sample; plan + 2.3 ms is 0.33 ms before the next sample, which is the
+    # edge: 2.63 ms after the plan, every time
+    assert r["delay_ms"]["p50"] == pytest.approx(2.63, abs=1e-6)
+    assert r["delay_ms"]["max"] == pytest.approx(2.63, abs=1e-6)
+    assert r["transit_ms"]["p50"] == pytest.approx(2.53, abs=1e-6)  # the marker says written 0.1 ms late
+    assert r["suggested_technical_delay_s"] == pytest.approx(0.00213, abs=1e-9)
+
+
+def test_analyse_names_each_way_the_line_can_fail() -> None:
+    from closedloop.bench.loopback import analyse
+
+    data, _ = _session(None)
+    assert "held the value 0 in all 8000 samples while 20 pulses were sent" in analyse(data)["problem"]
+    data, _ = _session(0.001, level=4)  # the box raises line 3, the rule asks for line 1
+    problem = analyse(data, rule=EdgeRule(code=1))["problem"]
+    assert "never rose to the lines of code 1 set" in problem and "its values: 0, 4" in problem
+    data, _ = _session(0.150)  # everything arrives 150 ms late: outside the search
+    problem = analyse(data)["problem"]
+    assert "none of the 20 edges" in problem and "within 100 ms" in problem
+    result = analyse(data, max_delay_s=0.2)  # with a longer search they are found
+    assert result["problem"] is None and result["n_found"] == 20
+    assert result["delay_ms"]["p50"] == pytest.approx(150.63, abs=1e-6)
+    data, _ = _session(0.001, stray_code=4)  # one stray before the first pulse: allowed, counted
+    result = analyse(data)
+    assert result["problem"] is None and result["n_extra"] == 1 and result["extra_edges"][0]["edge_level"] == 4

@@ -18,6 +18,7 @@ master end of a pseudo-terminal opened here; the slave end is the ``--serial`` p
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -82,7 +83,7 @@ class WiringCheck:
         try:
             inlet = pylsl.StreamInlet(self.info, max_buflen=5)
             inlet.open_stream(5.0)
-        except Exception as exc:  # the check is a courtesy; the analysis decides
+        except RuntimeError as exc:  # pylsl's timeouts and losses; the check is a courtesy
             logger.debug("the wiring check could not open its inlet: %s", exc)
             return
         capacity = 4096
@@ -109,10 +110,8 @@ class WiringCheck:
                         self.session.stop()
                         return
         finally:
-            try:
+            with contextlib.suppress(RuntimeError):  # a lost stream has nothing left to close
                 inlet.close_stream()
-            except Exception:
-                pass
 
 
 def write_sidecar(record: str | os.PathLike, summary: dict) -> Path:
@@ -153,14 +152,12 @@ def run_session(
     every pulse) and ``protocol`` (the protocol as a dict) added; it is also written beside the
     recording (:func:`write_sidecar`).
     """
-    from closedloop.bench.loopback import check_channels
+    from closedloop.bench.loopback import EdgeRule, check_channels
     from closedloop.live import LiveSession
     from closedloop.lsl.outputs import EngineOutlets
     from closedloop.lsl.source import LSLSource, resolve_stream
     from closedloop.replay import protocol_dict
     from closedloop.ttl import SerialTTL
-
-    from closedloop.bench.loopback import EdgeRule
 
     rt = None
     if realtime:

@@ -198,7 +198,8 @@ def render_report(result: dict) -> str:
         (f"<p>Protocol <b>{e(str(result.get('protocol', '?')))}</b>; input stream <code>{e(s['name'])}</code> "
          f"(source_id <code>{e(s['source_id'])}</code>, {s['sfreq']:g} Hz, fitted {s['rate_fitted_hz']:.4f} Hz, "
          f"{s['duration_s']:.1f} s); trigger channel <code>{e(result['trigger_channel'])}</code> "
-         f"({e(result['edge_rule'])}); recording <code>{e(result['recording'])}</code>.</p>"),
+         f"({e(result['edge_rule'])}); recording "
+         + (f"<code>{e(result['recording'])}</code>.</p>" if result.get("recording") else "not kept.</p>")),
     ]
     if result.get("problem"):
         parts.append(f"<p class='problem' id='problem'>{e(result['problem'])}</p>")

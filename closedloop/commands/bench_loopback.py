@@ -156,6 +156,21 @@ def _live(args: argparse.Namespace, protocol, record: Path, trigger_channel: str
 
 
 def run_command(args: argparse.Namespace) -> int:
+    import logging
+
+    # the library's warnings (narrow pulses, refused real-time scheduling) as this command's notes
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("bench loopback: note: %(message)s"))
+    logger = logging.getLogger("closedloop")
+    logger.addHandler(handler)
+    try:
+        return _run(args)
+    finally:
+        logger.removeHandler(handler)
+
+
+def _run(args: argparse.Namespace) -> int:
     from closedloop.bench import loopback as lb
     from closedloop.bench.common import machine_info, print_table, write_json
     from closedloop.bench.loopback_report import summary_rows, write_report
@@ -239,7 +254,9 @@ def run_command(args: argparse.Namespace) -> int:
         result["early_stop"] = summary["early_stop"]
         print(f"bench loopback: {summary['early_stop']} (--no-early-check runs on).", file=sys.stderr)
     if removable is not None:
-        result["recording"] += " (temporary, removed; keep it with --record)"
+        result["recording"] = None
+        result["notes"].append("the session's recording was temporary and is removed; keep it with --record FILE.xdf "
+                               "to analyse it again (--from-xdf).")
     title = (f"bench loopback: {result['protocol']!r}, {source}, trigger channel {result['trigger_channel']!r} "
              f"({result['edge_rule']}), {result['stream']['sfreq']:g} Hz")
     from rich.markup import escape
