@@ -286,3 +286,23 @@ def test_analyse_names_each_way_the_line_can_fail() -> None:
     data, _ = _session(0.001, stray_code=4)  # one stray before the first pulse: allowed, counted
     result = analyse(data)
     assert result["problem"] is None and result["n_extra"] == 1 and result["extra_edges"][0]["edge_level"] == 4
+
+
+def test_clock_offsets_are_read_in_either_convention_of_collection_time() -> None:
+    """An amplifier on another machine, 5e4 s behind and drifting 20 ppm: whether the offsets'
+    collection times are on its clock (XDF, LabRecorder) or the recorder's (closedloop run), its
+    stamps map onto the recorder's clock exactly (read at the wrong moment: off by 1 s)."""
+    from closedloop.bench.loopback import _offset_map
+
+    stamps = 1000.0 + np.arange(0, 300, 0.01)
+    behind, drift = 5e4, 20e-6
+
+    def offset(local_t):
+        return behind + drift * (local_t - (1000.0 + behind))
+
+    true = stamps + offset(stamps + behind)
+    collected = stamps[::500]
+    for times in (collected, collected + behind):  # stream clock, recorder's clock
+        values = list(offset(collected + behind))
+        mapped = stamps + _offset_map({"clock_times": list(times), "clock_values": values, "time_stamps": stamps})(stamps)
+        assert np.max(np.abs(mapped - true)) < 1e-6

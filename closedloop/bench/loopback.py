@@ -536,20 +536,30 @@ def _first(value, default=None):
 
 
 def _offset_map(stream: dict):
-    """Clock offset of a stream as a function of its time (a line through the recorded offsets)."""
+    """Clock offset of a stream as a function of its own time (a line through the recorded offsets).
+
+    The XDF convention (LabRecorder) stamps each offset's collection time in the stream's clock;
+    ``closedloop run``'s recorder stamps it in the recording machine's. Which one a file uses shows
+    when the offset is large (the amplifier on another machine): the collection times then lie by
+    the stream's own stamps, or that far away from them. Either way the line is read at the right
+    moment, so that a drifting clock is not mapped off by drift times offset.
+    """
     times = np.asarray(stream.get("clock_times") or [], dtype=np.float64)
     values = np.asarray(stream.get("clock_values") or [], dtype=np.float64)
     if values.size == 0:
         return lambda t: np.zeros_like(np.asarray(t, dtype=np.float64))
+    med = float(np.median(values))
     if values.size < 3 or np.ptp(times) <= 0:
-        level = float(np.median(values))
-        return lambda t: np.full_like(np.asarray(t, dtype=np.float64), level)
-    med = np.median(values)
+        return lambda t: np.full_like(np.asarray(t, dtype=np.float64), med)
     spread = np.median(np.abs(values - med)) * 5 + 1e-6
     keep = np.abs(values - med) <= spread  # one slow time-correction reply is not the clock
     slope, intercept = np.polyfit(times[keep] - times[0], values[keep], 1) if keep.sum() >= 2 else (0.0, med)
     t_ref = times[0]
-    return lambda t: intercept + slope * (np.asarray(t, dtype=np.float64) - t_ref)
+    stamps = np.asarray(stream.get("time_stamps") if len(stream.get("time_stamps", [])) else [np.nan])
+    middle = float(np.nanmedian(stamps))
+    # collection times on the recording machine's clock: read the line at stamp + offset
+    shift = med if math.isfinite(middle) and abs(np.median(times) - (middle + med)) < abs(np.median(times) - middle) else 0.0
+    return lambda t: intercept + slope * (np.asarray(t, dtype=np.float64) + shift - t_ref)
 
 
 def _closedloop_markers(streams: list[dict]) -> tuple[dict | None, list[tuple[float, dict]]]:
