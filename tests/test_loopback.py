@@ -8,7 +8,6 @@ amplifier is tested in test_loopback_cli.py.
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 import numpy as np
@@ -26,6 +25,7 @@ from closedloop.bench.loopback import (
 from closedloop.bench.virtual_amp import LineFaults, SineGenerator, TriggerLine, VirtualAmplifier
 from closedloop.errors import UsageError
 from closedloop.ttl import SerialTTL
+from tests.helpers.loopback import short_switch_interval  # noqa: F401 (a fixture)
 
 
 # ---------------------------------------------------------------------- edges
@@ -158,15 +158,6 @@ def test_trigger_line_latches_a_pulse_read_together_with_its_closing_byte() -> N
     assert np.flatnonzero(levels).tolist() == [11, 31] and levels[31] == 3
 
 
-@pytest.fixture
-def short_switch_interval():
-    """The amplifier's reader thread gets the interpreter back promptly, as in its own process."""
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(1e-4)
-    yield
-    sys.setswitchinterval(before)
-
-
 @pytest.mark.usefixtures("short_switch_interval")
 def test_virtual_amplifier_samples_the_pty_at_each_samples_own_time(source_id: str) -> None:
     """Real pty, real SerialTTL, real LSL: each pulse's edge is the first sample after its byte."""
@@ -257,7 +248,7 @@ def _session(edge_delay_s: float | None, *, level: int = 1, n_pulses: int = 20, 
 def test_analyse_gives_the_exact_delays_of_a_known_session() -> None:
     from closedloop.bench.loopback import analyse
 
-    data, planned = _session(0.0023)
+    data, _ = _session(0.0023)
     r = analyse(data, n_planned=22)
     assert r["problem"] is None
     assert (r["n_planned"], r["n_sent"], r["n_found"], r["n_missed"], r["n_extra"]) == (22, 20, 20, 0, 0)

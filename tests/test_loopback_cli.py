@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from closedloop.bench.loopback import EdgeRule, find_edges
 from closedloop.bench.virtual_amp import LineFaults, LoopedSignal, SineGenerator, VirtualAmplifier
 from closedloop.ttl import SerialTTL
 from tests.helpers.faults import closedloop, env, run_cli, write_protocol
+from tests.helpers.loopback import short_switch_interval  # noqa: F401 (a fixture)
 from tests.helpers.protocols import phase_toml
 from tests.helpers.recordings import EEGMAT, PROJECT_ROOT
 
@@ -28,15 +28,6 @@ from tests.helpers.recordings import EEGMAT, PROJECT_ROOT
 CONTRACT_KEYS = {"n_planned", "n_sent", "n_found", "delay_ms"}
 DELAY_KEYS = {"p50", "p95", "p99", "max", "ci95_p50"}
 PHASE_KEYS = {"circ_mean_deg", "circ_sd_deg", "n"}
-
-
-@pytest.fixture
-def short_switch_interval():
-    """An amplifier thread in this process gets the interpreter back promptly (as in its own)."""
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(1e-4)
-    yield
-    sys.setswitchinterval(before)
 
 
 @pytest.fixture

@@ -156,7 +156,6 @@ def run_session(
     from closedloop.live import LiveSession
     from closedloop.lsl.outputs import EngineOutlets
     from closedloop.lsl.source import LSLSource, resolve_stream
-    from closedloop.replay import protocol_dict
     from closedloop.ttl import SerialTTL
 
     rt = None
@@ -198,7 +197,7 @@ def run_session(
         except StreamError:
             summary = session.summary()
             summary["stream_error"] = True
-            _finish(summary, ttl, sent, protocol, protocol_dict, rt, record, check)
+            _finish(summary, ttl, sent, protocol, rt, record, check)
             raise
     finally:
         if check is not None:
@@ -212,11 +211,19 @@ def run_session(
             from closedloop import realtime as rt_module
 
             rt_module.normal()  # the analysis is no real-time work
-    _finish(summary, ttl, sent, protocol, protocol_dict, rt, record, check)
+    _finish(summary, ttl, sent, protocol, rt, record, check)
     return summary
 
 
-def _finish(summary: dict, ttl, sent, protocol, protocol_dict, rt, record, check) -> None:
+def protocol_dict(protocol) -> dict:
+    """The protocol as plain JSON data (``closedloop.protocol.parse_protocol`` reads it back)."""
+    import dataclasses
+    import json
+
+    return json.loads(json.dumps(dataclasses.asdict(protocol), default=list))
+
+
+def _finish(summary: dict, ttl, sent, protocol, rt, record, check) -> None:
     if check is not None and check.tripped:
         summary["early_stop"] = check.tripped
     summary["ttl"] = {
