@@ -17,7 +17,8 @@ import pylsl
 import pytest
 
 from closedloop.bench.loopback import EdgeRule, find_edges
-from closedloop.bench.virtual_amp import LineFaults, LoopedSignal, SineGenerator, VirtualAmplifier
+from closedloop.bench.loopback_live import VirtualAmplifierProcess
+from closedloop.bench.virtual_amp import SineGenerator, VirtualAmplifier
 from closedloop.ttl import SerialTTL
 from tests.helpers.faults import closedloop, env, run_cli, write_protocol
 from tests.helpers.loopback import short_switch_interval  # noqa: F401 (a fixture)
@@ -97,24 +98,25 @@ def test_virtual_amplifier_end_to_end_with_the_sine_and_offline_reanalysis(tmp_p
     assert r2["phase"]["circ_mean_deg"] == pytest.approx(ph["circ_mean_deg"], abs=1e-9)
 
 
-@pytest.mark.usefixtures("short_switch_interval")
+def amplifier(*options) -> VirtualAmplifierProcess:
+    """`closedloop bench virtual-amp` in its own process (real-time when allowed), as --virtual runs it:
+    an amplifier thread in this process could be held off by a busy machine for longer than a pulse."""
+    return VirtualAmplifierProcess([*map(str, options), "--realtime"], duration_s=90.0)
+
+
 def test_a_missed_and_an_extra_edge_are_counted_and_the_rest_paired(
-    tmp_path: Path, fast_protocol: Path, source_id: str, recordings: Path
+    tmp_path: Path, fast_protocol: Path, recordings: Path
 ) -> None:
     """A real recording (500 Hz) through the virtual amplifier; the line loses pulse 3 and a
     second source adds a pulse 100 ms after pulse 6: both counted, every other pulse paired."""
-    from closedloop.io import open_recording
-
-    with open_recording(EEGMAT) as rec:
-        data, names, sfreq = rec.read(0, rec.n_samples), list(rec.ch_names), rec.sfreq
-    faults = LineFaults(miss_pulses=frozenset({3}), stray_after=frozenset({6}))
     out = tmp_path / "faults.json"
-    with VirtualAmplifier(LoopedSignal(data), names, sfreq, source_id=source_id, faults=faults) as amp:
-        proc = bench("--protocol", fast_protocol, "--serial", amp.port, "--source-id", source_id,
+    with amplifier("--signal", EEGMAT, "--miss-pulses", 3, "--stray-after", 6) as amp:
+        proc = bench("--protocol", fast_protocol, "--serial", amp.port, "--source-id", amp.source_id,
                      "--trigger-channel", "TRIG", "--duration", 10, "--json", out)
     assert proc.returncode == 0, proc.stderr
     r = json.loads(out.read_text())
-    assert amp.line.pulses_received == r["n_sent"] >= 10
+    assert amp.summary["pulses_received"] == r["n_sent"] >= 10
+    assert (amp.summary["pulses_lost"], amp.summary["strays"]) == (1, 1)
     assert (r["n_missed"], r["n_extra"]) == (1, 1)
     assert r["n_found"] == r["n_sent"] - 1
     assert [p["status"] for p in r["pulses"]].index("missed") == 2  # the third pulse sent
@@ -167,23 +169,23 @@ def test_a_trigger_line_that_never_changes_is_a_wiring_error_and_still_reported(
     assert amp.line.pulses_received == 0
 
 
-@pytest.mark.usefixtures("short_switch_interval")
 def test_a_second_source_on_the_line_fails_but_reports_the_pulses_and_a_code_separates_them(
-    tmp_path: Path, fast_protocol: Path, source_id: str
+    tmp_path: Path, fast_protocol: Path
 ) -> None:
     """Random pulses of code 4 (6 per second) on the same input: more edges than pulses, exit 3
     with the pulses found reported; re-analysed counting only code 1's line, the strays go."""
     out, rec = tmp_path / "strays.json", tmp_path / "strays.xdf"
-    faults = LineFaults(stray_rate_hz=6.0, seed=4)
-    with VirtualAmplifier(SineGenerator(500.0), ["O2"], 500.0, source_id=source_id, faults=faults) as amp:
-        proc = bench("--protocol", fast_protocol, "--serial", amp.port, "--source-id", source_id,
+    with amplifier("--sfreq", 500, "--stray-rate", 6) as amp:
+        proc = bench("--protocol", fast_protocol, "--serial", amp.port, "--source-id", amp.source_id,
                      "--trigger-channel", "TRIG", "--duration", 10, "--json", out, "--record", rec)
     assert proc.returncode == 3, proc.stderr
     assert "a second source drives the trigger line" in proc.stderr
     r = json.loads(out.read_text())
     assert r["n_sent"] >= 10 and r["n_edges"] > r["n_sent"]
     assert r["n_extra"] > max(1, 0.1 * r["n_sent"])
-    assert r["n_found"] >= r["n_sent"] - 2  # a stray may mask a pulse's rise; the rest are reported
+    # a stray rising just before a pulse hides that pulse's own rise (any nonzero level counts):
+    # about 3 % of the pulses at 6 strays of 5 ms a second; the rest are all reported
+    assert r["n_found"] >= r["n_sent"] - 4
     assert "delay p50" in proc.stdout
 
     coded = tmp_path / "coded.json"
@@ -249,14 +251,13 @@ pulse_interval_s = 0.03
 """
 
 
-@pytest.mark.usefixtures("short_switch_interval")
-def test_a_plain_run_recording_with_pulse_trains_is_reanalysed_offline(tmp_path: Path, source_id: str) -> None:
+def test_a_plain_run_recording_with_pulse_trains_is_reanalysed_offline(tmp_path: Path) -> None:
     """What a lab records with `closedloop run --serial --record` (no serial log), re-analysed:
     every pulse of every train is found, spaced by the protocol's pulse_interval_s."""
     protocol = write_protocol(tmp_path / "train.toml", TRAIN_PROTOCOL)
     rec, out = tmp_path / "run.xdf", tmp_path / "train.json"
-    with VirtualAmplifier(SineGenerator(500.0), ["O2"], 500.0, source_id=source_id) as amp:
-        run = run_cli("run", "--protocol", protocol, "--source-id", source_id, "--serial", amp.port,
+    with amplifier("--sfreq", 500) as amp:
+        run = run_cli("run", "--protocol", protocol, "--source-id", amp.source_id, "--serial", amp.port,
                       "--record", rec, "--duration", 9, timeout=60)
     assert run.returncode == 0, run.stderr
     proc = bench("--from-xdf", rec, "--trigger-channel", "TRIG", "--json", out)
@@ -265,10 +266,21 @@ def test_a_plain_run_recording_with_pulse_trains_is_reanalysed_offline(tmp_path:
     assert proc.returncode == 0, proc.stderr
     r = json.loads(out.read_text())
     n_triggers = json.loads(Path(str(rec) + ".summary.json").read_text())["triggers"]
-    assert n_triggers >= 5 and r["n_sent"] == 3 * n_triggers == amp.line.pulses_received
-    assert r["n_found"] == r["n_sent"] and r["n_extra"] == 0
+    # a train the session's end cuts short (the loop drops the rest of it, or the port finishes it
+    # after the recording closed) leaves pulses planned after the last sample: unchecked, not missed.
+    # The later pulses of a train are sleep-timed by the port's thread: on a busy machine one can be
+    # held off until after the next one's code, and the two merge on the line (missed, as on hardware)
+    assert n_triggers >= 5 and r["n_sent"] == 3 * n_triggers and r["n_extra"] == 0
+    assert r["n_found"] + r["n_missed"] + r["n_unchecked"] == r["n_sent"]
+    assert r["n_unchecked"] <= 2 and r["n_missed"] <= 2 and r["n_found"] <= amp.summary["pulses_received"]
     assert [p["pulse"] for p in r["pulses"][:6]] == [0, 1, 2, 0, 1, 2]
     assert 0.0 <= r["delay_ms"]["p50"] <= 3 * r["sample_step_ms"]
+    trains: dict[int, list[float]] = {}
+    for p in r["pulses"]:
+        if p["edge_s"] is not None:
+            trains.setdefault(p["seq"], []).append(p["edge_s"])
+    spacing = np.concatenate([np.diff(t) for t in trains.values() if len(t) == 3])
+    assert spacing.size >= 6 and np.median(spacing) == pytest.approx(0.03, abs=2 * r["sample_step_ms"] / 1e3)
     # without a serial log only a trigger's first pulse has a write time (the marker's)
     assert all((p["transit_ms"] is not None) == (p["pulse"] == 0) for p in r["pulses"])
     assert any("no serial log" in note for note in r["notes"])

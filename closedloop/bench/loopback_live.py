@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -256,6 +257,8 @@ class VirtualAmplifierProcess:
         The serial port to give the live loop (the pseudo-terminal's slave end).
     source_id : str
         The amplifier stream's source_id.
+    summary : dict or None
+        After :meth:`stop`: the amplifier's counts (``bench virtual-amp --summary-json``).
     """
 
     def __init__(self, options: list[str], *, duration_s: float) -> None:
@@ -263,9 +266,12 @@ class VirtualAmplifierProcess:
         self.options = list(options)
         self.duration_s = float(duration_s)
         self.port = ""
+        self.summary: dict | None = None
         self._slave: int | None = None
         self._proc: subprocess.Popen | None = None
-        self._stderr = Path(tempfile.mkdtemp(prefix="closedloop-virtual-amp-")) / "stderr.txt"
+        self._folder = Path(tempfile.mkdtemp(prefix="closedloop-virtual-amp-"))
+        self._stderr = self._folder / "stderr.txt"
+        self._summary = self._folder / "summary.json"
 
     def start(self, timeout_s: float = AMP_START_TIMEOUT_S) -> VirtualAmplifierProcess:
         """Start the process and wait until its stream is visible."""
@@ -276,7 +282,8 @@ class VirtualAmplifierProcess:
         self._slave = slave  # held open for the whole run, so the line never hangs up in between
         self.port = os.ttyname(slave)
         cmd = [sys.executable, "-m", "closedloop", "bench", "virtual-amp", *self.options,
-               "--source-id", self.source_id, "--pty-fd", str(master), "--duration", f"{self.duration_s:g}"]
+               "--source-id", self.source_id, "--pty-fd", str(master), "--duration", f"{self.duration_s:g}",
+               "--summary-json", str(self._summary)]
         with open(self._stderr, "wb") as err:
             self._proc = subprocess.Popen(cmd, pass_fds=(master,), stdout=subprocess.DEVNULL, stderr=err)
         os.close(master)  # the child has it
@@ -285,12 +292,13 @@ class VirtualAmplifierProcess:
             if pylsl.resolve_byprop("source_id", self.source_id, 1, 0.5):
                 return self
             if self._proc.poll() is not None:
-                code = self._proc.returncode
+                message = (f"the virtual amplifier ended (exit {self._proc.returncode}) before its stream appeared: "
+                           f"{self.last_error()}")
                 self.stop()
-                raise ClosedLoopError(f"the virtual amplifier ended (exit {code}) before its stream appeared: "
-                                      f"{self.last_error()}")
+                raise ClosedLoopError(message)
+        message = f"the virtual amplifier published no stream within {timeout_s:g} s: {self.last_error()}"
         self.stop()
-        raise StreamError(f"the virtual amplifier published no stream within {timeout_s:g} s.")
+        raise StreamError(message)
 
     def last_error(self) -> str:
         try:
@@ -312,6 +320,14 @@ class VirtualAmplifierProcess:
         if self._slave is not None:
             os.close(self._slave)
             self._slave = None
+        if self.summary is None and self._summary.exists():
+            import json
+
+            try:
+                self.summary = json.loads(self._summary.read_text())
+            except ValueError:
+                self.summary = None
+        shutil.rmtree(self._folder, ignore_errors=True)
 
     def __enter__(self) -> VirtualAmplifierProcess:
         return self.start()

@@ -69,6 +69,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                         "that the trigger input is read on time on a busy machine, as hardware does; refused "
                         "without root or CAP_SYS_NICE (a note, normal priority)")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--summary-json", metavar="FILE",
+                   help="at the end, write the counts (samples, TTL pulses received, lost, strays added, read too "
+                        "late to show) to this JSON file")
     p.add_argument("--pty-fd", type=int, default=None,
                    help="the master end of a pseudo-terminal opened by the calling program (which gives the slave "
                         "to --serial); default: open one and print its slave's path")
@@ -103,10 +106,12 @@ def run_command(args: argparse.Namespace) -> int:
         stray_rate_hz=args.stray_rate,
     )
     source, names, sfreq, desc = _signal_source(args)
+    rt = None
     if args.realtime:  # before the outlet and the thread exist: they inherit the policy
         from closedloop import realtime
 
-        for note in realtime.request(REALTIME_PRIORITY, lock_memory=False).notes:
+        rt = realtime.request(REALTIME_PRIORITY, lock_memory=False)
+        for note in rt.notes:
             print(f"virtual amplifier: note: {note}.", file=sys.stderr)
     source_id = args.source_id or f"closedloop-virtual-amp-{uuid.uuid4().hex[:10]}"
     amp = VirtualAmplifier(source, names, sfreq, source_id=source_id, name=args.name, chunk_size=args.chunk_size,
@@ -134,6 +139,17 @@ def run_command(args: argparse.Namespace) -> int:
     print(f"virtual amplifier: {amp.n_pushed} samples sent; {line.pulses_received} TTL pulses received, "
           f"{line.pulses_lost} lost (--miss-pulses), {line.strays} stray pulses added, {amp.collapsed_pulses} "
           "read too late to show.", file=sys.stderr)
+    if args.summary_json:
+        import json
+
+        counts = {"samples": amp.n_pushed, "pulses_received": line.pulses_received, "pulses_lost": line.pulses_lost,
+                  "strays": line.strays, "collapsed_pulses": amp.collapsed_pulses, "bytes_received": amp.bytes_received,
+                  "realtime": rt.as_dict() if rt is not None else {"requested": False}, "error": amp.error}
+        try:
+            with open(args.summary_json, "w") as fh:
+                json.dump(counts, fh, indent=2)
+        except OSError as exc:
+            raise UsageError(f"cannot write --summary-json {args.summary_json!r}: {exc.strerror or exc}.") from exc
     if amp.error:
         print(f"virtual amplifier: stopped early: {amp.error}", file=sys.stderr)
         return 1
