@@ -153,6 +153,8 @@ class TriggerLine:
                 self._suppressed = False
             return
         at = t + faults.delay_s
+        if self._ttl_t:
+            at = max(at, self._ttl_t[-1])  # a latched fall can lie after the next byte's arrival
         if rising:
             self._rise_t = at
         elif byte == 0:
