@@ -37,38 +37,38 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
     p.description = DESCRIPTION
     p.epilog = EPILOG
-    p.add_argument("--protocol", "-p", help="protocol file or preset (required for a live run)")
+    p.add_argument("--protocol", "-p", metavar="P", help="protocol file or preset (required for a live run)")
     src = p.add_argument_group("input stream (one of; as closedloop run)")
-    src.add_argument("--stream-name", help="the input stream's name")
-    src.add_argument("--stream-type", help="the input stream's type (default EEG)")
-    src.add_argument("--source-id", help="the input stream's source_id (most specific)")
-    p.add_argument("--resolve-timeout", type=float, default=10.0, help="seconds to wait for the stream (default 10)")
-    p.add_argument("--serial", help="serial port of the TTL box (e.g. /dev/ttyUSB0)")
-    p.add_argument("--ttl-width", type=float, default=0.005,
+    src.add_argument("--stream-name", metavar="N", help="the input stream's name")
+    src.add_argument("--stream-type", metavar="T", help="the input stream's type (default EEG)")
+    src.add_argument("--source-id", metavar="ID", help="the input stream's source_id (most specific)")
+    p.add_argument("--resolve-timeout", type=float, default=10.0, metavar="S", help="seconds to wait for the stream (default 10)")
+    p.add_argument("--serial", metavar="PORT", help="serial port of the TTL box (e.g. /dev/ttyUSB0)")
+    p.add_argument("--ttl-width", type=float, default=0.005, metavar="S",
                    help="TTL pulse width in seconds (default 0.005; keep it above two sampling steps)")
-    p.add_argument("--trigger-channel", help="the amplifier's trigger channel (required; TRIG with --virtual)")
+    p.add_argument("--trigger-channel", metavar="NAME", help="the amplifier's trigger channel (required; TRIG with --virtual)")
     edge = p.add_mutually_exclusive_group()
-    edge.add_argument("--trigger-code", type=int, help="count an edge when the lines of this code rise (default: "
+    edge.add_argument("--trigger-code", type=int, metavar="N", help="count an edge when the lines of this code rise (default: "
                                                         "any nonzero level)")
-    edge.add_argument("--trigger-threshold", type=float,
+    edge.add_argument("--trigger-threshold", type=float, metavar="X",
                       help="count an edge when the level rises above this (a TTL into an analog input)")
-    p.add_argument("--signal-channel",
+    p.add_argument("--signal-channel", metavar="NAME",
                    help="EEG input carrying a function generator's sine (or EEG): the true phase at each edge "
                         "against the target (the ground truth of bench accuracy)")
-    p.add_argument("--duration", type=float, default=60.0, help="seconds of live loop (default 60)")
-    p.add_argument("--record", help="keep the session's XDF recording here (default: a temporary file, removed)")
+    p.add_argument("--duration", type=float, default=60.0, metavar="S", help="seconds of live loop (default 60)")
+    p.add_argument("--record", metavar="FILE.xdf", help="keep the session's XDF recording here (default: a temporary file, removed)")
     p.add_argument("--from-xdf", metavar="FILE", help="analyse this recorded session instead of running live")
-    p.add_argument("--json", dest="json_path", help="write the figures (and every pulse) to this JSON file")
-    p.add_argument("--report", help="write a self-contained HTML report (histogram, timeline, phase rose)")
-    p.add_argument("--max-delay-ms", type=float, default=lb.MAX_DELAY_S * 1e3,
+    p.add_argument("--json", dest="json_path", metavar="FILE", help="write the figures (and every pulse) to this JSON file")
+    p.add_argument("--report", metavar="FILE.html", help="write a self-contained HTML report (histogram, timeline, phase rose)")
+    p.add_argument("--max-delay-ms", type=float, default=lb.MAX_DELAY_S * 1e3, metavar="MS",
                    help=f"edges are searched within this of a planned pulse (default {lb.MAX_DELAY_S * 1e3:g})")
-    p.add_argument("--window-ms", type=float, default=lb.WINDOW_S * 1e3,
+    p.add_argument("--window-ms", type=float, default=lb.WINDOW_S * 1e3, metavar="MS",
                    help="an edge pairs with a pulse within this of its plan plus the typical delay "
                         f"(default {lb.WINDOW_S * 1e3:g})")
     p.add_argument("--no-early-check", action="store_true",
                    help="run the whole --duration even when the first pulses never reach the trigger channel "
                         "(by default the run stops 1 s after the 5th pulse without an edge: a wiring fault)")
-    p.add_argument("--seed", type=int, default=0, help="seed for sham phases and interval jitter")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="seed for sham phases and interval jitter")
     p.add_argument("--raw-timestamps", action="store_true", help="as closedloop run --raw-timestamps")
     p.add_argument("--realtime", action="store_true", help="run the loop under real-time scheduling, as closedloop "
                                                            "run --realtime")
@@ -76,14 +76,14 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     virt.add_argument("--virtual", action="store_true",
                       help="start a virtual amplifier whose trigger input is wired to a pseudo-terminal TTL port, "
                            "and qualify against it (no --serial or stream selection)")
-    virt.add_argument("--virtual-signal", default="sine",
-                      help="'sine' (default: a 10 Hz sine on the protocol's channel, taken as --signal-channel) "
-                           "or a recording to loop")
-    virt.add_argument("--virtual-sfreq", type=float, default=1000.0, help="its rate with the sine (default 1000 Hz)")
-    virt.add_argument("--virtual-sine-hz", type=float, default=None,
+    virt.add_argument("--virtual-signal", default="sine", metavar="SIGNAL",
+                      help="'sine' (default: a function generator's sine at the middle of the protocol's band on the "
+                           "protocol's channel, which is then the --signal-channel) or a recording to loop")
+    virt.add_argument("--virtual-sfreq", type=float, default=1000.0, metavar="HZ", help="its rate with the sine (default 1000 Hz)")
+    virt.add_argument("--virtual-sine-hz", type=float, default=None, metavar="HZ",
                       help="the sine's frequency (default: the middle of the protocol's band, moved off a whole number "
                            "of samples per period so that the pulses land at every point of the sampling step)")
-    virt.add_argument("--virtual-delay-ms", type=float, default=0.0,
+    virt.add_argument("--virtual-delay-ms", type=float, default=0.0, metavar="MS",
                       help="a constant delay of its trigger line, ms (default 0)")
 
 
