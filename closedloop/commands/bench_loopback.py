@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -164,13 +165,16 @@ def run_command(args: argparse.Namespace) -> int:
     handler.setFormatter(logging.Formatter("bench loopback: note: %(message)s"))
     logger = logging.getLogger("closedloop")
     logger.addHandler(handler)
+    temporary: list[Path] = []
     try:
-        return _run(args)
+        return _run(args, temporary)
     finally:
         logger.removeHandler(handler)
+        for folder in temporary:  # a recording nobody asked to keep, whether the run got far or not
+            shutil.rmtree(folder, ignore_errors=True)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, temporary: list[Path]) -> int:
     from closedloop.bench import loopback as lb
     from closedloop.bench.common import machine_info, print_table, write_json
     from closedloop.bench.loopback_report import summary_rows, write_report
@@ -225,6 +229,7 @@ def _run(args: argparse.Namespace) -> int:
                 raise UsageError(f"the folder of --record, {str(record.parent)!r}, does not exist; create it first.")
         else:
             removable = record = Path(tempfile.mkdtemp(prefix="closedloop-loopback-")) / "session.xdf"
+            temporary.append(record.parent)
         print(f"bench loopback: {protocol.name!r} live for {duration:g} s (baseline {baseline:g} s); TTL pulses "
               f"of {args.ttl_width * 1e3:g} ms; trigger channel {trigger_channel!r}.", file=sys.stderr)
         try:
@@ -268,10 +273,6 @@ def _run(args: argparse.Namespace) -> int:
     if args.report:
         path = write_report(args.report, result)
         print(f"bench loopback: report written to {path}", file=sys.stderr)
-    if removable is not None:
-        for f in (removable, Path(str(removable) + ".summary.json")):
-            f.unlink(missing_ok=True)
-        removable.parent.rmdir()
     if stream_error is not None:
         raise stream_error
     if result["problem"]:
