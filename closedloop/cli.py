@@ -29,7 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "calibrate": ("closedloop.commands.calibrate", "tune a protocol to one person's baseline recording"),
     "report": ("closedloop.commands.report", "HTML report with figures from a recorded or replayed session"),
     "simulate": ("closedloop.commands.simulate", "write a simulated EEG recording"),
-    "bench": ("closedloop.commands.bench", "benchmarks: latency, accuracy, throughput, soak"),
+    "bench": ("closedloop.commands.bench", "benchmarks: latency, accuracy, throughput, soak, loopback"),
     "ui": ("closedloop.commands.ui", "the browser views of a running session (operator and participant)"),
     "sound": ("closedloop.commands.sound", "list sound output devices with their latency, or play test bursts on one"),
 }

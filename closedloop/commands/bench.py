@@ -1,4 +1,4 @@
-"""``closedloop bench``: latency, accuracy, throughput and soak benchmarks.
+"""``closedloop bench``: latency, accuracy, throughput, soak and loopback benchmarks.
 
 Each sub-command lives in its own module with ``configure_parser(p)`` and ``run_command(args)``.
 Nothing heavy is imported here, so that ``python -m closedloop.bench.latency`` (the mne-lsl worker)
@@ -18,6 +18,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "accuracy": ("closedloop.commands.bench_accuracy", "phase accuracy of the estimators against the offline truth"),
     "throughput": ("closedloop.commands.bench_throughput", "largest channel count the live loop sustains; replay speed"),
     "soak": ("closedloop.commands.bench_soak", "a long live session: memory, drops and latency over time"),
+    "loopback": ("closedloop.commands.bench_loopback",
+                 "timing qualification: TTL pulses looped back into the amplifier, each found and timed"),
+    "virtual-amp": ("closedloop.commands.bench_virtual_amp",
+                    "a virtual looped-back amplifier (trigger input on a pseudo-terminal) for bench loopback"),
 }
 
 
