@@ -46,6 +46,42 @@ def phase_errors(
     return true_phase, wrap_deg(true_phase - np.asarray(targets_deg, dtype=float))
 
 
+#: Triggers in a recording's last second are not scored: the truth's filter reaches past its end.
+TRUTH_END_MARGIN_S = 1.0
+
+
+def scored_span_s(n_samples: int, sfreq: float, eval_after_s: float) -> tuple[float, float]:
+    """``(start, end)`` in seconds of the stretch whose triggers are scored.
+
+    From ``eval_after_s`` (usually the protocol's baseline) to :data:`TRUTH_END_MARGIN_S` before
+    the last sample.
+    """
+    return float(eval_after_s), (n_samples - 1) / sfreq - TRUTH_END_MARGIN_S
+
+
+def scored_errors(
+    derived: np.ndarray,
+    sfreq: float,
+    band_hz: tuple[float, float],
+    onsets_s: np.ndarray,
+    targets_deg: np.ndarray | float,
+    *,
+    eval_after_s: float,
+    truth: GroundTruth | None = None,
+) -> np.ndarray:
+    """Phase errors of the triggers delivered within :func:`scored_span_s`, degrees.
+
+    Each error is the true phase at the trigger's exact delivery time minus its target
+    (:func:`phase_errors`); triggers outside the span, or where the truth is undefined, are left out.
+    """
+    start, end = scored_span_s(derived.shape[0], sfreq, eval_after_s)
+    onsets = np.asarray(onsets_s, dtype=float)
+    targets = np.broadcast_to(np.asarray(targets_deg, dtype=float), onsets.shape)
+    keep = (onsets >= start) & (onsets <= end)
+    _, errors = phase_errors(derived, sfreq, band_hz, onsets[keep], targets[keep], truth=truth)
+    return errors[np.isfinite(errors)]
+
+
 def accuracy(errors_deg: np.ndarray) -> dict:
     """Circular statistics of phase errors as a plain dict (NaNs skipped)."""
     e = np.asarray(errors_deg, dtype=float)
