@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("closedloop.report", "HTML report with figures from a recorded or replayed session"),
     "simulate": ("closedloop.simulate", "write a simulated EEG recording"),
     "bench": ("closedloop.bench", "benchmarks: latency, accuracy, throughput, soak"),
+    "sweep": ("closedloop.commands.sweep", "replay many recordings under a grid of protocol settings, scored"),
 }
 
 
