@@ -47,6 +47,13 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         "must have closedloop and see the recordings at the same paths)",
     )
     p.add_argument(
+        "--scheduler-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds to try to reach the scheduler and wait for a worker (default 30)",
+    )
+    p.add_argument(
         "--chunk-size",
         type=int,
         default=None,
@@ -91,9 +98,10 @@ def run_command(args: argparse.Namespace) -> int:
 
         def on_start(pending: int, kept: int, where: str) -> None:
             kept_text = f", {kept} kept from an earlier run" if kept else ""
+            to_run = f"{pending} to run on {where}" if pending else "nothing to run"
             print(
                 f"sweep: {len(plan.recordings)} recordings x {len(plan.settings)} settings = "
-                f"{plan.n_cells} cells{kept_text}; {pending} to run on {where}",
+                f"{plan.n_cells} cells{kept_text}; {to_run}",
                 file=sys.stderr,
             )
             bar.append(
@@ -115,6 +123,7 @@ def run_command(args: argparse.Namespace) -> int:
                 args.out,
                 jobs=args.jobs,
                 scheduler=args.scheduler,
+                scheduler_timeout_s=args.scheduler_timeout,
                 keep_events=args.events,
                 progress=advance,
                 on_start=on_start,
@@ -132,6 +141,12 @@ def run_command(args: argparse.Namespace) -> int:
     if outcome.n_failed > 5:
         print(
             f"sweep: ... and {outcome.n_failed - 5} more failed cells (see results.csv)",
+            file=sys.stderr,
+        )
+    if outcome.n_worker_deaths:
+        print(
+            f"sweep: a worker process died {outcome.n_worker_deaths} time(s); the cells it held "
+            "ran again, each alone",
             file=sys.stderr,
         )
     if outcome.n_moved:

@@ -79,6 +79,11 @@ def one_line(text: str) -> str:
 def run_cell(task: CellTask) -> dict:
     """Replay and score one cell; never raises for a failure of the cell (it goes in ``error``).
 
+    BLAS runs on one thread for the cell, whatever the worker's environment: a multi-threaded
+    BLAS sums in an order that depends on its thread count, which shows in the last digits of
+    the estimator's fit, so a cell would otherwise differ between machines and cluster set-ups.
+    (The cells themselves are what runs in parallel.)
+
     Returns
     -------
     dict
@@ -86,6 +91,13 @@ def run_cell(task: CellTask) -> dict:
         ``"events"`` (the delivered triggers as ``closedloop replay`` writes them) when
         ``task.keep_events``.
     """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        return _run_cell(task)
+
+
+def _run_cell(task: CellTask) -> dict:
     from closedloop.evaluation import scored_errors, scored_span_s
     from closedloop.groundtruth import circular_stats
     from closedloop.io import open_recording

@@ -48,6 +48,8 @@ class SweepOutcome:
     n_moved: int
     backend: str
     wall_s: float
+    #: times a worker process died and the cells it held ran again (local workers)
+    n_worker_deaths: int = 0
     #: (recording, setting, error) of the first failed cells
     failures: list[tuple[str, str, str]] = field(default_factory=list)
 
@@ -58,6 +60,7 @@ def run_sweep(
     *,
     jobs: int | None = None,
     scheduler: str | None = None,
+    scheduler_timeout_s: float = 30.0,
     keep_events: bool = False,
     progress: Callable[[int], None] | None = None,
     on_start: Callable[[int, int, str], None] | None = None,
@@ -77,6 +80,8 @@ def run_sweep(
         Local worker processes (default: every core this process may use).
     scheduler : str, optional
         Address of a Dask distributed scheduler; the cells run on its workers instead.
+    scheduler_timeout_s : float
+        How long to try to reach the scheduler, and to wait for its first worker.
     progress : callable, optional
         Called with 1 after each cell.
     on_start : callable, optional
@@ -106,7 +111,7 @@ def run_sweep(
     if keep_events:
         (out / "events").mkdir(exist_ok=True)
 
-    n_run = n_failed = 0
+    n_run = n_failed = n_deaths = 0
     failures: list[tuple[str, str, str]] = []
     backend: LocalBackend | DaskBackend | None = None
     aborted = True
@@ -117,7 +122,7 @@ def run_sweep(
         ):
             if pending:
                 backend = (
-                    DaskBackend(scheduler)
+                    DaskBackend(scheduler, timeout_s=scheduler_timeout_s)
                     if scheduler is not None
                     else LocalBackend(min(jobs or local_workers(), pending))
                 )
@@ -177,6 +182,8 @@ def run_sweep(
                     if progress is not None:
                         progress(1)
                 if broken:
+                    n_deaths += 1
+                    logger.warning("a worker process died; the cells it held run again")
                     # the pool fails every cell it held; they become suspects too
                     for future, index in list(in_flight.items()):
                         in_flight.pop(future)
@@ -200,6 +207,7 @@ def run_sweep(
         n_moved=moved,
         backend=where,
         wall_s=wall,
+        n_worker_deaths=n_deaths,
         failures=failures,
     )
     if n_rows != plan.n_cells:

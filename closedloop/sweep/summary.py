@@ -22,6 +22,15 @@ MAP_MAX_RECORDINGS = 120
 #: Failed cells listed by name.
 MAX_FAILURES_LISTED = 100
 
+
+def _horizontal() -> dict:
+    """``boxplot`` keyword for horizontal boxes (``orientation`` from Matplotlib 3.10 on)."""
+    import matplotlib
+
+    major, minor = (int(v) for v in matplotlib.__version__.split(".")[:2])
+    return {"orientation": "horizontal"} if (major, minor) >= (3, 10) else {"vert": False}
+
+
 _CSS = (
     "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
     "table{border-collapse:collapse;margin:1em 0;font-size:0.9em}"
@@ -113,7 +122,7 @@ def _figure_settings(data: dict, plan, order: np.ndarray) -> bytes:
         if any(v.size for v in finite):
             ax.boxplot(
                 [v if v.size else [np.nan] for v in finite],
-                vert=False,
+                **_horizontal(),
                 widths=0.6,
                 showfliers=False,
                 medianprops={"color": "tab:red"},
@@ -149,8 +158,7 @@ def _figure_map(data: dict, plan, order: np.ndarray) -> bytes:
     fig, ax = plt.subplots(
         figsize=(min(16.0, 4.0 + 0.8 * n_set), 1.4 + 0.3 * n_rec + 0.07 * longest)
     )
-    cmap = matplotlib.colormaps["viridis_r"].copy()
-    cmap.set_bad("0.88")
+    cmap = matplotlib.colormaps["viridis_r"].with_extremes(bad="0.88")
     finite = sd[np.isfinite(sd)]
     low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
     image = ax.imshow(
