@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import itertools
 import json
@@ -33,8 +34,9 @@ class Setting:
     chunk_size: int | None
     seed: int
 
-    @property
+    @functools.cached_property
     def digest(self) -> str:
+        """12 hex digits of the resolved protocol (as TOML), chunk size and seed."""
         from closedloop.protocol import protocol_to_toml
 
         text = json.dumps(
@@ -206,6 +208,8 @@ def build_settings(
                     )
     if chunk_size is not None and chunk_size < 1:
         raise UsageError(f"--chunk-size must be a whole number of samples >= 1, got {chunk_size}.")
+    if seed < 0:
+        raise UsageError(f"--seed must be a whole number >= 0, got {seed}.")
     settings: list[Setting] = []
     seen: dict[str, Setting] = {}
     for combo in itertools.product(*(values for _, values in grid)):
@@ -226,10 +230,8 @@ def build_settings(
                 (k, chosen[k] if k in REPLAY_KEYS else _resolved(resolved, k)) for k in keys
             ),
             protocol=resolved,
-            chunk_size=int(chosen.get("chunk_size", chunk_size))
-            if chosen.get("chunk_size", chunk_size)
-            else None,
-            seed=int(chosen.get("seed", seed)),
+            chunk_size=chosen.get("chunk_size", chunk_size),
+            seed=chosen.get("seed", seed),
         )
         digest = setting.digest
         if digest in seen:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -54,8 +55,9 @@ class SweepRecording:
     size: int = -1
     mtime_ns: int = -1
 
-    @property
+    @functools.cached_property
     def digest(self) -> str:
+        """12 hex digits of the path, size and modification time."""
         text = json.dumps([self.path, self.size, self.mtime_ns])
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 

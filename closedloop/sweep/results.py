@@ -15,7 +15,7 @@ from closedloop.errors import UsageError
 from closedloop.sweep.plan import SweepPlan
 
 #: Rows sorted in memory at once when ``results.csv`` is put in order; more go through files.
-SORT_CHUNK_ROWS = 100_000
+SORT_CHUNK_ROWS = 10_000
 
 
 def _rows(path: Path) -> Iterator[dict[str, str]]:
