@@ -112,7 +112,11 @@ def scaling(rounds: int = 1) -> dict:
     )
     started = time.perf_counter()
     with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1"
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address="127.0.0.1:0",
+        host="127.0.0.1",
     ) as cluster:
         cluster_start_s = time.perf_counter() - started
         configs = [

@@ -187,7 +187,7 @@ def dask_scheduler():
     from distributed import LocalCluster
 
     with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1"
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0", host="127.0.0.1"
     ) as cluster:
         yield cluster.scheduler_address
 
@@ -383,3 +383,23 @@ def test_unreachable_scheduler(recordings_dir, tmp_path, capsys):
     assert code == 1
     assert "cannot reach the Dask scheduler at 'tcp://127.0.0.1:9'" in err and "Traceback" not in err
     assert os.path.exists(tmp_path / "out" / "results.csv")  # the (empty) results stay for a retry
+
+
+def test_a_recording_changed_after_planning_is_refused_then_swept_anew(recordings_dir, tmp_path):
+    path = tmp_path / "rec.edf"
+    path.write_bytes((recordings_dir / "a_S001R02.edf").read_bytes())
+    protocol = load_protocol(PROTOCOL)
+    grid = [parse_set("estimator.method=wiener", protocol)]
+    plan = plan_sweep([path], protocol, grid)
+    _crop(EEGMAT, path)  # another recording at the same path, after the sweep was planned
+    outcome = run_sweep(plan, tmp_path / "out", jobs=1, summary=False)
+    assert outcome.n_failed == 1
+    row = _read(tmp_path / "out" / "results.csv")[1][0]
+    assert "is not the file the sweep planned" in row["error"] and str(path) in row["error"]
+    # planned again, the new file is a new cell: the old row goes aside, the new one is run
+    again = run_sweep(plan_sweep([path], protocol, grid), tmp_path / "out", jobs=1, summary=False)
+    assert (again.n_run, again.n_reused, again.n_failed, again.n_moved) == (1, 0, 0, 1)
+    (aside,) = (tmp_path / "out" / "superseded").iterdir()
+    assert [r["cell"] for r in _read(aside)[1]] == [row["cell"]]
+    rows = _read(tmp_path / "out" / "results.csv")[1]
+    assert len(rows) == 1 and rows[0]["error"] == "" and rows[0]["sfreq"] == "500.0"

@@ -7,7 +7,7 @@ sends back one small row.
 from __future__ import annotations
 
 import math
-import os
+import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +43,8 @@ RESULT_COLUMNS = (
 )
 #: Columns a worker computes; a resumed sweep copies these from the earlier row.
 MEASURED_COLUMNS = RESULT_COLUMNS[2:-2]
+#: A worker's view of a recording's modification time may differ this much from the client's.
+MTIME_TOLERANCE_NS = 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -108,12 +110,16 @@ def _run_cell(task: CellTask) -> dict:
     started = time.perf_counter()
     try:
         path = Path(task.path)
-        if task.size >= 0 and file_identity(path) != (task.size, task.mtime_ns):
-            size, mtime_ns = file_identity(path)
-            if size < 0:
-                raise DataError(
-                    f"recording {task.path!r} cannot be found here (host {os.uname().nodename})."
-                )
+        size, mtime_ns = file_identity(path)
+        if task.size >= 0 and size < 0:
+            raise DataError(
+                f"recording {task.path!r} cannot be found here (host {platform.node()})."
+            )
+        # modification times may be kept more or less finely by another machine's view of a
+        # shared file system: the size must match, the time within MTIME_TOLERANCE_NS
+        if task.size >= 0 and (
+            size != task.size or abs(mtime_ns - task.mtime_ns) > MTIME_TOLERANCE_NS
+        ):
             raise DataError(
                 f"recording {task.path!r} is not the file the sweep planned: {size} bytes modified "
                 f"{mtime_ns} ns here, {task.size} bytes modified {task.mtime_ns} ns when the sweep "
