@@ -211,6 +211,14 @@ def _driver_memory(n: int) -> None:
     """(In a fresh process.) Sweep ``n`` cells of missing recordings; print peak RSS in MB."""
 
     def peak_mb() -> float:
+        # VmHWM is this process's own high-water mark (ru_maxrss survives exec, and would
+        # report the parent's size)
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return float(line.split()[1]) / 1024.0
+        except OSError:
+            pass
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
     start = peak_mb()
