@@ -26,8 +26,14 @@ How a sweep runs (../shared/CONTRACTS.md, "Sweeps"):
   ``superseded/``. When every cell is done, ``results.csv`` is rewritten in a fixed order
   (recordings in the order found, then settings in the order of the grid), so the same sweep
   gives the same rows however it ran; only ``wall_s`` and ``speed_x`` differ from run to run.
-- A cell that fails (unreadable file, missing channel, a worker that died twice) is a row with
-  its ``error``; the sweep goes on.
+- A cell that fails (unreadable file, missing channel, a worker that died while it ran alone)
+  is a row with its ``error``; the sweep goes on.
+
+Modules: ``recordings`` (finding them), ``grid`` (``--set`` values, the checked settings),
+``plan`` (recordings x settings, cell keys, the row layout), ``cell`` (what a worker runs),
+``backends`` (local processes, Dask), ``results`` (resuming, putting rows in order), ``runner``
+(:func:`run_sweep`), ``summary`` (``summary.html``). The command line is
+``closedloop/commands/sweep.py``.
 """
 
 from __future__ import annotations
