@@ -403,3 +403,14 @@ def test_a_recording_changed_after_planning_is_refused_then_swept_anew(recording
     assert [r["cell"] for r in _read(aside)[1]] == [row["cell"]]
     rows = _read(tmp_path / "out" / "results.csv")[1]
     assert len(rows) == 1 and rows[0]["error"] == "" and rows[0]["sfreq"] == "500.0"
+
+
+def test_every_cell_failing_is_exit_3_with_the_rows_kept(recordings_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["sweep", str(recordings_dir / "c_damaged.edf"), "--protocol", PROTOCOL, "--out", str(out),
+                 "--jobs", "1", "--quiet"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 3
+    assert "every cell of the sweep failed; the first: could not read recording" in err
+    (row,) = _read(out / "results.csv")[1]
+    assert "damaged or truncated" in row["error"]
