@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("closedloop.commands.bench", "benchmarks: latency, accuracy, throughput, soak, loopback"),
     "ui": ("closedloop.commands.ui", "the browser views of a running session (operator and participant)"),
     "sound": ("closedloop.commands.sound", "list sound output devices with their latency, or play test bursts on one"),
+    "sweep": ("closedloop.commands.sweep", "replay many recordings under a grid of protocol settings, scored"),
 }
 
 

@@ -225,6 +225,21 @@ def derived_signal(data: np.ndarray, ch_names: list[str], protocol) -> np.ndarra
     return (weights @ np.nan_to_num(data))[0]
 
 
+def derived_from_recording(recording, protocol, progress=None) -> np.ndarray:
+    """The protocol's derived signal of a whole open recording, read in blocks (``progress(n)``
+    after each)."""
+    # derived_signal is linear in the data: applied to the identity it gives the spatial weights.
+    weights = derived_signal(np.eye(recording.n_channels), recording.ch_names, protocol)
+    out = np.empty(recording.n_samples)
+    block = max(1, (1 << 19) // max(1, recording.n_channels))
+    for start in range(0, recording.n_samples, block):
+        stop = min(recording.n_samples, start + block)
+        out[start:stop] = weights @ np.nan_to_num(recording.read(start, stop))
+        if progress is not None:
+            progress(stop - start)
+    return out
+
+
 def phase_errors(
     derived: np.ndarray,
     sfreq: float,
@@ -242,6 +257,43 @@ def phase_errors(
     true_phase = np.full(onsets_s.shape, np.nan)
     true_phase[keep] = truth.phase_at(onsets_s[keep])
     return true_phase, wrap_deg(true_phase - np.asarray(targets_deg, dtype=float))
+
+
+#: Triggers in a recording's last second are not scored: the truth's filter reaches past its end.
+TRUTH_END_MARGIN_S = 1.0
+
+
+def scored_span_s(n_samples: int, sfreq: float, eval_after_s: float) -> tuple[float, float]:
+    """``(start, end)`` in seconds of the stretch whose triggers are scored.
+
+    From ``eval_after_s`` (usually the protocol's baseline) to :data:`TRUTH_END_MARGIN_S` before
+    the last sample.
+    """
+    return float(eval_after_s), (n_samples - 1) / sfreq - TRUTH_END_MARGIN_S
+
+
+def scored_errors(
+    derived: np.ndarray,
+    sfreq: float,
+    band_hz: tuple[float, float],
+    onsets_s: np.ndarray,
+    targets_deg: np.ndarray | float,
+    *,
+    eval_after_s: float,
+    truth: GroundTruth | None = None,
+) -> np.ndarray:
+    """Phase errors of the triggers delivered within :func:`scored_span_s`, degrees: the scoring
+    of ``bench accuracy``, sweeps and the demo.
+
+    Each error is the true phase at the trigger's exact delivery time minus its target
+    (:func:`phase_errors`); triggers outside the span, or where the truth is undefined, are left out.
+    """
+    start, end = scored_span_s(derived.shape[0], sfreq, eval_after_s)
+    onsets = np.asarray(onsets_s, dtype=float)
+    targets = np.broadcast_to(np.asarray(targets_deg, dtype=float), onsets.shape)
+    keep = (onsets >= start) & (onsets <= end)
+    _, errors = phase_errors(derived, sfreq, band_hz, onsets[keep], targets[keep], truth=truth)
+    return errors[np.isfinite(errors)]
 
 
 def accuracy(errors_deg: np.ndarray) -> dict:

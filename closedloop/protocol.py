@@ -54,6 +54,7 @@ __all__ = [
     "parse_protocol",
     "preset_text",
     "protocol_to_toml",
+    "with_overrides",
 ]
 
 MIN_INTERVAL_FLOOR_S = 0.1
@@ -1022,6 +1023,61 @@ def _parse_text(text: str, source: str) -> Protocol:
     except tomllib.TOMLDecodeError as exc:
         raise ProtocolError(f"{source}: not valid TOML: {exc}.") from None
     return parse_protocol(data, source)
+
+
+def with_overrides(protocol: Protocol, overrides: dict[str, Any]) -> Protocol:
+    """A copy of ``protocol`` with some keys replaced, validated as a protocol file is.
+
+    Parameters
+    ----------
+    protocol : Protocol
+        The protocol to start from; its ``source`` names the result in messages.
+    overrides : dict
+        Dotted protocol keys and their new values as TOML would give them, e.g.
+        ``{"estimator.method": "ar", "trigger.target_phase_deg": 0.0}``: ``name``, ``kind`` and
+        ``description`` at the top level, ``section.key`` in a section, and
+        ``signal.weights.CHANNEL`` or ``estimator.params.NAME`` in the free tables.
+
+    Raises
+    ------
+    ProtocolError
+        For a key that is not a protocol key (with the nearest and the accepted ones), or a
+        value (or a combination of values) that the protocol file would refuse.
+    """
+    data = tomllib.loads(protocol_to_toml(protocol))
+    for key, value in overrides.items():
+        parts = str(key).split(".")
+        if any(not part for part in parts):
+            raise ProtocolError(f"{key!r} is not a dotted protocol key (e.g. estimator.method).")
+        head = parts[0]
+        if head in _TOP_KEYS:
+            if len(parts) > 1:
+                raise ProtocolError(f"{key} is not a protocol key: {head} is a top-level value.")
+            data[head] = value
+            continue
+        if head not in _SECTIONS:
+            raise ProtocolError(f"{key}: " + _unknown("", head, [*_TOP_KEYS, *_SECTIONS]))
+        keys = _section_keys(_SECTIONS[head])
+        if len(parts) == 1:
+            raise ProtocolError(
+                f"{key} is a section, not a key; give one of its keys, e.g. {head}.{keys[0]} "
+                f"(accepted: {', '.join(keys)})."
+            )
+        name = parts[1]
+        if name not in keys:
+            raise ProtocolError(f"{key}: " + _unknown(f"[{head}] ", name, keys))
+        section = data.setdefault(head, {})
+        if len(parts) == 2:
+            section[name] = value
+        elif len(parts) == 3 and (head, name) in _FREE_TABLES:
+            table = section.get(name)
+            section[name] = {**(table if isinstance(table, dict) else {}), parts[2]: value}
+        else:
+            free = ", ".join(f"{s}.{k}.NAME" for s, k in sorted(_FREE_TABLES))
+            raise ProtocolError(
+                f"{key} is not a protocol key: only {free} go one level deeper than section.key."
+            )
+    return parse_protocol(data, protocol.source)
 
 
 # -- writing -----------------------------------------------------------------------------------

@@ -114,21 +114,6 @@ def _resolve_protocol(spec: str | None, name_in_session: str, embedded: dict | N
     return None
 
 
-def _derived_from_recording(recording, protocol, advance) -> np.ndarray:
-    """The protocol's derived signal of a whole recording, read in blocks."""
-    from closedloop.groundtruth import derived_signal
-
-    # derived_signal is linear in the data: applied to the identity it gives the spatial weights.
-    weights = derived_signal(np.eye(recording.n_channels), recording.ch_names, protocol)
-    out = np.empty(recording.n_samples)
-    block = max(1, (1 << 19) // max(1, recording.n_channels))
-    for start in range(0, recording.n_samples, block):
-        stop = min(recording.n_samples, start + block)
-        out[start:stop] = weights @ np.nan_to_num(recording.read(start, stop))
-        advance(stop - start)
-    return out
-
-
 def _recording_path(given: str | None, stored: str, folder: Path) -> Path | None:
     if given is not None:
         return Path(given)
@@ -215,7 +200,9 @@ def load_replay(folder: str | Path, *, protocol: str | None = None, recording: s
         from closedloop.io import open_recording
 
         with open_recording(rec_path) as rec:
-            session.derived = _derived_from_recording(rec, proto, advance)
+            from closedloop.groundtruth import derived_from_recording
+
+            session.derived = derived_from_recording(rec, proto, advance)
     return session
 
 
@@ -392,7 +379,9 @@ def load_xdf(path: str | Path, *, protocol: str | None = None, advance=lambda n:
             if rec.n_samples != stamps.size:
                 raise DataError(f"the EEG stream of {path.name!r} reads back with {rec.n_samples} samples, "
                                 f"not {stamps.size}; the file may be damaged.")
-            session.derived = _derived_from_recording(rec, proto, advance)
+            from closedloop.groundtruth import derived_from_recording
+
+            session.derived = derived_from_recording(rec, proto, advance)
     return session
 
 
@@ -555,7 +544,8 @@ def compute_numbers(session: Session) -> dict:
 
 
 # ---------------------------------------------------------------------- figures
-def _png(fig) -> bytes:
+def figure_png(fig) -> bytes:
+    """A matplotlib figure as PNG bytes (and closed): how every report embeds its figures."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     import matplotlib.pyplot as plt
@@ -598,7 +588,7 @@ def figure_phases(session: Session, true: np.ndarray) -> bytes:
         ax2 = fig.add_subplot(1, 2, 2, projection="polar")
         _polar_panel(ax2, true, target, "true phase (offline ground truth)")
     fig.tight_layout()
-    return _png(fig)
+    return figure_png(fig)
 
 
 def figure_latency(session: Session) -> bytes:
@@ -617,7 +607,7 @@ def figure_latency(session: Session) -> bytes:
     ax.set_xlabel("latency, newest sample to State pushed (ms)")
     ax.set_ylabel("State samples")
     fig.tight_layout()
-    return _png(fig)
+    return figure_png(fig)
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
@@ -670,7 +660,7 @@ def figure_amplitude(session: Session) -> bytes:
     # the legend below the axes: it never covers the data
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False)
     fig.tight_layout()
-    return _png(fig)
+    return figure_png(fig)
 
 
 def trigger_locked(session: Session, half_window_s: float = 0.5) -> tuple[np.ndarray, np.ndarray, int] | None:
@@ -718,7 +708,7 @@ def figure_trigger_locked(session: Session) -> bytes | str:
     ax.set_ylabel("band signal (µV)")
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=3, frameon=False)
     fig.tight_layout()
-    return _png(fig)
+    return figure_png(fig)
 
 
 def figure_spectrum(session: Session) -> bytes | str:
@@ -742,7 +732,7 @@ def figure_spectrum(session: Session) -> bytes | str:
     ax.set_xlabel("frequency (Hz)")
     ax.set_ylabel("power (µV²/Hz)")
     fig.tight_layout()
-    return _png(fig)
+    return figure_png(fig)
 
 
 def figure_feedback(session: Session) -> bytes:
@@ -763,7 +753,7 @@ def figure_feedback(session: Session) -> bytes:
     measure = session.protocol.feedback.measure if session.protocol is not None else "feedback"
     ax.set_ylabel(f"feedback ({measure})")
     fig.tight_layout()
-    return _png(fig)
+    return figure_png(fig)
 
 
 # ---------------------------------------------------------------------- HTML

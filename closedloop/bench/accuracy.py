@@ -53,16 +53,15 @@ def evaluate_recording(
         ``{"methods": {name: {"n", "per_min", "mean_deg", "sd_deg", "plv", "within_45",
         "by_target": {target: {...}}, "errors_deg": [...], "replay_x": speed}}, ...}``.
     """
-    from closedloop.groundtruth import GroundTruth, circular_stats, derived_signal, phase_errors
+    from closedloop.groundtruth import GroundTruth, circular_stats, derived_signal, scored_errors, scored_span_s
     from closedloop.offline import replay
     from closedloop.protocol import EstimatorSettings
 
     band = (float(protocol.band.low_hz), float(protocol.band.high_hz))
     derived = derived_signal(data, ch_names, protocol)
     truth = GroundTruth(derived, sfreq, band)
-    # the truth's own edge: the filter reaches past the end of the recording there
-    end_s = (data.shape[1] - 1) / sfreq - 1.0
-    span_s = end_s - eval_after_s
+    start_s, end_s = scored_span_s(data.shape[1], sfreq, eval_after_s)
+    span_s = end_s - start_s
     if span_s <= 1.0:
         raise UsageError(
             f"the recording lasts {data.shape[1] / sfreq:.1f} s; evaluating after "
@@ -90,12 +89,9 @@ def evaluate_recording(
             )
             run = replay(data, p, sfreq=sfreq, ch_names=ch_names, units="uV", chunk_size=chunk_size, keep_state=False)
             speeds.append(run.speed_x)
-            onsets = run.onsets_s
-            onsets = onsets[(onsets >= eval_after_s) & (onsets <= end_s)]
-            _, errors = phase_errors(
-                derived, sfreq, band, onsets, np.full(onsets.shape, float(target)), truth=truth
+            errors = scored_errors(
+                derived, sfreq, band, run.onsets_s, float(target), eval_after_s=eval_after_s, truth=truth
             )
-            errors = errors[np.isfinite(errors)]
             pooled.append(errors)
             stats = circular_stats(errors).as_dict()
             stats["per_min"] = 60.0 * errors.size / span_s

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import math
 from pathlib import Path
 
@@ -36,12 +35,9 @@ img { max-width: 100%; }
 
 
 def _png(fig) -> str:
-    import matplotlib.pyplot as plt
+    from closedloop.report import figure_png
 
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    return base64.b64encode(figure_png(fig)).decode("ascii")
 
 
 def _delays(result: dict) -> np.ndarray:
