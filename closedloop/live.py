@@ -112,11 +112,14 @@ class LiveStats:
 
 
 class Recorder:
-    """Writes the session to XDF from its own thread (input samples, markers, state, clock offsets)."""
+    """Writes the session to XDF from its own thread (input samples, markers, state, clock offsets,
+    the protocol as resolved, and any other streams a :class:`~closedloop.lsl.capture.StreamCapture`
+    adds)."""
 
-    EEG, MARKERS, STATE = 1, 2, 3
+    EEG, MARKERS, STATE, PROTOCOL = 1, 2, 3, 4
+    FIRST_EXTRA = 5
 
-    def __init__(self, path: str, source, outlets) -> None:
+    def __init__(self, path: str, source, outlets, protocol=None) -> None:
         from closedloop.xdf import XDFWriter
 
         self.writer = XDFWriter(path)
@@ -124,6 +127,17 @@ class Recorder:
         self.writer.add_stream(self.MARKERS, outlets.marker_info.as_xml())
         self.writer.add_stream(self.STATE, outlets.state_info.as_xml())
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.extra_errors: list[str] = []
+        self._next_id = self.FIRST_EXTRA
+        self._id_lock = threading.Lock()
+        if protocol is not None:
+            import pylsl
+
+            from closedloop import provenance
+
+            source_id = outlets.marker_info.source_id() + "-protocol"
+            self.writer.add_stream(self.PROTOCOL, provenance.header_xml(protocol, source_id))
+            self.protocol(provenance.start_record(protocol), pylsl.local_clock())
         self.thread = threading.Thread(target=self._run, name="closedloop-recorder", daemon=True)
         self.thread.start()
 
@@ -136,12 +150,22 @@ class Recorder:
             if item is None:
                 return
             kind, sid, a, b = item
-            if kind == "samples":
-                self.writer.write_samples(sid, a, b)
-            elif kind == "offset":
-                self.writer.write_clock_offset(sid, a, b)
-            elif kind == "boundary":
-                self.writer.write_boundary()
+            try:
+                if kind == "samples":
+                    self.writer.write_samples(sid, a, b)
+                elif kind == "offset":
+                    self.writer.write_clock_offset(sid, a, b)
+                elif kind == "boundary":
+                    self.writer.write_boundary()
+                elif kind == "header":
+                    self.writer.add_stream(sid, a)
+            except (ValueError, TypeError) as exc:
+                if sid < self.FIRST_EXTRA:
+                    raise
+                # another program's stream with samples its own header does not describe: that
+                # stream stops, the session's own streams go on
+                if len(self.extra_errors) < 100:
+                    self.extra_errors.append(f"stream {sid}: {exc}")
 
     def samples(self, stream_id: int, timestamps, values) -> None:
         self.queue.put(("samples", stream_id, timestamps, values))
@@ -151,6 +175,20 @@ class Recorder:
 
     def boundary(self) -> None:
         self.queue.put(("boundary", 0, None, None))
+
+    def add_stream(self, header_xml: str) -> int:
+        """Declare another stream (its header is written by the recorder thread); its id."""
+        with self._id_lock:
+            sid = self._next_id
+            self._next_id += 1
+        self.queue.put(("header", sid, header_xml, None))
+        return sid
+
+    def protocol(self, record: dict, stamp: float) -> None:
+        """One sample of the protocol stream (closedloop.provenance)."""
+        from closedloop import provenance
+
+        self.samples(self.PROTOCOL, np.array([stamp]), [provenance.dumps(record)])
 
     @property
     def error(self):
@@ -177,9 +215,13 @@ class LiveSession:
         ttl=None,
         seed: int = 0,
         keep_latencies: bool = True,
+        record_streams: list[str] | None = None,
+        record_markers: bool = False,
+        check_units: bool = True,
     ) -> None:
         from closedloop.engine import Engine
         from closedloop.lsl.dejitter import ArrivalLead
+        from closedloop.plausibility import UnitsCheck
 
         self.protocol = protocol
         self.source = source
@@ -192,8 +234,33 @@ class LiveSession:
         self.arrival = ArrivalLead()
         self.keep_latencies = keep_latencies
         self.stop_event = threading.Event()
-        self.recorder = Recorder(record, source, outlets) if record else None
+        self.recorder = Recorder(record, source, outlets, protocol) if record else None
         self.end_reason = ""
+        used = [int(i) for i in self.engine.used_channels]
+        # units that are wrong by a factor of a thousand or more hold triggering, and say so
+        self.units_check = (
+            UnitsCheck(
+                source.sfreq,
+                used,
+                ch_names=[source.layout.ch_names[i] for i in used],
+                declared_scale=source.layout.scale_of(used),
+            )
+            if check_units and used
+            else None
+        )
+        self.capture = None
+        if self.recorder is not None and (record_streams or record_markers):
+            from closedloop.lsl.capture import StreamCapture
+
+            self.capture = StreamCapture(
+                self.recorder,
+                wanted=list(record_streams or []),
+                all_markers=record_markers,
+                exclude_source_ids={outlets.marker_info.source_id(), outlets.state_info.source_id()},
+                input_source_id=source.identity.source_id,
+                exclude_uids={getattr(source, "uid", "")},
+            )
+        self.warnings: list[str] = []  # said on stderr during the run, kept for the summary
 
     # --------------------------------------------------------------- signals
     def install_signal_handlers(self) -> None:
@@ -215,6 +282,8 @@ class LiveSession:
 
         from closedloop.engine import DECISION_LATENCY_S
 
+        from closedloop.provenance import learned_ready, learned_record
+
         clock = pylsl.local_clock
         engine, source, outlets, stats = self.engine, self.source, self.outlets, self.stats
         sfreq = source.sfreq
@@ -228,6 +297,10 @@ class LiveSession:
         pulses: list[float] = []
         correction = source.correction
         rec = self.recorder
+        units = self.units_check
+        units_ok = units is None
+        units_told = False
+        learned_written = rec is None
         # chunks later than this after their newest sample move the planning window on: the
         # decision latency plus half the phase tolerance (plans up to the tolerance late still go
         # out, so prompt streams keep the replay rule exactly)
@@ -237,6 +310,8 @@ class LiveSession:
         # delivery can be late by a whole default switch interval (5 ms).
         switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(SWITCH_INTERVAL_S)
+        if self.capture is not None:
+            self.capture.start()
         # everything built so far (mne, numpy, the engine) is moved out of the collector's reach:
         # a full collection then walks only what the session itself allocates (milliseconds less)
         gc.collect()
@@ -268,6 +343,8 @@ class LiveSession:
                     timeout = POLL_S
                 chunk, stamps = source.pull(timeout)
                 now = clock()
+                if source.notices:
+                    self._say_notices()
                 if chunk is None:
                     silent = now - last_data
                     if not stats.stalled and silent > stall_after and stats.chunks:
@@ -280,9 +357,16 @@ class LiveSession:
                         print(f"closedloop run: the input stream stalled ({silent:.2f} s without data); triggering held.", file=sys.stderr)
                     if silent > self.stall_timeout_s:
                         self.end_reason = f"no data for {silent:.1f} s (--timeout)"
+                        refused = list(getattr(source, "refused", {}).values())
+                        others = (
+                            "; a stream under the same source_id that is not this amplifier was not read ("
+                            + "; ".join(r["differs"][0] for r in refused[:2]) + ")"
+                            if refused
+                            else ""
+                        )
                         raise StreamError(
                             f"no data from stream {source.layout.name!r} for {silent:.1f} s "
-                            f"(--timeout {self.stall_timeout_s:g} s); the recording was closed cleanly."
+                            f"(--timeout {self.stall_timeout_s:g} s){others}; the recording was closed cleanly."
                         )
                     continue
                 if stats.stalled:
@@ -318,23 +402,41 @@ class LiveSession:
                 # arrive later than the decision latency plan that many chunks further ahead.
                 horizon = (source.chunk_size or n) / sfreq
                 lead = self.arrival.update(now - newest_ts, slack_s, horizon)
+                if not units_ok:
+                    units_ok = units.process(chunk)
+                    if not units_ok:
+                        # not plausibly EEG in the units it is taken in: no trigger on it
+                        engine.hold(horizon, newest_ts)
+                        if units.status == "implausible" and not units_told:
+                            units_told = True
+                            self._warn(f"{units.message()} Triggering is held.")
+                    elif units_told:
+                        self._warn("the input's amplitude is plausible EEG now; triggering is allowed again.")
                 state = engine.process(chunk, newest_ts, horizon, lead)
                 pushed = outlets.push_state(state)
                 if self.keep_latencies:
-                    # from the chunk's own stamp: the time it was pushed, for push-stamping drivers
-                    stats.latency_s.append(pushed - (stamps[-1] + correction))
+                    # from the chunk's own stamp (the time it was pushed, for push-stamping drivers),
+                    # or from its arrival when the stamp is later than that (stamps ahead of the clock)
+                    stats.latency_s.append(pushed - min(stamps[-1] + correction, now))
                 stats.last_state = state
                 if rec is not None:
                     rec.samples(Recorder.STATE, np.array([pushed]), np.array([[state.sample_ts, state.phase_deg, state.amplitude, state.feedback, float(state.gate)]]))
                 if state.plan is not None:
                     pending = state.plan
+                if not learned_written and learned_ready(engine):
+                    learned_written = True
+                    rec.protocol(learned_record(engine), now)
                 if now >= next_clock:
                     correction = source.refresh_time_correction()
                     if rec is not None:
-                        rec.clock_offset(Recorder.EEG, now, correction)
-                        # markers and state are stamped with this machine's clock: offset 0
+                        # collected at this moment of the stream's clock (LabRecorder's convention)
+                        rec.clock_offset(Recorder.EEG, now - correction, correction)
+                        # markers, state and protocol are stamped with this machine's clock: offset 0
                         rec.clock_offset(Recorder.MARKERS, now, 0.0)
                         rec.clock_offset(Recorder.STATE, now, 0.0)
+                        rec.clock_offset(Recorder.PROTOCOL, now, 0.0)
+                    if self.capture is not None and (self.capture.notices or self.capture.errors):
+                        self._say_notices()
                     next_clock = now + CLOCK_REFRESH_S
         finally:
             sys.setswitchinterval(switch_interval)
@@ -345,6 +447,18 @@ class LiveSession:
         if not self.end_reason:
             self.end_reason = "stopped"
         return self.summary()
+
+    def _warn(self, text: str) -> None:
+        self.warnings.append(text)
+        print(f"closedloop run: {text}", file=sys.stderr)
+
+    def _say_notices(self) -> None:
+        """Say what the source (stream changes, odd stamps) and the capture found since."""
+        for text in self.source.take_notices():
+            self._warn(text.rstrip(".") + ".")
+        if self.capture is not None:
+            for text in self.capture.take_notices():
+                self._warn(text.rstrip(".") + ".")
 
     def _wait_until(self, target: float, clock) -> float:
         """Sleep most of the way, then spin for the last fraction of a millisecond."""
@@ -384,6 +498,8 @@ class LiveSession:
         return 2 if self.protocol.trigger.event == "sham" else 1
 
     def _close(self) -> None:
+        if self.capture is not None:
+            self.capture.stop()  # before the recorder: their last samples go in first
         if self.recorder is not None:
             try:
                 self.recorder.close()
@@ -415,13 +531,37 @@ class LiveSession:
             "delivery_error_ms_p99": stats.delivery_error_s.percentile(99) * 1e3,
             "record_error": stats.record_error,
             "timestamps": self._timestamps_summary(),
+            "input": self._input_summary(),
+            "units": self.units_check.summary() if self.units_check is not None else None,
+            "recorded_streams": self.capture.summary() if self.capture is not None else [],
+            "warnings": list(self.warnings),
             "engine": counts,
         }
+
+    def _input_summary(self) -> dict:
+        source = self.source
+        layout = source.layout
+        out = {
+            "name": layout.name,
+            "type": layout.stype,
+            "source_id": layout.source_id,
+            "host": getattr(layout, "host", ""),
+            "channels": source.n_channels,
+            "sfreq": source.sfreq,
+            "format": layout.channel_format,
+            "units": sorted(set(layout.units)),
+            "units_given": getattr(layout, "units_given", None),
+        }
+        if hasattr(source, "identity_summary"):
+            out["identity"] = source.identity_summary()
+        return out
 
     def _timestamps_summary(self) -> dict:
         clock = getattr(self.source, "sample_clock", None)
         lead = {"plan_lead_ms_max": round(self.arrival.max_lead_s * 1e3, 3),
                 "arrival_lag_ms_p90": round(self.arrival.lag_s * 1e3, 3)}
+        if hasattr(self.source, "timestamps_summary"):
+            lead.update(self.source.timestamps_summary())
         if clock is None:
             return {"dejitter": False, **lead}
         return {"dejitter": True, **clock.summary(), **lead}
@@ -430,14 +570,26 @@ class LiveSession:
 # ---------------------------------------------------------------------- command
 def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--protocol", "-p", required=True, help="protocol file (.toml) or preset name")
-    src = p.add_argument_group("source (one of)")
-    src.add_argument("--stream-name", help="the input stream's name")
-    src.add_argument("--stream-type", help="the input stream's type (default EEG)")
-    src.add_argument("--source-id", help="the input stream's source_id (most specific)")
+    src = p.add_argument_group(
+        "source", "the one input stream: it must match every selector given (type EEG if none is); only "
+        "regularly sampled numeric streams are candidates; more than one match is refused (exit 4)"
+    )
+    src.add_argument("--stream-name", help="the input stream's name (exact)")
+    src.add_argument("--stream-type", help="the input stream's type, any case (default EEG)")
+    src.add_argument("--source-id", help="the input stream's source_id (exact; the most specific)")
+    src.add_argument("--host", help="the host name of the machine publishing the input stream (any case)")
+    src.add_argument("--units", metavar="UNIT",
+                     help="the units of the input's voltage channels, overriding what the stream says: "
+                          "V, mV, uV (or µV), nV, or mne-lsl's codes 0, -3, -6, -9")
     p.add_argument("--resolve-timeout", type=float, default=10.0, help="seconds to wait for the stream (default 10)")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument("--timeout", type=float, default=30.0, help="end with exit 4 after this long without data (default 30 s)")
     p.add_argument("--record", help="record the session to this XDF file")
+    p.add_argument("--record-stream", action="append", default=[], metavar="NAME_OR_SOURCE_ID",
+                   help="with --record: also record every stream with this name or source_id (repeatable; "
+                        "streams that appear later are picked up)")
+    p.add_argument("--record-markers", action="store_true",
+                   help="with --record: also record every marker stream visible (every stream of irregular rate)")
     p.add_argument("--marker-name", help="Markers stream name (default closedloop-markers)")
     p.add_argument("--marker-source-id", help="Markers stream source_id")
     p.add_argument("--state-name", help="State stream name (default closedloop-state)")
@@ -465,6 +617,16 @@ def run_command(args: argparse.Namespace) -> int:
     protocol = load_protocol(args.protocol)
     if args.duration is not None and not args.duration > 0:
         raise UsageError(f"--duration must be a positive number of seconds, got {args.duration}.")
+    if (args.record_stream or args.record_markers) and not args.record:
+        raise UsageError("--record-stream and --record-markers need --record FILE.xdf to record into.")
+    units = None
+    if args.units is not None:
+        from closedloop.units import parse_units_option
+
+        try:
+            units = parse_units_option(args.units)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     rt = None
     if args.realtime_priority is not None and not args.realtime:
         raise UsageError("--realtime-priority needs --realtime.")
@@ -485,9 +647,10 @@ def run_command(args: argparse.Namespace) -> int:
 
         ttl = SerialTTL(args.serial, pulse_width_s=args.ttl_width)
     info = resolve_stream(
-        name=args.stream_name, stype=args.stream_type, source_id=args.source_id, timeout=args.resolve_timeout
+        name=args.stream_name, stype=args.stream_type, source_id=args.source_id, host=args.host,
+        timeout=args.resolve_timeout,
     )
-    source = LSLSource(info, dejitter=not args.raw_timestamps)
+    source = LSLSource(info, dejitter=not args.raw_timestamps, units=units)
     for note in source.layout.notes:
         print(f"closedloop run: note: {note}.", file=sys.stderr)
     outlets = EngineOutlets(
@@ -507,11 +670,15 @@ def run_command(args: argparse.Namespace) -> int:
             record=args.record,
             ttl=ttl,
             seed=args.seed,
+            record_streams=args.record_stream,
+            record_markers=args.record_markers,
         )
         session.install_signal_handlers()
+        from closedloop.lsl.selection import stream_label
+
         print(
-            f"closedloop run: {protocol.name!r} on {source.layout.name!r} "
-            f"({source.n_channels} ch, {source.sfreq:g} Hz); baseline {protocol.trigger.baseline_s:g} s.",
+            f"closedloop run: {protocol.name!r} on {stream_label(info)}; "
+            f"baseline {protocol.trigger.baseline_s:g} s.",
             file=sys.stderr,
         )
         monitor = None
@@ -542,6 +709,13 @@ def run_command(args: argparse.Namespace) -> int:
     )
     for note in summary["engine"].get("notes", []):
         print(f"closedloop run: {note}", file=sys.stderr)
+    checked = summary.get("units") or {}
+    if checked.get("status") not in (None, "ok"):
+        why = "they were never judged (no usable signal)" if checked["status"] == "pending" else (
+            f"the amplitude was implausible for EEG (robust {checked['amplitude_uv']:.3g} µV"
+            + (f"; the values look like {checked['looks_like']}" if checked.get("looks_like") else "") + ")"
+        )
+        print(f"closedloop run: triggering was held for the whole session: {why}; see --units.", file=sys.stderr)
     if summary["record_error"]:
         print(f"closedloop run: the recording stopped early: {summary['record_error']}", file=sys.stderr)
     if args.summary_json:

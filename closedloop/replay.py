@@ -80,8 +80,13 @@ def run_engine(
     chunk_size: int,
     keep_state: bool = True,
     progress=None,
+    units_check=None,
 ) -> OfflineResult:
-    """Feed ``(start_index, chunk)`` pairs to ``engine`` on the sample clock and collect triggers."""
+    """Feed ``(start_index, chunk)`` pairs to ``engine`` on the sample clock and collect triggers.
+
+    ``units_check`` (a :class:`closedloop.plausibility.UnitsCheck`) holds triggering, as live,
+    while the data are not plausibly EEG in microvolts.
+    """
     sfreq = engine.sfreq
     horizon_s = chunk_size / sfreq
     triggers: list[dict] = []
@@ -96,6 +101,8 @@ def run_engine(
             continue
         newest = start + n - 1
         newest_ts = newest / sfreq
+        if units_check is not None and not units_check.ok and not units_check.process(chunk):
+            engine.hold(horizon_s, newest_ts)
         state = engine.process(chunk, newest_ts, horizon_s)
         n_total = max(n_total, newest + 1)
         plan = state.plan
@@ -201,6 +208,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         help="samples per chunk to simulate (default: the samples in 10 ms)",
     )
     p.add_argument("--stream", help="XDF: the EEG stream's name or type")
+    p.add_argument("--units", metavar="UNIT",
+                   help="the units of the recording's voltage values, overriding its header: V, mV, uV "
+                        "(or µV), nV, or mne-lsl's codes 0, -3, -6, -9")
     p.add_argument("--seed", type=int, default=0, help="seed for sham phases and interval jitter")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -211,8 +221,21 @@ def run_command(args: argparse.Namespace) -> int:
     from closedloop.progress import progress_bar
     from closedloop.protocol import load_protocol
 
+    from closedloop.plausibility import UnitsCheck
+
     protocol = load_protocol(args.protocol)
-    recording = open_recording(args.recording, stream=args.stream)
+    units = None
+    if getattr(args, "units", None) is not None:
+        from closedloop.units import parse_units_option
+
+        try:
+            units = parse_units_option(args.units)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    recording = open_recording(args.recording, stream=args.stream, units=units)
+    for note in recording.notes:
+        if note.startswith("--units"):
+            print(f"closedloop replay: note: {note}.", file=sys.stderr)
     try:
         chunk_size = args.chunk_size or default_chunk_size(recording.sfreq)
         if chunk_size < 1:
@@ -220,15 +243,25 @@ def run_command(args: argparse.Namespace) -> int:
         out = Path(args.out) if args.out else Path(Path(args.recording).name.split(".")[0] + "_replay")
         out.mkdir(parents=True, exist_ok=True)
         engine = Engine(protocol, recording.ch_names, recording.sfreq, seed=args.seed)
+        used = [int(i) for i in engine.used_channels]
+        scales = {float(recording.value_scale[i]) for i in used}
+        check = UnitsCheck(recording.sfreq, used, ch_names=[recording.ch_names[i] for i in used],
+                           declared_scale=scales.pop() if len(scales) == 1 else None) if used else None
         with progress_bar(recording.n_samples, "replay", disable=args.quiet) as advance:
             result = run_engine(
                 engine,
                 recording.iter_chunks(chunk_size),
                 chunk_size=chunk_size,
                 progress=advance,
+                units_check=check,
             )
     finally:
         recording.close()
+    if check is not None:
+        result.summary["units"] = check.summary()
+        if check.first_verdict == "implausible":
+            held = "for the whole recording" if check.status != "ok" else "until the amplitude became plausible"
+            print(f"closedloop replay: {check.message()} Triggering was held {held}.", file=sys.stderr)
     write_outputs(out, result, protocol, recording_path=str(args.recording), ch_names=recording.ch_names)
     s = result.summary
     for note in s.get("notes", []):
