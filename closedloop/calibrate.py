@@ -10,7 +10,9 @@ From a baseline recording of the person (or the first minutes of a session):
    passes the protocol's amplitude gate. Each method's bias correction is part of its fit.
 
 The best candidate is written with the band into a complete protocol file that ``run`` and
-``replay`` load.
+``replay`` load. It is named after the person (``--name``, else the BIDS ``sub-`` label of the
+baseline's file name, else the file's name), not after the protocol it started from: its markers,
+its recordings and its reports then say whose tuning was used.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -65,6 +68,23 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         default=None,
         help="comma-separated methods to consider (default: all candidates)",
     )
+    p.add_argument(
+        "--name",
+        default=None,
+        help="name of the tuned protocol (default: the protocol's name and the person: the BIDS "
+        "sub- label of the baseline's file name, else the file's name)",
+    )
+
+
+def person_of(path: str | Path) -> str:
+    """Whose baseline this is, from its file name: ``sub-XX`` (and ``ses-YY``) if BIDS, else its stem."""
+    name = Path(path).name
+    sub = re.search(r"(?:^|[_/])(sub-[A-Za-z0-9]+)", name)
+    if sub:
+        ses = re.search(r"_(ses-[A-Za-z0-9]+)", name)
+        return sub.group(1) + (f"_{ses.group(1)}" if ses else "")
+    stem = name.split(".")[0]
+    return stem or name
 
 
 def score_candidate(
@@ -214,8 +234,12 @@ def run_command(args: argparse.Namespace) -> int:
             "amplitude gate in the held-out part)."
         )
     best_rms, method, params, _ = min(scored, key=lambda c: c[0])
+    name = args.name if args.name else f"{protocol.name}-{person_of(args.baseline)}"
+    if not name.strip():
+        raise UsageError("--name must not be empty.")
     tuned = dataclasses.replace(
         protocol,
+        name=name,
         band=dataclasses.replace(
             band, low_hz=round(band_hz[0], 3), high_hz=round(band_hz[1], 3), individual=False
         ),
@@ -230,7 +254,7 @@ def run_command(args: argparse.Namespace) -> int:
     load_protocol(str(out))  # what we wrote must load
     print(
         f"chosen: {method} {params or '(defaults)'}, band {band_hz[0]:.2f}-{band_hz[1]:.2f} Hz; "
-        f"wrote {out}",
+        f"wrote {out} (protocol {name!r})",
         file=sys.stderr,
     )
     return 0

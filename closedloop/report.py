@@ -324,7 +324,19 @@ def load_xdf(path: str | Path, *, protocol: str | None = None, advance=lambda n:
         desc = state_stream["info"].get("desc")
         if isinstance(desc, list) and desc and isinstance(desc[0], dict):
             name = str((desc[0].get("protocol") or [""])[0] or "")
-    proto = _resolve_protocol(protocol, name, None, notes)
+    # the protocol as the session resolved it, recorded by closedloop run (closedloop.provenance)
+    resolved = _recorded_protocol(streams, notes)
+    embedded = None
+    if resolved is not None and resolved["toml"]:
+        from closedloop.protocol import tomllib
+
+        try:
+            embedded = {**tomllib.loads(resolved["toml"]), "source": resolved["source"] or name}
+        except tomllib.TOMLDecodeError as exc:
+            notes.append(f"the protocol recorded in the session is not valid TOML ({exc}).")
+        name = name or str(resolved["name"] or "")
+    proto = _resolve_protocol(protocol, name, embedded, notes)
+    learned = (resolved or {}).get("learned") or {} if protocol is None else {}
 
     rows = np.asarray(state_stream["time_series"], dtype=float).reshape(-1, 5)
     pushed = np.asarray(state_stream["time_stamps"], dtype=float)
@@ -342,8 +354,13 @@ def load_xdf(path: str | Path, *, protocol: str | None = None, advance=lambda n:
             threshold = 0.0
         elif kind == "uv":
             threshold = float(proto.trigger.gate_value)
+    if learned.get("gate_threshold_uv") is not None:
+        threshold, inferred = float(learned["gate_threshold_uv"]), False
     if threshold is None and np.any(rows[:, 4] > 0.5):
         threshold, inferred = float(np.nanmin(rows[rows[:, 4] > 0.5, 2])), True
+    band_hz = (proto.band.low_hz, proto.band.high_hz) if proto is not None else None
+    if learned.get("band_hz"):
+        band_hz = (float(learned["band_hz"][0]), float(learned["band_hz"][1]))
 
     session = Session(
         source="xdf",
@@ -352,7 +369,7 @@ def load_xdf(path: str | Path, *, protocol: str | None = None, advance=lambda n:
         protocol=proto,
         sfreq=sfreq,
         duration_s=stamps.size / sfreq,
-        band_hz=(proto.band.low_hz, proto.band.high_hz) if proto is not None else None,
+        band_hz=band_hz,
         gate_threshold_uv=threshold,
         gate_threshold_inferred=inferred,
         onset_s=_position_s(marker_times, stamps, sfreq),
@@ -366,9 +383,10 @@ def load_xdf(path: str | Path, *, protocol: str | None = None, advance=lambda n:
         samples=int(stamps.size),
         gaps=gaps,
         missing_samples=missing,
+        estimator=learned.get("estimator"),
         notes=notes,
     )
-    if proto is not None and proto.band.individual:
+    if proto is not None and proto.band.individual and not learned.get("band_hz"):
         notes.append("the protocol centres its band on the individual peak, which the recording does not "
                      "store; the ground truth uses the protocol's band.")
     if proto is None:
@@ -382,6 +400,18 @@ def load_xdf(path: str | Path, *, protocol: str | None = None, advance=lambda n:
                                 f"not {stamps.size}; the file may be damaged.")
             session.derived = _derived_from_recording(rec, proto, advance)
     return session
+
+
+def _recorded_protocol(streams: list[dict], notes: list[str]) -> dict | None:
+    """The ``ClosedLoopProtocol`` stream of a recording, read (None when it has none)."""
+    from closedloop.provenance import STREAM_TYPE, read_protocol_stream
+
+    found = [s for s in streams if _info(s, "type") == STREAM_TYPE]
+    if not found:
+        return None
+    if len(found) > 1:
+        notes.append(f"the recording holds {len(found)} protocol streams; the first is used.")
+    return read_protocol_stream(found[0])
 
 
 def load_session(path: str | Path, *, protocol: str | None = None, recording: str | None = None,
