@@ -130,6 +130,7 @@ class Recorder:
         self.extra_errors: list[str] = []
         self._next_id = self.FIRST_EXTRA
         self._id_lock = threading.Lock()
+        self.has_protocol = protocol is not None
         if protocol is not None:
             import pylsl
 
@@ -423,7 +424,7 @@ class LiveSession:
                     rec.samples(Recorder.STATE, np.array([pushed]), np.array([[state.sample_ts, state.phase_deg, state.amplitude, state.feedback, float(state.gate)]]))
                 if state.plan is not None:
                     pending = state.plan
-                if not learned_written and learned_ready(engine):
+                if not learned_written and rec.has_protocol and learned_ready(engine):
                     learned_written = True
                     rec.protocol(learned_record(engine), now)
                 if now >= next_clock:
@@ -434,7 +435,8 @@ class LiveSession:
                         # markers, state and protocol are stamped with this machine's clock: offset 0
                         rec.clock_offset(Recorder.MARKERS, now, 0.0)
                         rec.clock_offset(Recorder.STATE, now, 0.0)
-                        rec.clock_offset(Recorder.PROTOCOL, now, 0.0)
+                        if rec.has_protocol:
+                            rec.clock_offset(Recorder.PROTOCOL, now, 0.0)
                     if self.capture is not None and (self.capture.notices or self.capture.errors):
                         self._say_notices()
                     next_clock = now + CLOCK_REFRESH_S

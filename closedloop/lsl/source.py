@@ -18,9 +18,10 @@ The stream is chosen by :mod:`closedloop.lsl.selection` and its identity pinned 
 silent for ``SEARCH_AFTER_S``) the source looks for it again by its source_id in the background
 and reads on only from a stream with the same identity.
 
-Times: a sample cannot arrive before it was taken, so a stamp later than the chunk's arrival
-(mne-lsl's ``PlayerLSL`` stamps a chunk ahead) is taken as the arrival; :class:`StampCheck` says so,
-and says when stamps lag by more than a transport delay. Drivers that stamp every sample of a
+Times: a sample cannot arrive before it was taken, so stamps that run ahead of the chunks'
+arrivals (mne-lsl's ``PlayerLSL`` stamps a chunk ahead) are moved back by the most they lead, and
+a sample's time is never later than its arrival; :class:`StampCheck` says so, and says when stamps
+lag by more than a transport delay. Drivers that stamp every sample of a
 chunk with the chunk's push time get their stamps spread back at the nominal rate, as liblsl does
 for a chunk pushed with one stamp: otherwise every sample but the last is late by its distance to
 the end of its chunk (0.8 ms for the first of 5 at 5 kHz), and a pull that catches a chunk split
@@ -81,6 +82,8 @@ UNIT_TO_UV = {
 #: Without data for this long, the source starts looking for its stream again (it may have come
 #: back under a new uid while the old connection hangs).
 SEARCH_AFTER_S = 1.0
+#: A lead of stamps ahead of the arrivals is forgotten at most this fast (seconds per second).
+LEAD_DECAY = 0.001
 #: Samples of a pull stamped like their neighbour, seen this often, mean the driver stamps every
 #: sample of a chunk with the chunk's push time.
 SAME_STAMP_EVIDENCE = 3
@@ -301,6 +304,8 @@ class LSLSource:
         self.newest_ts = float("nan")
         self.arrival = float("nan")  # local clock when the last pull returned
         self.stamp_check = StampCheck()
+        self._lead = 0.0  # how far the stamps run ahead of the arrivals (removed from newest_ts)
+        self.max_lead_s = 0.0
         self.notices: deque[str] = deque()
         # the same stamp on every sample of a chunk
         self.stamps_per_chunk = False
@@ -385,6 +390,7 @@ class LSLSource:
         self.n_reconnects += 1
         self._prev_last = math.nan
         self._run_stamp, self._run_pos = math.nan, 0
+        self._lead = 0.0
         self.notices.append(
             f"the stream is back under source_id {self.identity.source_id!r} with the identity "
             f"pinned at connect ({stream_label(found.info)})"
@@ -477,14 +483,25 @@ class LSLSource:
         self.n_received += n
         self._last_n = n
         newest = float(self._ts[n - 1])
-        # a sample cannot arrive before it was taken: stamps ahead of the arrival are the arrival
         arrived = arrival - self.correction
         message = self.stamp_check.update(arrived - newest, n * self._dt)
         if message is not None:
             self.notices.append(message)
-        if newest > arrived:
-            newest = arrived
-        self.newest_ts = newest if self.sample_clock is None else self.sample_clock.update(newest, n)
+        est = newest if self.sample_clock is None else self.sample_clock.update(newest, n)
+        # a sample cannot arrive before it was taken: stamps that run ahead of the arrivals are
+        # moved back by the most they lead (a constant shift keeps their own smoothness; taking
+        # each arrival instead would bring in the sender's push jitter), at once when a chunk leads
+        # by more, and forward again by at most LEAD_DECAY of the elapsed time
+        ahead = est - arrived
+        lead = self._lead
+        if ahead > lead:
+            lead = ahead
+        elif lead > 0.0:
+            lead = max(ahead, lead - LEAD_DECAY * n * self._dt, 0.0)
+        self._lead = lead
+        if lead > self.max_lead_s:
+            self.max_lead_s = lead
+        self.newest_ts = est - lead
         chunk = np.empty((self.n_channels, n), dtype=np.float64)
         if self._unit_scale:
             chunk[...] = self._buf[:n].T
@@ -562,7 +579,7 @@ class LSLSource:
         ``missing`` samples would complete the usual chunk; only those whose timestamps have
         passed can have been pushed already, so only those are waited for.
         """
-        late_s = self._clock() - (self._ts[n - 1] + self.correction)
+        late_s = self._clock() - (self._ts[n - 1] - self._lead + self.correction)
         due = min(missing, self.capacity - n, int(late_s * self.sfreq + 1e-6))
         if due <= 0:
             return n  # the rest is not due yet: a small chunk, not a split one
@@ -629,7 +646,11 @@ class LSLSource:
 
     def timestamps_summary(self) -> dict:
         """What the stamps were like against this machine's clock (run summary ``timestamps``)."""
-        return {**self.stamp_check.summary(), "stamps_per_chunk": self.stamps_per_chunk}
+        return {
+            **self.stamp_check.summary(),
+            "lead_removed_ms_max": round(self.max_lead_s * 1e3, 3),
+            "stamps_per_chunk": self.stamps_per_chunk,
+        }
 
     def close(self) -> None:
         if self._finder is not None:
