@@ -103,6 +103,7 @@ def eyes_closed():
     return raw
 
 
+@pytest.mark.slow
 def test_mne_lsl_player_with_and_without_annotations_in_several_chunk_sizes(tmp_path, source_id, eyes_closed):
     from mne_lsl.player import PlayerLSL
 
@@ -140,6 +141,7 @@ def test_mne_lsl_player_with_and_without_annotations_in_several_chunk_sizes(tmp_
             assert recorded == {"annotations"}, (tag, o.summary["recorded_streams"])
 
 
+@pytest.mark.slow
 def test_vendor_style_outlets_in_every_unit_and_stamping(tmp_path, source_id, eyes_closed):
     data = eyes_closed.get_data() * 1e6
     names = list(eyes_closed.ch_names)
