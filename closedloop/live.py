@@ -282,7 +282,6 @@ class LiveSession:
         import pylsl
 
         from closedloop.engine import DECISION_LATENCY_S
-
         from closedloop.provenance import learned_ready, learned_record
 
         clock = pylsl.local_clock
@@ -712,12 +711,19 @@ def run_command(args: argparse.Namespace) -> int:
     for note in summary["engine"].get("notes", []):
         print(f"closedloop run: {note}", file=sys.stderr)
     checked = summary.get("units") or {}
-    if checked.get("status") not in (None, "ok"):
-        why = "they were never judged (no usable signal)" if checked["status"] == "pending" else (
-            f"the amplitude was implausible for EEG (robust {checked['amplitude_uv']:.3g} µV"
-            + (f"; the values look like {checked['looks_like']}" if checked.get("looks_like") else "") + ")"
+    if checked.get("status") == "implausible":
+        like = f"; the values look like {checked['looks_like']}" if checked.get("looks_like") else ""
+        print(
+            f"closedloop run: triggering was held for the whole session: the amplitude was implausible "
+            f"for EEG (robust {checked['amplitude_uv']:.3g} µV{like}); see --units.",
+            file=sys.stderr,
         )
-        print(f"closedloop run: triggering was held for the whole session: {why}; see --units.", file=sys.stderr)
+    elif checked.get("status") == "pending" and summary["samples"] >= checked["window_s"] * source.sfreq:
+        print(
+            "closedloop run: triggering was held for the whole session: the protocol's channels never "
+            "carried a signal to judge its units by (flat or not finite).",
+            file=sys.stderr,
+        )
     if summary["record_error"]:
         print(f"closedloop run: the recording stopped early: {summary['record_error']}", file=sys.stderr)
     if args.summary_json:

@@ -126,7 +126,7 @@ class UnitsCheck:
         self.sfreq = float(sfreq)
         self.declared_scale = declared_scale
         self.settings = settings
-        self.window_n = max(3, int(round(settings.window_s * self.sfreq)))
+        self.window_n = max(3, round(settings.window_s * self.sfreq))
         self._buf = np.empty((self.channels.size, self.window_n))
         self.reset()
 

@@ -218,10 +218,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 def run_command(args: argparse.Namespace) -> int:
     from closedloop.engine import Engine
     from closedloop.io import open_recording
+    from closedloop.plausibility import UnitsCheck
     from closedloop.progress import progress_bar
     from closedloop.protocol import load_protocol
-
-    from closedloop.plausibility import UnitsCheck
 
     protocol = load_protocol(args.protocol)
     units = None

@@ -89,7 +89,7 @@ def test_record_holds_other_streams_and_the_protocol_as_resolved(tmp_path, sourc
         stream = streams[pusher.name]
         assert "footer" in stream and stream["clock_times"], pusher.name  # footer and clock offsets
         got = [v[0] for v in stream["time_series"]]
-        sent = dict((v, t) for t, v in pusher.sent)
+        sent = {v: t for t, v in pusher.sent}
         assert len(got) >= 10, (pusher.name, len(got))
         # from the first recorded marker on (markers sent before the inlet opened are not
         # LSL's to keep) every marker is there, in order, with the stamp it was sent with

@@ -115,11 +115,11 @@ def test_mne_lsl_player_with_and_without_annotations_in_several_chunk_sizes(tmp_
     }
     assert len(eyes_closed.annotations) > 0  # so the annotations stream is published
     players, cases = [], {}
-    for k, (tag, (chunk, annotations, encoding)) in enumerate(configs.items()):
+    for k, (tag, (chunk, with_annotations, encoding)) in enumerate(configs.items()):
         sid = f"{source_id}-p{k}"
-        players.append(PlayerLSL(eyes_closed, chunk_size=chunk, source_id=sid, annotations=annotations,
+        players.append(PlayerLSL(eyes_closed, chunk_size=chunk, source_id=sid, annotations=with_annotations,
                                  annotations_encoding=encoding, name=f"MNE-LSL-Player-{k}").start())
-        extra = ("--record-stream", sid) if annotations else ()  # and record the annotations too
+        extra = ("--record-stream", sid) if with_annotations else ()  # and record the annotations too
         cases[tag] = (sid, chunk, extra)
     try:
         outcomes = live_against_replay(tmp_path, cases)
@@ -181,7 +181,7 @@ def test_vendor_style_outlets_in_every_unit_and_stamping(tmp_path, source_id, ey
 
 
 def test_two_streams_under_one_source_id_are_refused_listing_both(tmp_path, source_id, eyes_closed):
-    data = eyes_closed.get_data()[:, : int(20 * 160)] * 1e6
+    data = eyes_closed.get_data()[:, : 20 * 160] * 1e6
     names = list(eyes_closed.ch_names)
     outlets = [VendorOutlet(data, 160.0, source_id, name=f"amp-{k}", ch_names=names).start() for k in (1, 2)]
     try:

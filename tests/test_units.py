@@ -12,7 +12,6 @@ import math
 
 import mne
 import numpy as np
-import pylsl
 import pytest
 
 from closedloop.io import open_recording
@@ -138,7 +137,7 @@ def test_a_start_up_transient_holds_only_until_a_window_passes(recordings):
 
 
 def test_chunking_does_not_change_the_verdict(recordings):
-    data, sfreq, names = _eyes_closed_uv(4.0)
+    data, sfreq, _ = _eyes_closed_uv(4.0)
     picks = list(range(8))
     verdicts = []
     for size in (1, 5, 33, data.shape[1]):

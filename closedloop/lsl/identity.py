@@ -21,7 +21,13 @@ from dataclasses import asdict, dataclass
 
 import pylsl
 
-from closedloop.lsl.selection import format_name, resolve_all, stream_label, why_not_eeg, xpath_literal
+from closedloop.lsl.selection import (
+    format_name,
+    resolve_all,
+    stream_label,
+    why_not_eeg,
+    xpath_literal,
+)
 
 logger = logging.getLogger("closedloop.lsl.identity")
 

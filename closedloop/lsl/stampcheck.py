@@ -88,10 +88,8 @@ class StampCheck:
         self._lags[self._n] = lag_s
         self._n += 1
         self._span += chunk_s
-        if lag_s < self.lag_min_s:
-            self.lag_min_s = lag_s
-        if lag_s > self.lag_max_s:
-            self.lag_max_s = lag_s
+        self.lag_min_s = min(self.lag_min_s, lag_s)
+        self.lag_max_s = max(self.lag_max_s, lag_s)
         if self._span < self.window_s and self._n < MAX_CHUNKS:
             return None
         return self._judge()
