@@ -112,7 +112,7 @@ class StreamIdentity:
 
 @dataclass
 class Reconnection:
-    """An open inlet on the pinned stream, found again, with its first clock offset."""
+    """An inlet on the pinned stream, found again (not yet opened), with its first clock offset."""
 
     inlet: pylsl.StreamInlet
     info: pylsl.StreamInfo
@@ -271,7 +271,8 @@ class StreamFinder:
                 _close(inlet)
                 self._checked.discard(info.uid())
                 return None
-            inlet.open_stream(HEADER_TIMEOUT_S)
+            # the stream itself is opened by the source, on the loop's thread, so that liblsl's
+            # receiving thread inherits the loop's scheduling (--realtime)
             try:
                 correction = float(inlet.time_correction(HEADER_TIMEOUT_S))
             except Exception:

@@ -82,6 +82,8 @@ UNIT_TO_UV = {
 #: Without data for this long, the source starts looking for its stream again (it may have come
 #: back under a new uid while the old connection hangs).
 SEARCH_AFTER_S = 1.0
+#: Longest wait for a stream found again to open, seconds.
+OPEN_AGAIN_S = 2.0
 #: A lead of stamps ahead of the arrivals is forgotten at most this fast (seconds per second).
 LEAD_DECAY = 0.001
 #: Samples of a pull stamped like their neighbour, seen this often, mean the driver stamps every
@@ -377,6 +379,14 @@ class LSLSource:
         if found is None:
             return False
         self._collect_notices()
+        try:
+            # here, on the loop's thread: liblsl's receiving thread inherits its scheduling
+            found.inlet.open_stream(OPEN_AGAIN_S)
+        except (_LSLTimeout, _LSLLost):
+            _close_inlet(found.inlet)
+            self._finder = None
+            self._search(lost=self.lost)  # it went away again: look on
+            return False
         if not self.lost:
             _close_inlet(self.inlet)
         self.inlet = found.inlet
