@@ -612,7 +612,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 def run_command(args: argparse.Namespace) -> int:
     from closedloop.lsl.outputs import EngineOutlets
-    from closedloop.lsl.source import LSLSource, resolve_stream
+    from closedloop.lsl.source import open_source
     from closedloop.protocol import load_protocol
 
     protocol = load_protocol(args.protocol)
@@ -647,11 +647,13 @@ def run_command(args: argparse.Namespace) -> int:
         from closedloop.ttl import SerialTTL
 
         ttl = SerialTTL(args.serial, pulse_width_s=args.ttl_width)
-    info = resolve_stream(
-        name=args.stream_name, stype=args.stream_type, source_id=args.source_id, host=args.host,
-        timeout=args.resolve_timeout,
+    from closedloop.lsl.selection import StreamSelector
+
+    selector = StreamSelector(
+        source_id=args.source_id, name=args.stream_name, stype=args.stream_type, host=args.host
     )
-    source = LSLSource(info, dejitter=not args.raw_timestamps, units=units)
+    source = open_source(selector, args.resolve_timeout, dejitter=not args.raw_timestamps, units=units)
+    info = source.info
     for note in source.layout.notes:
         print(f"closedloop run: note: {note}.", file=sys.stderr)
     outlets = EngineOutlets(

@@ -27,7 +27,7 @@ logger = logging.getLogger("closedloop.lsl.selection")
 
 #: Length of one resolve round, seconds: long enough for every stream on the network to reply
 #: (loopback replies come at once or with liblsl's unicast wave after 0.5 s).
-ROUND_S = 1.0
+ROUND_S = 0.6
 #: Most streams one resolve returns.
 MAX_STREAMS = 1024
 
@@ -186,6 +186,20 @@ def find_streams(selector: StreamSelector, timeout: float, *, round_s: float = R
             return found
         if time.monotonic() >= deadline:
             return []
+
+
+def first_candidate(selector: StreamSelector, timeout: float) -> pylsl.StreamInfo | None:
+    """The first EEG candidate matching ``selector`` to answer (None after ``timeout``), at once:
+    no full round, so it need not be the only one (:func:`choose_stream` says that)."""
+    predicate = f"{selector.predicate()} and number(nominal_srate)>0 and channel_format!='string'"
+    deadline = time.monotonic() + max(0.0, timeout)
+    while True:
+        remaining = deadline - time.monotonic()
+        for info in pylsl.resolve_bypred(predicate, 1, max(0.05, remaining)):
+            if selector.matches(info) and why_not_eeg(info) is None:
+                return info
+        if time.monotonic() >= deadline:
+            return None
 
 
 def choose_stream(selector: StreamSelector, timeout: float = 5.0) -> pylsl.StreamInfo:

@@ -39,10 +39,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import pylsl
 
-from closedloop.errors import DataError, StreamError
+from closedloop.errors import ClosedLoopError, DataError, StreamError
 from closedloop.lsl.dejitter import SampleClock
 from closedloop.lsl.identity import StreamFinder, StreamIdentity, channel_fields
-from closedloop.lsl.selection import StreamSelector, choose_stream, stream_label, why_not_eeg
+from closedloop.lsl.selection import (
+    StreamSelector,
+    choose_stream,
+    first_candidate,
+    stream_label,
+    why_not_eeg,
+)
 from closedloop.lsl.selection import describe_streams as describe_streams  # noqa: PLC0414
 from closedloop.lsl.stampcheck import StampCheck
 from closedloop.units import factor_name, is_voltage_type, unit_to_uv
@@ -123,6 +129,46 @@ def resolve_stream(
         When the matching streams cannot be EEG (strings, irregular rate): exit 3.
     """
     return choose_stream(StreamSelector(source_id=source_id, name=name, stype=stype, host=host), timeout)
+
+
+def open_source(selector: StreamSelector, timeout: float = 5.0, **options) -> LSLSource:
+    """Choose the one EEG stream matching ``selector`` (:func:`choose_stream`) and connect to it.
+
+    Choosing waits a full resolve round to see every stream that matches; connecting (the full
+    header, the first clock offset) takes about as long. Both run at once: the source connects to
+    the first candidate that answers while the round runs in a helper thread, and is kept if the
+    round confirms it as the only one. The inlet is opened on the calling thread (its scheduling,
+    e.g. --realtime, is inherited by liblsl's receiving threads). ``options`` go to
+    :class:`LSLSource`.
+
+    Raises
+    ------
+    StreamError, DataError
+        As :func:`choose_stream`.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    selector = selector.effective()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="closedloop-choose") as pool:
+        choosing = pool.submit(choose_stream, selector, timeout)
+        early = None
+        first = first_candidate(selector, timeout)
+        if first is not None:
+            try:
+                early = LSLSource(first, **options)
+            except ClosedLoopError:
+                early = None  # it went away, or did not answer: the round decides
+        try:
+            info = choosing.result()
+        except BaseException:
+            if early is not None:
+                early.close()
+            raise
+    if early is not None and early.uid == info.uid():
+        return early
+    if early is not None:
+        early.close()
+    return LSLSource(info, **options)
 
 
 @dataclass
