@@ -12,6 +12,8 @@ message naming the problem. `pytest -s` prints, per source, the two counts and t
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +21,7 @@ import mne
 import pytest
 
 from closedloop.replay import read_events_tsv
-from tests.helpers.faults import finish, read_summary, run_cli, start_cli
+from tests.helpers.faults import env, finish, read_summary, run_cli, start_cli
 from tests.helpers.lsl import VendorOutlet
 from tests.helpers.recordings import EYES_CLOSED
 
@@ -80,7 +82,7 @@ def report(title: str, outcomes: dict[str, Outcome]) -> None:
             f"  {tag:22s} live {o.n_live:3d}  replay {o.n_replay if o.n_replay is not None else '-':>3}  "
             f"latency {o.summary['latency_ms_p50']:.3f}/{o.summary['latency_ms_p99']:.3f}  "
             f"stamp lag {ts.get('arrival_minus_stamp_ms_median')}  ahead {ts.get('stamps_ahead')}  "
-            f"gaps {o.summary['gaps']}"
+            f"gaps {o.summary['gaps']}  plan lead {ts.get('plan_lead_ms_max')} ms"
         )
 
 
@@ -103,10 +105,48 @@ def eyes_closed():
     return raw
 
 
+#: mne-lsl's PlayerLSL in a process of its own, as a user runs it (players sharing this test's
+#: process would hold up each other's pushes through the interpreter lock).
+PLAYER = """
+import sys
+import mne
+from mne_lsl.player import PlayerLSL
+path, chunk, source_id, annotations, encoding, name = sys.argv[1:]
+raw = mne.io.read_raw(path, preload=True, verbose="error")
+player = PlayerLSL(raw, chunk_size=int(chunk), source_id=source_id, annotations=annotations == "1",
+                   annotations_encoding=encoding, name=name).start()
+print("started", flush=True)
+sys.stdin.read()  # until the test closes our stdin
+player.stop()
+"""
+
+
+def start_player(path: Path, chunk: int, source_id: str, annotations: bool, encoding: str, name: str):
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PLAYER, str(path), str(chunk), source_id, "1" if annotations else "0",
+         encoding, name],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env(),
+    )
+    lines = []
+    for line in proc.stdout:  # mne-lsl may log first
+        lines.append(line)
+        if line.strip() == "started":
+            return proc
+    raise AssertionError(f"the player did not start: {''.join(lines)}")
+
+
+def stop_player(proc) -> None:
+    try:
+        proc.stdin.close()
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
 @pytest.mark.slow
 def test_mne_lsl_player_with_and_without_annotations_in_several_chunk_sizes(tmp_path, source_id, eyes_closed):
-    from mne_lsl.player import PlayerLSL
-
     configs = {  # tag: (chunk size, annotations, encoding)
         "player chunk 10": (10, False, "one-hot"),
         "player chunk 10 + annot": (10, True, "one-hot"),
@@ -115,17 +155,16 @@ def test_mne_lsl_player_with_and_without_annotations_in_several_chunk_sizes(tmp_
     }
     assert len(eyes_closed.annotations) > 0  # so the annotations stream is published
     players, cases = [], {}
-    for k, (tag, (chunk, with_annotations, encoding)) in enumerate(configs.items()):
-        sid = f"{source_id}-p{k}"
-        players.append(PlayerLSL(eyes_closed, chunk_size=chunk, source_id=sid, annotations=with_annotations,
-                                 annotations_encoding=encoding, name=f"MNE-LSL-Player-{k}").start())
-        extra = ("--record-stream", sid) if with_annotations else ()  # and record the annotations too
-        cases[tag] = (sid, chunk, extra)
     try:
+        for k, (tag, (chunk, with_annotations, encoding)) in enumerate(configs.items()):
+            sid = f"{source_id}-p{k}"
+            players.append(start_player(EYES_CLOSED, chunk, sid, with_annotations, encoding, f"MNE-LSL-Player-{k}"))
+            extra = ("--record-stream", sid) if with_annotations else ()  # and record the annotations too
+            cases[tag] = (sid, chunk, extra)
         outcomes = live_against_replay(tmp_path, cases)
     finally:
         for player in players:
-            player.stop()
+            stop_player(player)
     report("mne-lsl PlayerLSL, S001R02", outcomes)
     for tag, o in outcomes.items():
         assert_close_to_replay(tag, o)
