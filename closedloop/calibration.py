@@ -11,8 +11,9 @@ From a baseline recording of the person (or the first minutes of a session):
    the circular RMS phase error (spread and bias together) where the estimator's own amplitude
    passes the protocol's amplitude gate. Each method's bias correction is part of its fit.
 
-The result is a complete protocol, named after the recording it was tuned on, that ``run`` and
-``replay`` load.
+The result is a complete protocol that ``run`` and ``replay`` load, named after the person (the
+BIDS ``sub-`` label of the baseline's file name, else the file's name), not after the protocol it
+started from: its markers, recordings and reports then say whose tuning was used.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,6 +110,17 @@ def score_candidate(
         "mean_deg": s.mean_deg,
         "n": s.n,
     }
+
+
+def person_of(path) -> str:
+    """Whose baseline this is, from its file name: ``sub-XX`` (and ``ses-YY``) if BIDS, else its stem."""
+    name = Path(str(path)).name
+    sub = re.search(r"(?:^|[_/])(sub-[A-Za-z0-9]+)", name)
+    if sub:
+        ses = re.search(r"_(ses-[A-Za-z0-9]+)", name)
+        return sub.group(1) + (f"_{ses.group(1)}" if ses else "")
+    stem = name.split(".")[0]
+    return stem or name
 
 
 def _candidates(methods: Sequence[str] | None) -> list[tuple[str, dict]]:
@@ -205,10 +218,11 @@ def run_calibration(
             "amplitude gate in the held-out part)."
         )
     best = min(scored, key=lambda s: s["rms_deg"])
-    stem = Path(str(baseline)).name.split(".")[0]
+    if name is not None and not name.strip():
+        raise UsageError("--name must not be empty.")
     result.protocol = dataclasses.replace(
         protocol,
-        name=name or f"{protocol.name}-{stem}",
+        name=name or f"{protocol.name}-{person_of(baseline)}",
         band=dataclasses.replace(
             band, low_hz=round(band_hz[0], 3), high_hz=round(band_hz[1], 3), individual=False
         ),
@@ -249,8 +263,9 @@ def calibrate(
     methods : list of str, optional
         Estimators to consider (default every candidate of :data:`CANDIDATES`).
     name : str, optional
-        The tuned protocol's name; default the protocol's name and the recording's, e.g.
-        ``mu-trough-c3-sub-01_rest``.
+        The tuned protocol's name; default the protocol's name and the person's: the BIDS
+        ``sub-`` (and ``ses-``) label of the baseline's file name, else the file's name, e.g.
+        ``mu-trough-c3-sub-01_ses-02`` or ``mu-trough-c3-rest01``.
 
     Returns
     -------

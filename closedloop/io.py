@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from closedloop.errors import DataError, UsageError
+from closedloop.units import factor_name, unit_to_uv
 
 ACCEPTED_FORMATS = (
     "EDF/EDF+ (.edf), BDF (.bdf), GDF (.gdf), FIF (.fif), BrainVision (.vhdr), "
@@ -28,25 +29,10 @@ ACCEPTED_FORMATS = (
 )
 MICROVOLTS = "microvolts"
 
-# Spellings of voltage units in XDF/LSL headers -> factor to microvolts.
-_VOLT_UNITS = {
-    "microvolts": 1.0,
-    "microvolt": 1.0,
-    "uv": 1.0,
-    "\u00b5v": 1.0,  # micro sign
-    "\u03bcv": 1.0,  # Greek mu
-    "volts": 1e6,
-    "volt": 1e6,
-    "v": 1e6,
-    "millivolts": 1e3,
-    "millivolt": 1e3,
-    "mv": 1e3,
-    "nanovolts": 1e-3,
-    "nanovolt": 1e-3,
-    "nv": 1e-3,
-}
+# Voltage units in XDF/LSL headers (words, symbols and mne-lsl's numeric codes) are read by
+# closedloop.units.unit_to_uv.
 # XDF channel types whose samples are voltages (scaled to microvolts; unknown unit -> µV).
-_VOLTAGE_TYPES = {"eeg", "eog", "emg", "ecg", "ekg", "seeg", "ecog", "bio", "exg", "ref", "gnd"}
+_VOLTAGE_TYPES = {"eeg", "eog", "emg", "ecg", "ekg", "seeg", "ecog", "bio", "exg", "ref", "gnd", "dbs"}
 _TRUNCATED_EDF = "Number of records from the header does not match the file size"
 
 
@@ -78,6 +64,9 @@ class Recording:
     ----------
     path : pathlib.Path or None
         The file (None for an array).
+    value_scale : ndarray
+        Per channel, the factor from the file's own values (in the unit its header states, or
+        ``--units``) to the microvolts :meth:`read` returns.
     format : str
         ``"mne"`` (any format MNE reads; see ``mne_class``), ``"xdf"`` or ``"array"``.
     sfreq : float
@@ -110,6 +99,7 @@ class Recording:
         reader,
         scale: np.ndarray,
         mne_class: str = "",
+        value_scale: np.ndarray | None = None,
     ) -> None:
         self.path = path
         self.format = format
@@ -125,6 +115,9 @@ class Recording:
         self._reader = reader
         self._scale = np.asarray(scale, dtype=np.float64).reshape(-1, 1)
         self._needs_scale = bool(np.any(self._scale != 1.0))
+        # factor from the values as the file holds them (in the unit its header states, or
+        # --units) to microvolts: what a units check reports the values as "taken as"
+        self.value_scale = np.asarray(value_scale if value_scale is not None else scale, dtype=np.float64).reshape(-1)
 
     @property
     def n_channels(self) -> int:
@@ -236,7 +229,7 @@ class Recording:
         return str(self.path) if self.path is not None else "the array recording"
 
 
-def open_recording(path: str | Path, stream: str | None = None) -> Recording:
+def open_recording(path: str | Path, stream: str | None = None, units: float | None = None) -> Recording:
     """Open a recording for reading in pieces.
 
     Parameters
@@ -247,6 +240,10 @@ def open_recording(path: str | Path, stream: str | None = None) -> Recording:
     stream : str, optional
         XDF only: name or type of the stream to read. Default: the stream of type EEG, else
         the largest numeric stream.
+    units : float, optional
+        The factor to microvolts of the values the file holds on its voltage channels, whatever
+        its header declares (``--units``: 1e6 when they are in volts); for MNE formats relative to
+        the unit the header states (``raw._orig_units``), volts where none is known.
 
     Returns
     -------
@@ -267,48 +264,54 @@ def open_recording(path: str | Path, stream: str | None = None) -> Recording:
             f"recording {str(path)!r} is a folder; give a file. Accepted formats: {ACCEPTED_FORMATS}."
         )
     if _is_xdf(path):
-        return _open_xdf(path, stream)
+        return _open_xdf(path, stream, units)
     if stream is not None:
         raise UsageError(
             f"stream={stream!r} applies to XDF files only, but {path.name!r} is not XDF; "
             "leave the stream out."
         )
-    return _open_mne(path)
+    return _open_mne(path, units)
 
 
-def volt_scale(unit: str) -> float | None:
-    """Factor from ``unit`` (V, volts, mV, µV/uV/μV/microvolts, nV, ...) to microvolts; None for
-    a unit that is not a voltage."""
-    return _VOLT_UNITS.get(str(unit).strip().lower().replace(" ", ""))
-
-
-VOLT_UNITS_ACCEPTED = '"V", "mV", "uV" (or "µV", "microvolts"), "nV"'
-
-
-def array_in_microvolts(data: np.ndarray, units, n_channels: int) -> np.ndarray:
-    """``data`` scaled to microvolts from ``units`` (one unit for all channels, or one each).
+def unit_factors(units, n_channels: int) -> np.ndarray:
+    """The factor to microvolts of each channel's ``units`` (one unit for all, or one each).
 
     Raises
     ------
     DataError
         No units given, or a unit that is not a voltage.
     """
+    from closedloop.units import ACCEPTED
+
     if units is None:
         raise DataError(
             "an array needs its units: pass units= (one for all channels or one per channel); "
-            f"accepted: {VOLT_UNITS_ACCEPTED}. An MNE Raw is in volts: pass the Raw itself."
+            f"accepted: {ACCEPTED}. An MNE Raw is in volts: pass the Raw itself."
         )
     per_channel = [units] * n_channels if isinstance(units, str) else list(units)
     if len(per_channel) != n_channels:
         raise DataError(f"units has {len(per_channel)} entries; the data has {n_channels} channels.")
     scale = np.empty(n_channels)
     for i, unit in enumerate(per_channel):
-        factor = volt_scale(unit)
+        factor = unit_to_uv(unit, "eeg")
         if factor is None:
-            raise DataError(f"units {unit!r} is not a voltage unit closedloop knows; accepted: {VOLT_UNITS_ACCEPTED}.")
+            raise DataError(f"units {unit!r} is not a voltage unit closedloop knows; accepted: {ACCEPTED}.")
         scale[i] = factor
+    return scale
+
+
+def array_in_microvolts(data: np.ndarray, units, n_channels: int) -> np.ndarray:
+    """``data`` scaled to microvolts from ``units`` (:func:`unit_factors`)."""
+    scale = unit_factors(units, n_channels)
     data = np.asarray(data, dtype=np.float64)
     return data * scale[:, None] if np.any(scale != 1.0) else data
+
+
+def declared_scale(recording: Recording, channels) -> float | None:
+    """The factor to microvolts the recording's header declared for ``channels`` if they share
+    one, else None (what the units check names in its message)."""
+    values = {float(recording.value_scale[i]) for i in channels}
+    return values.pop() if len(values) == 1 else None
 
 
 def array_recording(
@@ -319,9 +322,11 @@ def array_recording(
     ch_types: Sequence[str] | None = None,
     units: Sequence[str] | None = None,
     events: Sequence[Event] = (),
+    value_scale: np.ndarray | None = None,
 ) -> Recording:
     """Wrap an array ``(n_channels, n_samples)`` already in its final units as a Recording
-    (``units`` only labels the channels; :func:`array_in_microvolts` converts)."""
+    (``units`` only labels the channels; :func:`array_in_microvolts` converts, and
+    ``value_scale`` says by which factors, for the units check's messages)."""
     data = np.asarray(data)
     if data.ndim != 2 or data.shape[0] < 1 or data.shape[1] < 1:
         raise ValueError(
@@ -349,6 +354,7 @@ def array_recording(
         notes=[],
         reader=lambda start, stop: data[:, start:stop],
         scale=np.ones(n_channels),
+        value_scale=value_scale,
     )
 
 
@@ -406,7 +412,7 @@ def _edf_header_records(path: Path) -> int | None:
         return None
 
 
-def _open_mne(path: Path) -> Recording:
+def _open_mne(path: Path, units: float | None = None) -> Recording:
     import mne
 
     mne_logger = logging.getLogger("mne")
@@ -441,7 +447,7 @@ def _open_mne(path: Path) -> Recording:
             f"but the file ends after {raw.n_times / raw.info['sfreq']:.1f} s. Copy or export it again."
         )
     notes = [f"MNE: {m}" for m in dict.fromkeys(messages)]
-    return raw_recording(raw, path=path, notes=notes)
+    return raw_recording(raw, path=path, notes=notes, units=units)
 
 
 def is_mne_raw(obj) -> bool:
@@ -451,11 +457,16 @@ def is_mne_raw(obj) -> bool:
     return isinstance(obj, BaseRaw)
 
 
-def raw_recording(raw, *, path: Path | None = None, notes: Sequence[str] = ()) -> Recording:
+def raw_recording(
+    raw, *, path: Path | None = None, notes: Sequence[str] = (), units: float | None = None
+) -> Recording:
     """Wrap an MNE Raw (``mne.io.BaseRaw``, loaded or not) as a Recording.
 
     MNE holds voltages in volts: voltage channels are read in microvolts, as from files.
+    ``units`` (``--units``) is the factor to microvolts of the values the file held, whatever its
+    header declared.
     """
+    notes = list(notes)
     from mne.io.constants import FIFF
 
     where = repr(path.name) if path is not None else "the MNE Raw"
@@ -465,13 +476,29 @@ def raw_recording(raw, *, path: Path | None = None, notes: Sequence[str] = ()) -
         raise DataError(f"{what} holds no samples; nothing to read.")
 
     scale = np.ones(len(raw.ch_names))
-    units = []
+    value_scale = np.ones(len(raw.ch_names))
+    given, units = units, []
+    orig = getattr(raw, "_orig_units", None) or {}
     for i, ch in enumerate(raw.info["chs"]):
         if int(ch["unit"]) == int(FIFF.FIFF_UNIT_V):
             scale[i] = 1e6
             units.append(MICROVOLTS)
+            declared = unit_to_uv(orig.get(ch["ch_name"]), "eeg") or 1e6
+            value_scale[i] = declared
+            if given is not None:
+                # MNE scaled the file's values by the unit its header states; the values are in
+                # `given` instead
+                scale[i] = 1e6 * given / declared
+                value_scale[i] = given
         else:
             units.append(_mne_unit_name(ch["unit"]))
+    if given is not None:
+        stated = sorted({str(orig.get(n, "V")) for n, ch in zip(raw.ch_names, raw.info["chs"])
+                         if int(ch["unit"]) == int(FIFF.FIFF_UNIT_V)})
+        notes.append(
+            f"--units: the voltage channels' values are taken as {factor_name(given)} "
+            f"(the file says {', '.join(stated) or 'nothing'})"
+        )
     annotations = raw.annotations
     first_time = raw.first_time
     events = [
@@ -497,6 +524,7 @@ def raw_recording(raw, *, path: Path | None = None, notes: Sequence[str] = ()) -
         notes=notes,
         reader=reader,
         scale=scale,
+        value_scale=value_scale,
     )
 
 
@@ -605,7 +633,7 @@ def _xdf_channels(info: dict, n_channels: int) -> list[dict]:
     return out
 
 
-def _open_xdf(path: Path, wanted: str | None) -> Recording:
+def _open_xdf(path: Path, wanted: str | None, given: float | None = None) -> Recording:
     import pyxdf
 
     collector = _LogCollector()
@@ -647,9 +675,12 @@ def _open_xdf(path: Path, wanted: str | None) -> Recording:
         label = ch["label"] or f"ch{i + 1}"
         unlabelled += not ch["label"]
         ch_type = (ch["type"] or default_type).lower()
-        unit_key = ch["unit"].lower().replace(" ", "")
-        if unit_key in _VOLT_UNITS:
-            scale[i] = _VOLT_UNITS[unit_key]
+        factor = unit_to_uv(ch["unit"], ch_type if ch_type in _VOLTAGE_TYPES else "misc")
+        if given is not None and (ch_type in _VOLTAGE_TYPES or factor is not None):
+            scale[i] = given
+            unit = MICROVOLTS
+        elif factor is not None:
+            scale[i] = factor
             unit = MICROVOLTS
         elif ch_type in _VOLTAGE_TYPES or not ch["unit"]:
             unknown_units.append(label)
@@ -671,7 +702,9 @@ def _open_xdf(path: Path, wanted: str | None) -> Recording:
             f"stream {name!r} has type {stream_type!r} and no channel types; its channels are "
             f"taken as {default_type!r}."
         )
-    if unknown_units:
+    if given is not None:
+        notes.append(f"--units: the voltage channels of stream {name!r} are taken as {factor_name(given)}")
+    elif unknown_units:
         shown = ", ".join(unknown_units[:6]) + (" ..." if len(unknown_units) > 6 else "")
         notes.append(
             f"no known voltage unit in the header for {len(unknown_units)} channel(s) ({shown}); "

@@ -125,11 +125,14 @@ class LiveStats:
 
 
 class Recorder:
-    """Writes the session to XDF from its own thread (input samples, markers, state, clock offsets)."""
+    """Writes the session to XDF from its own thread (input samples, markers, state, clock offsets,
+    the protocol as resolved, and any other streams a :class:`~closedloop.lsl.capture.StreamCapture`
+    adds)."""
 
-    EEG, MARKERS, STATE = 1, 2, 3
+    EEG, MARKERS, STATE, PROTOCOL = 1, 2, 3, 4
+    FIRST_EXTRA = 5
 
-    def __init__(self, path: str, source, outlets) -> None:
+    def __init__(self, path: str, source, outlets, protocol=None) -> None:
         from closedloop.xdf import XDFWriter
 
         self.writer = XDFWriter(path)
@@ -137,6 +140,18 @@ class Recorder:
         self.writer.add_stream(self.MARKERS, outlets.marker_info.as_xml())
         self.writer.add_stream(self.STATE, outlets.state_info.as_xml())
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.extra_errors: list[str] = []
+        self._next_id = self.FIRST_EXTRA
+        self._id_lock = threading.Lock()
+        self.has_protocol = protocol is not None
+        if protocol is not None:
+            import pylsl
+
+            from closedloop import provenance
+
+            source_id = outlets.marker_info.source_id() + "-protocol"
+            self.writer.add_stream(self.PROTOCOL, provenance.header_xml(protocol, source_id))
+            self.protocol(provenance.start_record(protocol), pylsl.local_clock())
         self.thread = threading.Thread(target=self._run, name="closedloop-recorder", daemon=True)
         self.thread.start()
 
@@ -149,12 +164,22 @@ class Recorder:
             if item is None:
                 return
             kind, sid, a, b = item
-            if kind == "samples":
-                self.writer.write_samples(sid, a, b)
-            elif kind == "offset":
-                self.writer.write_clock_offset(sid, a, b)
-            elif kind == "boundary":
-                self.writer.write_boundary()
+            try:
+                if kind == "samples":
+                    self.writer.write_samples(sid, a, b)
+                elif kind == "offset":
+                    self.writer.write_clock_offset(sid, a, b)
+                elif kind == "boundary":
+                    self.writer.write_boundary()
+                elif kind == "header":
+                    self.writer.add_stream(sid, a)
+            except (ValueError, TypeError) as exc:
+                if sid < self.FIRST_EXTRA:
+                    raise
+                # another program's stream with samples its own header does not describe: that
+                # stream stops, the session's own streams go on
+                if len(self.extra_errors) < 100:
+                    self.extra_errors.append(f"stream {sid}: {exc}")
 
     def samples(self, stream_id: int, timestamps, values) -> None:
         self.queue.put(("samples", stream_id, timestamps, values))
@@ -164,6 +189,20 @@ class Recorder:
 
     def boundary(self) -> None:
         self.queue.put(("boundary", 0, None, None))
+
+    def add_stream(self, header_xml: str) -> int:
+        """Declare another stream (its header is written by the recorder thread); its id."""
+        with self._id_lock:
+            sid = self._next_id
+            self._next_id += 1
+        self.queue.put(("header", sid, header_xml, None))
+        return sid
+
+    def protocol(self, record: dict, stamp: float) -> None:
+        """One sample of the protocol stream (closedloop.provenance)."""
+        from closedloop import provenance
+
+        self.samples(self.PROTOCOL, np.array([stamp]), [provenance.dumps(record)])
 
     @property
     def error(self):
@@ -212,6 +251,9 @@ class LiveSession:
         dispatcher=None,
         seed: int = 0,
         keep_latencies: bool = True,
+        record_streams: list[str] | None = None,
+        record_markers: bool = False,
+        check_units: bool = True,
     ) -> None:
         from closedloop.engine import ArrivalLead, Engine
         from closedloop.stimulators import TTLStimulator, stimulator_latency_s
@@ -226,9 +268,11 @@ class LiveSession:
         self._state_sinks = [s for s in self.stimulators if callable(getattr(s, "on_state", None))]
         # the slowest device's declared latency is taken off every plan, as technical_delay_s is
         self.output_latency_s = max((stimulator_latency_s(s) for s in self.stimulators), default=0.0)
+        # units wrong by a factor of a thousand or more hold triggering (the engine's units check)
         self.engine = Engine(
             protocol, source.layout.ch_names, source.sfreq, seed=seed, run_fit=fit_in_background,
             output_delay_s=self.output_latency_s,
+            declared_scale=source.layout.scale_of if check_units else False,
         )
         self.duration_s = duration_s
         self.stall_timeout_s = stall_timeout_s
@@ -237,8 +281,21 @@ class LiveSession:
         self.arrival = ArrivalLead()
         self.keep_latencies = keep_latencies
         self.stop_event = threading.Event()
-        self.recorder = Recorder(record, source, outlets) if record else None
+        self.recorder = Recorder(record, source, outlets, protocol) if record else None
         self.end_reason = ""
+        self.capture = None
+        if self.recorder is not None and (record_streams or record_markers):
+            from closedloop.lsl.capture import StreamCapture
+
+            self.capture = StreamCapture(
+                self.recorder,
+                wanted=list(record_streams or []),
+                all_markers=record_markers,
+                exclude_source_ids={outlets.marker_info.source_id(), outlets.state_info.source_id()},
+                input_source_id=source.identity.source_id,
+                exclude_uids={getattr(source, "uid", "")},
+            )
+        self.warnings: list[str] = []  # said on stderr during the run, kept for the summary
         # user callbacks (closedloop.Session.on_trigger/on_state), called from their own thread
         self.dispatcher = dispatcher
         # operator control (pause, resume, stop) from any thread; the loop thread writes the markers
@@ -328,6 +385,7 @@ class LiveSession:
         import pylsl
 
         from closedloop.engine import arrival_slack_s, planning_horizon_s
+        from closedloop.provenance import learned_ready, learned_record
 
         clock = pylsl.local_clock
         engine, source, outlets, stats = self.engine, self.source, self.outlets, self.stats
@@ -350,12 +408,18 @@ class LiveSession:
         wants_record = wants_states or bool(self._state_sinks)
         if dispatcher is not None:
             dispatcher.start()
+        units = engine.units
+        units_ok = units is None or units.ok
+        units_told = False
+        learned_written = rec is None
         # chunks later than this after their newest sample move the planning window on
         slack_s = arrival_slack_s(self.protocol.trigger, engine.band_hz)
         # Helper threads (recorder, TTL, monitor) must hand the GIL back quickly, or a waiting
         # delivery can be late by a whole default switch interval (5 ms).
         switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(SWITCH_INTERVAL_S)
+        if self.capture is not None:
+            self.capture.start()
         # everything built so far (mne, numpy, the engine) is moved out of the collector's reach:
         # a full collection then walks only what the session itself allocates (milliseconds less)
         gc.collect()
@@ -397,6 +461,8 @@ class LiveSession:
                     timeout = POLL_S
                 chunk, stamps = source.pull(timeout)
                 now = clock()
+                if source.notices:
+                    self._say_notices()
                 if chunk is None:
                     silent = now - last_data
                     if not stats.stalled and silent > stall_after and stats.chunks:
@@ -409,9 +475,16 @@ class LiveSession:
                         logger.warning("the input stream stalled (%.2f s without data); triggering held.", silent)
                     if silent > self.stall_timeout_s:
                         self.end_reason = f"no data for {silent:.1f} s (--timeout)"
+                        refused = list(getattr(source, "refused", {}).values())
+                        others = (
+                            "; a stream under the same source_id that is not this amplifier was not read ("
+                            + "; ".join(r["differs"][0] for r in refused[:2]) + ")"
+                            if refused
+                            else ""
+                        )
                         raise StreamError(
                             f"no data from stream {source.layout.name!r} for {silent:.1f} s "
-                            f"(--timeout {self.stall_timeout_s:g} s); the recording was closed cleanly."
+                            f"(--timeout {self.stall_timeout_s:g} s){others}; the recording was closed cleanly."
                         )
                     continue
                 if stats.stalled:
@@ -448,9 +521,17 @@ class LiveSession:
                 lead = self.arrival.process(now - newest_ts, slack_s, horizon)
                 state = engine.process(chunk, newest_ts, horizon, lead)
                 pushed = outlets.push_state(state)
+                if not units_ok:  # until the input's units are judged plausible
+                    units_ok = units.ok
+                    if not units_ok and units.status == "implausible" and not units_told:
+                        units_told = True
+                        self._warn(f"{units.message()} Triggering is held.")
+                    elif units_ok and units_told:
+                        self._warn("the input's amplitude is plausible EEG now; triggering is allowed again.")
                 if self.keep_latencies:
-                    # from the chunk's own stamp: the time it was pushed, for push-stamping drivers
-                    stats.latency_s.append(pushed - (stamps[-1] + correction))
+                    # from the chunk's own stamp (the time it was pushed, for push-stamping drivers),
+                    # or from its arrival when the stamp is later than that (stamps ahead of the clock)
+                    stats.latency_s.append(pushed - min(stamps[-1] + correction, now))
                 stats.last_state = state
                 if rec is not None:
                     rec.samples(Recorder.STATE, np.array([pushed]), np.array([state.row()]))
@@ -462,13 +543,21 @@ class LiveSession:
                         dispatcher.post("state", record)
                 if state.plan is not None:
                     pending = state.plan
+                if not learned_written and rec.has_protocol and learned_ready(engine):
+                    learned_written = True
+                    rec.protocol(learned_record(engine), now)
                 if now >= next_clock:
                     correction = source.refresh_time_correction()
                     if rec is not None:
-                        rec.clock_offset(Recorder.EEG, now, correction)
-                        # markers and state are stamped with this machine's clock: offset 0
+                        # collected at this moment of the stream's clock (LabRecorder's convention)
+                        rec.clock_offset(Recorder.EEG, now - correction, correction)
+                        # markers, state and protocol are stamped with this machine's clock: offset 0
                         rec.clock_offset(Recorder.MARKERS, now, 0.0)
                         rec.clock_offset(Recorder.STATE, now, 0.0)
+                        if rec.has_protocol:
+                            rec.clock_offset(Recorder.PROTOCOL, now, 0.0)
+                    if self.capture is not None and (self.capture.notices or self.capture.errors):
+                        self._say_notices()
                     next_clock = now + CLOCK_REFRESH_S
         finally:
             sys.setswitchinterval(switch_interval)
@@ -481,6 +570,18 @@ class LiveSession:
         if not self.end_reason:
             self.end_reason = "stopped"
         return self.summary()
+
+    def _warn(self, text: str) -> None:
+        self.warnings.append(text)
+        logger.warning("%s", text)
+
+    def _say_notices(self) -> None:
+        """Say what the source (stream changes, odd stamps) and the capture found since."""
+        for text in self.source.take_notices():
+            self._warn(text.rstrip(".") + ".")
+        if self.capture is not None:
+            for text in self.capture.take_notices():
+                self._warn(text.rstrip(".") + ".")
 
     def _wait_until(self, target: float, clock) -> float:
         """Sleep most of the way, then spin for the last fraction of a millisecond."""
@@ -588,6 +689,8 @@ class LiveSession:
         self.stimulator_errors[name] = self.stimulator_errors.get(name, 0) + 1
 
     def _close(self) -> None:
+        if self.capture is not None:
+            self.capture.stop()  # before the recorder: their last samples go in first
         if self.dispatcher is not None:
             self.dispatcher.stop()
         if self.recorder is not None:
@@ -630,13 +733,37 @@ class LiveSession:
             "stimulators": {type(s).__name__: s.summary() for s in self.stimulators if callable(getattr(s, "summary", None))},
             "control": [{"time": t, "action": a, "source": src} for t, a, src in stats.control_log],
             "timestamps": self._timestamps_summary(),
+            "input": self._input_summary(),
+            "units": self.engine.units.summary() if self.engine.units is not None else None,
+            "recorded_streams": self.capture.summary() if self.capture is not None else [],
+            "warnings": list(self.warnings),
             "engine": counts,
         }
+
+    def _input_summary(self) -> dict:
+        source = self.source
+        layout = source.layout
+        out = {
+            "name": layout.name,
+            "type": layout.stype,
+            "source_id": layout.source_id,
+            "host": getattr(layout, "host", ""),
+            "channels": source.n_channels,
+            "sfreq": source.sfreq,
+            "format": layout.channel_format,
+            "units": sorted(set(layout.units)),
+            "units_given": getattr(layout, "units_given", None),
+        }
+        if hasattr(source, "identity_summary"):
+            out["identity"] = source.identity_summary()
+        return out
 
     def _timestamps_summary(self) -> dict:
         clock = getattr(self.source, "sample_clock", None)
         lead = {"plan_lead_ms_max": round(self.arrival.max_lead_s * 1e3, 3),
                 "arrival_lag_ms_p90": round(self.arrival.lag_s * 1e3, 3)}
+        if hasattr(self.source, "timestamps_summary"):
+            lead.update(self.source.timestamps_summary())
         if clock is None:
             return {"dejitter": False, **lead}
         return {"dejitter": True, **clock.summary(), **lead}

@@ -11,6 +11,7 @@ byte-identical outputs.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -37,6 +38,8 @@ __all__ = [
     "run_engine",
     "write_events_tsv",
 ]
+
+logger = logging.getLogger("closedloop.replay")
 
 #: Default chunking: the samples in about 10 ms, what LSL amplifiers typically push.
 DEFAULT_CHUNK_S = 0.010
@@ -245,9 +248,11 @@ def replay(
         Recording,
         array_in_microvolts,
         array_recording,
+        declared_scale,
         is_mne_raw,
         open_recording,
         raw_recording,
+        unit_factors,
     )
     from closedloop.protocol import Protocol, load_protocol
 
@@ -271,7 +276,9 @@ def replay(
         names = list(ch_names) if ch_names is not None else None
         if names is None:
             raise UsageError("replaying an array needs its channel names: pass ch_names=.")
-        recording = array_recording(array_in_microvolts(data, units, data.shape[0]), sfreq, names)
+        factors = unit_factors(units, data.shape[0])
+        recording = array_recording(array_in_microvolts(data, units, data.shape[0]), sfreq, names,
+                                    value_scale=factors)
         label = "array"
     else:
         raise UsageError(
@@ -282,7 +289,8 @@ def replay(
         size = chunk_size if chunk_size is not None else default_chunk_size(recording.sfreq)
         if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
             raise UsageError(f"--chunk-size must be a whole number of samples >= 1, got {size}.")
-        engine = Engine(protocol, recording.ch_names, recording.sfreq, seed=seed)
+        engine = Engine(protocol, recording.ch_names, recording.sfreq, seed=seed,
+                        declared_scale=lambda used: declared_scale(recording, used))
         result = run_engine(
             engine, recording.iter_chunks(int(size)), chunk_size=int(size), keep_state=keep_state,
             progress=progress,
@@ -291,6 +299,10 @@ def replay(
         if owned:
             recording.close()
     result.recording = label
+    units = engine.units
+    if units is not None and units.first_verdict == "implausible":
+        held = "for the whole recording" if units.status != "ok" else "until the amplitude became plausible"
+        logger.warning("%s Triggering was held %s.", units.message(), held)
     return result
 
 

@@ -313,7 +313,19 @@ def load_xdf(path: str | Path, *, protocol: str | None = None, advance=lambda n:
         desc = state_stream["info"].get("desc")
         if isinstance(desc, list) and desc and isinstance(desc[0], dict):
             name = str((desc[0].get("protocol") or [""])[0] or "")
-    proto = _resolve_protocol(protocol, name, None, notes)
+    # the protocol as the session resolved it, recorded by closedloop run (closedloop.provenance)
+    resolved = _recorded_protocol(streams, notes)
+    embedded = None
+    if resolved is not None and resolved["toml"]:
+        from closedloop.protocol import tomllib
+
+        try:
+            embedded = {**tomllib.loads(resolved["toml"]), "source": resolved["source"] or name}
+        except tomllib.TOMLDecodeError as exc:
+            notes.append(f"the protocol recorded in the session is not valid TOML ({exc}).")
+        name = name or str(resolved["name"] or "")
+    proto = _resolve_protocol(protocol, name, embedded, notes)
+    learned = (resolved or {}).get("learned") or {} if protocol is None else {}
 
     rows = np.asarray(state_stream["time_series"], dtype=float).reshape(-1, 5)
     pushed = np.asarray(state_stream["time_stamps"], dtype=float)
@@ -331,8 +343,13 @@ def load_xdf(path: str | Path, *, protocol: str | None = None, advance=lambda n:
             threshold = 0.0
         elif kind == "uv":
             threshold = float(proto.trigger.gate_value)
+    if learned.get("gate_threshold_uv") is not None:
+        threshold, inferred = float(learned["gate_threshold_uv"]), False
     if threshold is None and np.any(rows[:, 4] > 0.5):
         threshold, inferred = float(np.nanmin(rows[rows[:, 4] > 0.5, 2])), True
+    band_hz = (proto.band.low_hz, proto.band.high_hz) if proto is not None else None
+    if learned.get("band_hz"):
+        band_hz = (float(learned["band_hz"][0]), float(learned["band_hz"][1]))
 
     session = Session(
         source="xdf",
@@ -341,7 +358,7 @@ def load_xdf(path: str | Path, *, protocol: str | None = None, advance=lambda n:
         protocol=proto,
         sfreq=sfreq,
         duration_s=stamps.size / sfreq,
-        band_hz=(proto.band.low_hz, proto.band.high_hz) if proto is not None else None,
+        band_hz=band_hz,
         gate_threshold_uv=threshold,
         gate_threshold_inferred=inferred,
         onset_s=_position_s(marker_times, stamps, sfreq),
@@ -355,19 +372,25 @@ def load_xdf(path: str | Path, *, protocol: str | None = None, advance=lambda n:
         samples=int(stamps.size),
         gaps=gaps,
         missing_samples=missing,
+        estimator=learned.get("estimator"),
         notes=notes,
     )
+    if learned.get("band_hz"):
+        session.band_source = "learned" if proto is not None and proto.band.individual else "protocol"
+    # what the recording does not hold (drops by reason; the learned values of an older recording)
+    # comes from the summary closedloop run writes beside it
     run_summary = _run_summary(path)
     engine = (run_summary or {}).get("engine") or {}
-    if engine.get("band_hz"):
+    if run_summary is not None:
+        session.triggers_dropped = run_summary.get("triggers_dropped")
+        session.dropped_by_reason = run_summary.get("dropped_by_reason")
+    if engine.get("band_hz") and not learned.get("band_hz"):
         session.band_hz = (float(engine["band_hz"][0]), float(engine["band_hz"][1]))
         session.band_source = "learned" if proto is not None and proto.band.individual else "protocol"
-        session.estimator = engine.get("estimator")
-        session.triggers_dropped = (run_summary or {}).get("triggers_dropped")
-        session.dropped_by_reason = (run_summary or {}).get("dropped_by_reason")
+        session.estimator = session.estimator or engine.get("estimator")
         if session.gate_threshold_inferred and engine.get("gate_threshold_uv") is not None:
             session.gate_threshold_uv, session.gate_threshold_inferred = float(engine["gate_threshold_uv"]), False
-    elif proto is not None and proto.band.individual:
+    elif proto is not None and proto.band.individual and not learned.get("band_hz"):
         notes.append("the protocol centres its band on the individual peak, which the recording does not "
                      "store (and no run summary lies beside it); the ground truth uses the protocol's band.")
     if proto is None:
@@ -392,6 +415,18 @@ def _run_summary(path: Path) -> dict | None:
         return json.loads(beside.read_text()) if beside.is_file() else None
     except (OSError, ValueError):
         return None
+
+
+def _recorded_protocol(streams: list[dict], notes: list[str]) -> dict | None:
+    """The ``ClosedLoopProtocol`` stream of a recording, read (None when it has none)."""
+    from closedloop.provenance import STREAM_TYPE, read_protocol_stream
+
+    found = [s for s in streams if _info(s, "type") == STREAM_TYPE]
+    if not found:
+        return None
+    if len(found) > 1:
+        notes.append(f"the recording holds {len(found)} protocol streams; the first is used.")
+    return read_protocol_stream(found[0])
 
 
 def load_session(path: str | Path, *, protocol: str | None = None, recording: str | None = None,

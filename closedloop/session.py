@@ -29,9 +29,16 @@ class Session:
     ----------
     protocol : Protocol or str
         A :class:`closedloop.Protocol`, a preset name or a TOML path.
-    source_id, stream_name, stream_type : str, optional
-        Which input stream (see ``closedloop run --help``); resolving by ``source_id`` is the
-        most specific. Default: the one stream of type EEG.
+    source_id, stream_name, stream_type, host : str, optional
+        Which input stream: it must match every selector given (``source_id`` and name exactly,
+        type and host in any case; type EEG when none is given); only regularly sampled numeric
+        streams are candidates, and more than one match is refused. Once connected, the stream's
+        identity is pinned: a stream under the same source_id with other channels, rate or host
+        is never read.
+    units : str or float, optional
+        The units of the input's voltage channels, overriding what the stream says (``"V"``,
+        ``"mV"``, ``"uV"``, ``"nV"``, or mne-lsl's codes ``0``, ``-3``, ``-6``, ``-9``); a factor
+        to microvolts as a float.
     resolve_timeout : float
         Seconds to wait for the stream (default 10).
     duration : float, optional
@@ -39,7 +46,13 @@ class Session:
     timeout : float
         End with :class:`~closedloop.errors.StreamError` after this long without data (default 30 s).
     record : str, optional
-        Record the session to this XDF file (and its summary beside it, ``FILE.summary.json``).
+        Record the session to this XDF file (and its summary beside it, ``FILE.summary.json``),
+        with the protocol as resolved.
+    record_stream : iterable of str
+        With ``record``: also record every stream with these names or source_ids, as LabRecorder
+        would (streams that appear later are picked up).
+    record_markers : bool
+        With ``record``: also record every marker stream visible.
     marker_name, marker_source_id, state_name, state_source_id : str, optional
         Names and source_ids of the Markers and State streams.
     serial : str, optional
@@ -87,10 +100,14 @@ class Session:
         source_id: str | None = None,
         stream_name: str | None = None,
         stream_type: str | None = None,
+        host: str | None = None,
+        units: str | float | None = None,
         resolve_timeout: float = 10.0,
         duration: float | None = None,
         timeout: float = 30.0,
         record: str | None = None,
+        record_stream: Iterable[str] = (),
+        record_markers: bool = False,
         marker_name: str | None = None,
         marker_source_id: str | None = None,
         state_name: str | None = None,
@@ -121,7 +138,14 @@ class Session:
         if realtime_priority is not None and not realtime:
             raise UsageError("--realtime-priority needs --realtime.")
         timeout = _check_duration(timeout, "--timeout")
-        self.selector = {"source_id": source_id, "name": stream_name, "stype": stream_type}
+        from closedloop.lsl.selection import StreamSelector
+
+        self.selector = StreamSelector(source_id=source_id, name=stream_name, stype=stream_type, host=host)
+        self.units = _units_factor(units)
+        self.record_stream = [str(x) for x in ([record_stream] if isinstance(record_stream, str) else record_stream)]
+        self.record_markers = bool(record_markers)
+        if (self.record_stream or self.record_markers) and not record:
+            raise UsageError("--record-stream and --record-markers need --record FILE.xdf to record into.")
         self.resolve_timeout = float(resolve_timeout)
         self.timeout = float(timeout)
         self.record = record
@@ -168,29 +192,48 @@ class Session:
 
     # ------------------------------------------------------------------ lifecycle
     def connect(self) -> Session:
-        """Find the input stream and open the outputs (Markers and State streams, the TTL port).
+        """Choose the input stream and open the outputs (Markers and State streams, the TTL port).
 
-        Called by :meth:`run` if needed; call it first to fail early. The inlet itself opens in
-        :meth:`run`, on the thread that runs the loop (real-time scheduling is inherited by
-        liblsl's threads).
+        Call it first to fail early (a stream that is missing or ambiguous, a port that cannot be
+        opened); :meth:`run` does what is left. The inlet itself opens in :meth:`run`, on the
+        thread that runs the loop (real-time scheduling is inherited by liblsl's threads).
         """
-        if self.info is not None:
-            return self
+        from closedloop.lsl.selection import choose_stream
+
+        self._open_outputs()
+        if self.info is None:
+            try:
+                self.info = choose_stream(self.selector, self.resolve_timeout)
+            except BaseException:
+                self._close_outputs()
+                raise
+        return self
+
+    def _open_outputs(self) -> None:
         from closedloop.lsl.outputs import EngineOutlets
-        from closedloop.lsl.source import resolve_stream
 
-        if self.serial and self.ttl is None:
-            from closedloop.ttl import SerialTTL
-
-            self.ttl = SerialTTL(self.serial, pulse_width_s=self.ttl_width)
         try:
-            self.info = resolve_stream(timeout=self.resolve_timeout, **self.selector)
+            if self.serial and self.ttl is None:
+                from closedloop.ttl import SerialTTL
+
+                self.ttl = SerialTTL(self.serial, pulse_width_s=self.ttl_width)
             if self.outlets is None:
                 self.outlets = EngineOutlets(self.protocol.name, **self.outlet_names)
         except BaseException:
             self._close_outputs()
             raise
-        return self
+
+    def _open_source(self):
+        """The input, on this thread: the stream chosen by :meth:`connect`, or chosen and
+        connected to at once (the first candidate connects while the round confirms it)."""
+        from closedloop.lsl.source import LSLSource, open_source
+
+        options = {"dejitter": not self.raw_timestamps, "units": self.units}
+        if self.info is not None:
+            return LSLSource(self.info, **options)
+        source = open_source(self.selector, self.resolve_timeout, **options)
+        self.info = source.info
+        return source
 
     def run(self, duration_s: float | None = None) -> dict:
         """Run the loop in this thread until ``duration_s`` (or the session's ``duration``) has
@@ -204,7 +247,7 @@ class Session:
             The stream does not suit the protocol (a missing channel, an unusable rate, strings).
         """
         from closedloop.live import LiveSession
-        from closedloop.lsl.source import LSLSource
+        from closedloop.lsl.selection import stream_label
 
         duration = _check_duration(duration_s, "duration_s") if duration_s is not None else self.duration
         rt = None
@@ -220,8 +263,8 @@ class Session:
                 logger.warning("note: %s.", note)
         source = monitor = views = sound = None
         try:
-            self.connect()
-            source = LSLSource(self.info, dejitter=not self.raw_timestamps)
+            self._open_outputs()
+            source = self._open_source()
             for note in source.layout.notes:
                 logger.warning("note: %s.", note)
             stimulators = list(self.stimulators)
@@ -234,14 +277,13 @@ class Session:
                 self.protocol, source, self.outlets,
                 duration_s=duration, stall_timeout_s=self.timeout, record=self.record,
                 ttl=self.ttl, stimulators=stimulators, dispatcher=self.dispatcher, seed=self.seed,
+                record_streams=self.record_stream, record_markers=self.record_markers,
             )
             self.ttl = None  # the session's stimulators own and close it now
             if self._stop_requested:
                 live.stop()
-            logger.info(
-                "%r on %r (%d ch, %g Hz); baseline %g s.", self.protocol.name, source.layout.name,
-                source.n_channels, source.sfreq, self.protocol.trigger.baseline_s,
-            )
+            logger.info("%r on %s; baseline %g s.", self.protocol.name, stream_label(self.info),
+                        self.protocol.trigger.baseline_s)
             if self.monitor:
                 from closedloop.monitor import Monitor
 
@@ -339,8 +381,8 @@ class Session:
         self.close()
 
     def __repr__(self) -> str:
-        chosen = {k: v for k, v in self.selector.items() if v}
-        where = ", ".join(f"{k}={v!r}" for k, v in chosen.items()) or "type 'EEG'"
+        chosen = {k: getattr(self.selector, k) for k in ("source_id", "name", "stype", "host")}
+        where = ", ".join(f"{k}={v!r}" for k, v in chosen.items() if v) or "type 'EEG'"
         if self.summary is not None:
             state = f"ended ({self.summary.get('end_reason')}, {self.summary.get('triggers')} triggers)"
         elif self.live is not None:
@@ -360,7 +402,10 @@ class Session:
             **self.views_options, record=self.record,
             state_source_id=self.outlet_names["state_source_id"],
         )
-        return start_views(live, args)
+        views = start_views(live, args)
+        if live.capture is not None:  # the session's own status stream is not another program's
+            live.capture.exclude_source_ids.add(views.status.source_id)
+        return views
 
     def _close_outputs(self) -> None:
         if self.outlets is not None:
@@ -385,6 +430,20 @@ class Session:
             except OSError as exc:
                 logger.warning("could not write %s.summary.json: %s", self.record, exc)
         return summary
+
+
+def _units_factor(units) -> float | None:
+    """``units`` (a spelling, an mne-lsl code, or a factor to microvolts) as a factor, or None."""
+    if units is None:
+        return None
+    if isinstance(units, (int, float)) and not isinstance(units, bool) and not isinstance(units, int):
+        return float(units)
+    from closedloop.units import parse_units_option
+
+    try:
+        return parse_units_option(str(units))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _check_duration(value, what: str) -> float | None:

@@ -50,6 +50,8 @@ def test_calibrate_writes_a_tuned_protocol_that_replays(
     assert tuned.estimator.method == "wiener"
     assert set(tuned.estimator.params) <= {"window_s"}
     assert tuned.trigger.target_phase_deg == 180.0 and tuned.signal.channel == "O1"
+    # named after the baseline it was tuned on, not the protocol it started from
+    assert tuned.name == "alpha-o1-test-S001R02_first60s"
     # the written protocol runs in the engine
     with open_recording(EYES_CLOSED) as rec:
         data, sfreq, names = rec.read(0, rec.n_samples), rec.sfreq, list(rec.ch_names)
@@ -57,6 +59,17 @@ def test_calibrate_writes_a_tuned_protocol_that_replays(
     assert result.summary["estimator"] == "wiener"
     assert len(result.triggers) > 20
     assert np.all(result.onsets_s >= 20.0)
+
+
+def test_calibrate_names_the_output_after_the_person(recordings, protocol_file, tmp_path):
+    from closedloop.calibration import person_of
+
+    assert person_of("/data/sub-07/ses-02/eeg/sub-07_ses-02_task-rest_eeg.edf") == "sub-07_ses-02"
+    assert person_of("sub-P001_task-rest_eeg.vhdr") == "sub-P001"
+    assert person_of("S001R02_first60s.edf") == "S001R02_first60s"
+    out = tmp_path / "tuned.toml"
+    assert calibrate("mu-trough-c3", out, "--methods", "ar", "--name", "mu for Ada") == 0
+    assert load_protocol(str(out)).name == "mu for Ada"
 
 
 def test_calibrate_errors_name_the_problem(recordings, protocol_file, tmp_path, capsys):

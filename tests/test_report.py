@@ -290,9 +290,40 @@ def test_live_xdf_report_figures_latency_and_phases_match_an_independent_computa
     assert got["plv"] == pytest.approx(expected["plv"], abs=0.1)
 
 
+def _without_stream(record: Path, stream_id: int, out: Path) -> Path:
+    """A copy of an XDF file without one stream's chunks (header, samples, offsets, footer)."""
+    data = record.read_bytes()
+    kept = bytearray(data[:4])
+    pos = 4
+    while pos < len(data):
+        width = data[pos]
+        length = int.from_bytes(data[pos + 1 : pos + 1 + width], "little")
+        start = pos + 1 + width
+        tag = int.from_bytes(data[start : start + 2], "little")
+        chunk = data[pos : start + length]
+        if not (tag in (2, 3, 4, 6) and int.from_bytes(data[start + 2 : start + 6], "little") == stream_id):
+            kept += chunk
+        pos = start + length
+    out.write_bytes(bytes(kept))
+    return out
+
+
+def test_xdf_report_takes_the_protocol_the_session_recorded(live_session, tmp_path):
+    record, proto, _, _ = live_session
+    _, _, numbers = make_report(record, tmp_path / "r.html")
+    _, _, given = make_report(record, tmp_path / "g.html", protocol=str(proto))
+    assert numbers["phase_true"] == given["phase_true"] and numbers["phase_true"]["n"] >= 5
+    assert numbers["session"]["baseline_s"] == 2.0 and numbers["session"]["estimator"] == "echt"
+    assert not any("not a preset" in note for note in numbers["notes"])
+
+
 def test_xdf_report_without_a_known_protocol_still_reports_and_says_why_no_truth(live_session, tmp_path):
     record, _, _, _ = live_session
-    out, _, numbers = make_report(record, tmp_path / "r.html")
+    from closedloop.live import Recorder
+
+    # a recording without the protocol stream (as closedloop wrote them before it had one)
+    bare = _without_stream(record, Recorder.PROTOCOL, tmp_path / "bare.xdf")
+    out, _, numbers = make_report(bare, tmp_path / "r.html")
     assert numbers["phase_true"] is None
     assert "give --protocol" in numbers["phase_true_note"]
     assert any("not a preset" in note for note in numbers["notes"])

@@ -18,6 +18,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         help="samples per chunk to simulate (default: the samples in 10 ms)",
     )
     p.add_argument("--stream", help="XDF: the EEG stream's name or type")
+    p.add_argument("--units", metavar="UNIT",
+                   help="the units of the recording's voltage values, overriding its header: V, mV, uV "
+                        "(or µV), nV, or mne-lsl's codes 0, -3, -6, -9")
     p.add_argument("--seed", type=int, default=0, help="seed for sham phases and interval jitter")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -32,7 +35,18 @@ def run_command(args: argparse.Namespace) -> int:
     protocol = load_protocol(args.protocol)
     if args.chunk_size is not None and args.chunk_size < 1:
         raise UsageError(f"--chunk-size must be a whole number of samples >= 1, got {args.chunk_size}.")
-    recording = open_recording(args.recording, stream=args.stream)
+    units = None
+    if args.units is not None:
+        from closedloop.units import parse_units_option
+
+        try:
+            units = parse_units_option(args.units)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    recording = open_recording(args.recording, stream=args.stream, units=units)
+    for note in recording.notes:
+        if note.startswith("--units"):
+            print(f"closedloop replay: note: {note}.", file=sys.stderr)
     try:
         out = Path(args.out) if args.out else Path(Path(args.recording).name.split(".")[0] + "_replay")
         out.mkdir(parents=True, exist_ok=True)

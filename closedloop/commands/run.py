@@ -8,14 +8,26 @@ import sys
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--protocol", "-p", required=True, help="protocol file (.toml) or preset name")
-    src = p.add_argument_group("source (one of)")
-    src.add_argument("--stream-name", help="the input stream's name")
-    src.add_argument("--stream-type", help="the input stream's type (default EEG)")
-    src.add_argument("--source-id", help="the input stream's source_id (most specific)")
+    src = p.add_argument_group(
+        "source", "the one input stream: it must match every selector given (type EEG if none is); only "
+        "regularly sampled numeric streams are candidates; more than one match is refused (exit 4)"
+    )
+    src.add_argument("--stream-name", help="the input stream's name (exact)")
+    src.add_argument("--stream-type", help="the input stream's type, any case (default EEG)")
+    src.add_argument("--source-id", help="the input stream's source_id (exact; the most specific)")
+    src.add_argument("--host", help="the host name of the machine publishing the input stream (any case)")
+    src.add_argument("--units", metavar="UNIT",
+                     help="the units of the input's voltage channels, overriding what the stream says: "
+                          "V, mV, uV (or µV), nV, or mne-lsl's codes 0, -3, -6, -9")
     p.add_argument("--resolve-timeout", type=float, default=10.0, help="seconds to wait for the stream (default 10)")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument("--timeout", type=float, default=30.0, help="end with exit 4 after this long without data (default 30 s)")
     p.add_argument("--record", help="record the session to this XDF file")
+    p.add_argument("--record-stream", action="append", default=[], metavar="NAME_OR_SOURCE_ID",
+                   help="with --record: also record every stream with this name or source_id (repeatable; "
+                        "streams that appear later are picked up)")
+    p.add_argument("--record-markers", action="store_true",
+                   help="with --record: also record every marker stream visible (every stream of irregular rate)")
     p.add_argument("--marker-name", help="Markers stream name (default closedloop-markers)")
     p.add_argument("--marker-source-id", help="Markers stream source_id")
     p.add_argument("--state-name", help="State stream name (default closedloop-state)")
@@ -44,7 +56,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 def session_options(args: argparse.Namespace) -> dict:
     """The :class:`closedloop.Session` keywords of ``closedloop run``'s options (same names)."""
     names = (
-        "source_id", "stream_name", "stream_type", "resolve_timeout", "duration", "timeout", "record",
+        "source_id", "stream_name", "stream_type", "host", "units", "resolve_timeout", "duration", "timeout",
+        "record", "record_stream", "record_markers",
         "marker_name", "marker_source_id", "state_name", "state_source_id", "serial", "ttl_width", "sound",
         "monitor", "realtime", "realtime_priority", "raw_timestamps", "seed", "summary_json",
         "ui", "ui_port", "ui_host", "control", "status_name", "status_source_id",
@@ -64,6 +77,20 @@ def run_command(args: argparse.Namespace) -> int:
         f"p99 {summary['latency_ms_p99']:.3f} ms.",
         file=sys.stderr,
     )
+    checked = summary.get("units") or {}
+    if checked.get("status") == "implausible":
+        like = f"; the values look like {checked['looks_like']}" if checked.get("looks_like") else ""
+        print(
+            f"closedloop run: triggering was held for the whole session: the amplitude was implausible "
+            f"for EEG (robust {checked['amplitude_uv']:.3g} µV{like}); see --units.",
+            file=sys.stderr,
+        )
+    elif checked.get("status") == "pending" and summary["samples"] >= checked["window_s"] * summary["input"]["sfreq"]:
+        print(
+            "closedloop run: triggering was held for the whole session: the protocol's channels never "
+            "carried a signal to judge its units by (flat or not finite).",
+            file=sys.stderr,
+        )
     sound = summary["stimulators"].get("SoundStimulator")
     if sound:
         print(

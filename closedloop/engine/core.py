@@ -47,7 +47,7 @@ __all__ = ["SETTLE_S", "Engine", "EngineCounters", "EngineState", "run_inline"]
 SETTLE_S = 1.0
 
 #: Hold reasons (:attr:`Engine.hold_reason`), for displays and the session summary.
-HOLD_REASONS = ("artifact", "over limit", "gap", "timestamps", "stream", "paused", "baseline")
+HOLD_REASONS = ("artifact", "over limit", "gap", "timestamps", "stream", "units", "paused", "baseline")
 
 
 @dataclass
@@ -116,6 +116,10 @@ class Engine:
     output_delay_s : float
         The output devices' own latency (a sound card's), taken off every plan as the protocol's
         ``technical_delay_s`` is.
+    declared_scale : float, callable, None or False
+        The factor the source applied to bring the used channels to microvolts (from the units it
+        declared; a callable is given the used channels' indices), for the units check's message;
+        None when unknown. False turns the units check off.
 
     Attributes
     ----------
@@ -134,6 +138,7 @@ class Engine:
         seed: int = 0,
         run_fit: Callable[[Callable[[], object]], Future] | None = None,
         output_delay_s: float = 0.0,
+        declared_scale=None,
     ) -> None:
         if not (sfreq > 0 and math.isfinite(sfreq)):
             raise DataError(f"the input sampling rate {sfreq!r} Hz is not usable; a positive rate is needed.")
@@ -163,6 +168,15 @@ class Engine:
         self.n_derived = weights.shape[0]
         self.used_channels = np.flatnonzero(np.any(weights != 0, axis=0))
         self.artifacts = ArtifactDetector(protocol.artifact, self.used_channels, self.sfreq)
+        self.units = None  # UnitsCheck: triggering held while the input is not plausibly EEG in µV
+        if declared_scale is not False and self.used_channels.size:
+            from closedloop.plausibility import UnitsCheck
+
+            used = [int(i) for i in self.used_channels]
+            scale = declared_scale(used) if callable(declared_scale) else declared_scale
+            self.units = UnitsCheck(
+                self.sfreq, used, ch_names=[self.ch_names[i] for i in used], declared_scale=scale
+            )
         self.band_hz = (float(band.low_hz), float(band.high_hz))
         self.signal = SignalChain(weights, self.sfreq, sig.notch_hz, self.band_hz)
         self.baseline = Baseline(self.n_derived, int(round(trig.baseline_s * self.sfreq_work)))
@@ -341,6 +355,10 @@ class Engine:
         c.n_samples += n
         if horizon_s is None:
             horizon_s = n * (1.0 / self.sfreq)
+        units = self.units
+        if units is not None and not units.ok and not units.process(chunk):
+            # not plausibly EEG in the units it is taken in: no trigger on it
+            self._hold(newest_ts + horizon_s, "units")
         settle_s = max(self.protocol.artifact.hold_s, SETTLE_S)
         continuity = self.timestamps.process(n, newest_ts)
         if continuity.kind == "backwards":
@@ -537,5 +555,6 @@ class Engine:
             "individual_peak_hz": self.individual_peak_hz,
             "gate_threshold_uv": self.gate_threshold,
             "estimator": getattr(self.estimator, "name", None),
+            "units": self.units.summary() if self.units is not None else None,
             "notes": list(self.notes),
         }

@@ -114,3 +114,90 @@ class OutletThread:
     def close(self) -> None:
         self.stop()
         del self.outlet
+
+
+class VendorOutlet:
+    """A real pylsl outlet written the way amplifier apps write them, on a thread.
+
+    ``data`` (n_channels, n_samples, µV) is sent in chunks of ``chunk_size`` at real-time pace
+    (looped), scaled to ``unit`` (``"V"``, ``"mV"``, ``"µV"``, ...; ``scale`` = the factor from
+    µV to the values sent), with channel labels, units and type in the description, and stamped
+    as ``stamping`` says:
+
+    - ``"backfill"``: the newest sample's true time, liblsl back-fills the rest (the ideal driver);
+    - ``"push"``: one stamp per chunk, the time of the push, which comes ``U(0, jitter_s)`` late
+      (drivers behind USB or Bluetooth links);
+    - ``"same"``: the push time on *every* sample of the chunk;
+    - ``"ahead"``: the newest sample's true time plus ``lead_s`` (a chunk early, as mne-lsl's
+      PlayerLSL does).
+
+    ``t0`` is the LSL time of sample 0; ``sent`` the samples pushed so far.
+    """
+
+    def __init__(
+        self,
+        data: np.ndarray,
+        sfreq: float,
+        source_id: str,
+        *,
+        name: str = "vendor-eeg",
+        ch_names: list[str],
+        unit: str = "microvolts",
+        scale: float = 1.0,
+        chunk_size: int = 8,
+        stamping: str = "backfill",
+        jitter_s: float = 0.02,
+        lead_s: float = 0.05,
+        channel_format: str = "float32",
+        seed: int = 0,
+    ) -> None:
+        if stamping not in ("backfill", "push", "same", "ahead"):
+            raise ValueError(f"stamping {stamping!r}: accepted backfill, push, same, ahead")
+        dtype = np.float32 if channel_format == "float32" else np.float64
+        self.data = np.ascontiguousarray((np.asarray(data) * scale).T, dtype=dtype)  # (n, ch)
+        self.sfreq = float(sfreq)
+        self.chunk_size = int(chunk_size)
+        self.stamping = stamping
+        self.jitter_s = float(jitter_s)
+        self.lead_s = float(lead_s)
+        self.rng = np.random.default_rng(seed)
+        info = eeg_info(name, self.data.shape[1], self.sfreq, channel_format, source_id, ch_names, unit)
+        self.outlet = pylsl.StreamOutlet(info, chunk_size=self.chunk_size, max_buffered=60)
+        self.t0: float | None = None
+        self.sent = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="vendor-outlet", daemon=True)
+
+    def start(self) -> "VendorOutlet":
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        n = self.data.shape[0]
+        start = pylsl.local_clock() + 0.05
+        self.t0 = start
+        k = 0
+        while not self._stop.is_set():
+            stop = k + self.chunk_size
+            due = start + (stop - 1) / self.sfreq  # the newest sample's true time
+            late = self.rng.uniform(0.0, self.jitter_s) if self.stamping in ("push", "same") else 0.0
+            delay = due + late - pylsl.local_clock()
+            if delay > 0:
+                time.sleep(delay)
+            chunk = self.data[np.arange(k, stop) % n]
+            if self.stamping == "backfill":
+                self.outlet.push_chunk(chunk, due)
+            elif self.stamping == "ahead":
+                self.outlet.push_chunk(chunk, due + self.lead_s)
+            elif self.stamping == "push":
+                self.outlet.push_chunk(chunk, pylsl.local_clock())
+            else:
+                now = pylsl.local_clock()
+                self.outlet.push_chunk(chunk, [now] * len(chunk))
+            self.sent = stop
+            k = stop
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        del self.outlet
