@@ -82,9 +82,17 @@ def individual_band(
 
 
 def fit_estimator(estimator, baseline: np.ndarray, sfreq: float):
-    """Fit ``estimator`` on the baseline and warm it up on its last 2 s; returns it."""
+    """Fit ``estimator`` on the baseline and warm it up on its last 2 s; returns it.
+
+    The fit's linear algebra runs on one BLAS thread: a multi-threaded BLAS sums in an order that
+    depends on its thread count, which would show in the last digits of the fit, so the same
+    recording would give other triggers on a machine with another number of cores.
+    """
+    from threadpoolctl import threadpool_limits
+
     if baseline.size:
-        estimator.fit(baseline)
+        with threadpool_limits(limits=1, user_api="blas"):
+            estimator.fit(baseline)
         warm = baseline[-int(min(baseline.size, 2 * sfreq)) :]
         estimator.process(np.ascontiguousarray(warm))
     return estimator
