@@ -199,6 +199,8 @@ class Engine:
 
         self._hold_until = -math.inf
         self.hold_reason = ""
+        self._hold_s = protocol.artifact.hold_s
+        self._settle_s = max(self._hold_s, SETTLE_S)
         self.phase_deg = math.nan
         self.amplitude = math.nan
         self.frequency_hz = math.nan
@@ -337,7 +339,7 @@ class Engine:
         c.n_samples += n
         if horizon_s is None:
             horizon_s = n * (1.0 / self.sfreq)
-        settle_s = max(self.protocol.artifact.hold_s, SETTLE_S)
+        settle_s = self._settle_s
         continuity = self.timestamps.process(n, newest_ts)
         if continuity.kind == "backwards":
             # timestamps that go back (or repeat) cannot time a stimulus: hold, counted from the
@@ -353,29 +355,27 @@ class Engine:
             c.n_missing_samples += continuity.missing
             self._reset_signal(newest_ts, "gap")
 
-        bad_mask = self.artifacts.process(chunk)
-        if bad_mask is not None:
-            c.n_bad_samples += int(bad_mask.sum())
-            last_bad = int(np.flatnonzero(bad_mask)[-1])
+        artifacts = self.artifacts
+        n_bad = artifacts.scan(chunk)
+        if n_bad:
+            c.n_bad_samples += n_bad
+            last_bad = artifacts.last_bad
             bad_ts = newest_ts - (n - 1 - last_bad) * (1.0 / self.sfreq)
-            self._hold(bad_ts + max(self.protocol.artifact.hold_s, SETTLE_S), "artifact")
-            if not np.isfinite(chunk[self.used_channels]).all():
+            self._hold(bad_ts + settle_s, "artifact")
+            if artifacts.nonfinite:
                 # never feed NaN/Inf forward: restart the chain from the next good sample
                 self._reset_signal(None, "artifact")
                 chunk = chunk[:, last_bad + 1 :]
                 if chunk.shape[1] == 0:
                     return self._state(newest_ts)
 
-        signal = self.signal
-        derived = signal.derive(chunk, newest_ts)
+        derived, hp, env = self.signal.process(chunk, newest_ts)
         if derived.shape[1] == 0:
             return self._state(newest_ts)
-        hp = signal.highpassed(derived)
-        over = self.artifacts.over_limit(hp[0])
+        over = artifacts.over_limit(hp[0])
         if over:
             c.n_bad_samples += over
-            self._hold(newest_ts + self.protocol.artifact.hold_s, "over limit")
-        env = signal.envelope_of(hp)
+            self._hold(newest_ts + self._hold_s, "over limit")
 
         if not self.baseline.done:
             return self._collect_baseline(derived, env, newest_ts)
