@@ -152,6 +152,8 @@ def run_engine(
     next_state = 0
     n_total = 0
     name = engine.protocol.name
+    process = engine.process
+    keep = state_rows.append if keep_state else None
     t0 = time.perf_counter()
     for start, chunk in chunks:
         n = chunk.shape[1]
@@ -159,8 +161,9 @@ def run_engine(
             continue
         newest = start + n - 1
         newest_ts = newest / sfreq
-        state = engine.process(chunk, newest_ts, horizon_s)
-        n_total = max(n_total, newest + 1)
+        state = process(chunk, newest_ts, horizon_s)
+        if newest >= n_total:
+            n_total = newest + 1
         plan = state.plan
         if plan is not None:
             delivered_s = replay_delivery_s(plan, newest_ts)
@@ -174,10 +177,8 @@ def run_engine(
                         sample=int(round(delivered_s * sfreq)), protocol=name,
                     )
                 )
-        if keep_state and newest >= next_state:
-            state_rows.append(
-                (state.sample_ts, state.phase_deg, state.amplitude, state.feedback, float(state.gate))
-            )
+        if keep is not None and newest >= next_state:
+            keep((state.sample_ts, state.phase_deg, state.amplitude, state.feedback, float(state.gate)))
             next_state = newest + step
         if progress is not None:
             progress(n)

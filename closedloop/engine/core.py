@@ -30,7 +30,7 @@ import numpy as np
 from closedloop.dsp import spatial_weights
 from closedloop.engine.artifacts import ArtifactDetector
 from closedloop.engine.baseline import Baseline, fit_estimator, individual_band
-from closedloop.engine.continuity import TimestampCheck
+from closedloop.engine.continuity import OK, TimestampCheck
 from closedloop.engine.feedback import FeedbackMeter
 from closedloop.engine.gate import AmplitudeGate
 from closedloop.engine.planning import TriggerPlan, TriggerPlanner
@@ -50,7 +50,7 @@ SETTLE_S = 1.0
 HOLD_REASONS = ("artifact", "over limit", "gap", "timestamps", "stream", "paused")
 
 
-@dataclass
+@dataclass(slots=True)
 class EngineState:
     """What the engine knows after one chunk (one State stream sample)."""
 
@@ -341,7 +341,9 @@ class Engine:
             horizon_s = n * (1.0 / self.sfreq)
         settle_s = self._settle_s
         continuity = self.timestamps.process(n, newest_ts)
-        if continuity.kind == "backwards":
+        if continuity is OK:
+            pass
+        elif continuity.kind == "backwards":
             # timestamps that go back (or repeat) cannot time a stimulus: hold, counted from the
             # new timeline, so that a clock that jumped back for good does not hold forever
             c.n_nonmonotonic += 1
@@ -413,21 +415,23 @@ class Engine:
         if est is None:  # training failed (fit_error): never trigger
             self.gate = False
             return self._state(newest_ts)
-        est.process(np.ascontiguousarray(derived[0]))
+        est.process(derived[0])  # a row of the chain's C-contiguous output
         if not est.ready:
             self.gate = False
             self.phase_deg = math.nan
             return self._state(newest_ts)
-        self.frequency_hz = float(est.frequency_hz)
+        self.frequency_hz = frequency_hz = float(est.frequency_hz)
         newest_work_ts = self.signal.newest_work_ts
         lag = newest_ts - newest_work_ts
-        self.phase_deg = wrap_deg(est.phase_deg + 360.0 * self.frequency_hz * lag)
-        if self.gate_unit.on_estimator and math.isfinite(est.amplitude):
+        self.phase_deg = phase_deg = wrap_deg(est.phase_deg + 360.0 * frequency_hz * lag)
+        gate_unit = self.gate_unit
+        if gate_unit.on_estimator and math.isfinite(est.amplitude):
             self.amplitude = float(est.amplitude)
+        amplitude = self.amplitude
         held = newest_ts < self._hold_until or self.paused
-        self.gate = (not held) and self.gate_unit.process(self.amplitude)
-        state = self._state(newest_ts)
-        if self.gate and self.pending is None:
+        self.gate = gate = (not held) and gate_unit.process(amplitude)
+        state = EngineState(newest_ts, phase_deg, amplitude, math.nan, gate)
+        if gate and self.pending is None:
             plan = self.planner.process(
                 est, newest_ts, newest_work_ts, self.frequency_hz, sum(self.band_hz) / 2,
                 self.amplitude, horizon_s, lead_s, self.safety,
