@@ -153,7 +153,6 @@ def run_engine(
     n_total = 0
     name = engine.protocol.name
     process = engine.process
-    keep = state_rows.append if keep_state else None
     t0 = time.perf_counter()
     for start, chunk in chunks:
         n = chunk.shape[1]
@@ -177,8 +176,10 @@ def run_engine(
                         sample=int(round(delivered_s * sfreq)), protocol=name,
                     )
                 )
-        if keep is not None and newest >= next_state:
-            keep((state.sample_ts, state.phase_deg, state.amplitude, state.feedback, float(state.gate)))
+        if keep_state and newest >= next_state:
+            state_rows.append(
+                (state.sample_ts, state.phase_deg, state.amplitude, state.feedback, float(state.gate))
+            )
             next_state = newest + step
         if progress is not None:
             progress(n)

@@ -1,11 +1,12 @@
-"""The engine's fused per-chunk kernels give exactly what the stages give one by one.
+"""The engine's fast paths give exactly what the plain paths give.
 
 ``SignalChain.process`` (spatial filter, decimation, notch, high-pass and envelope in one compiled
 pass) is compared bit for bit, outputs and filter state, with the chain driven stage by stage
 (``derive``, ``highpassed``, ``envelope_of``) on real recordings in uneven chunks, with NaN/Inf
 runs, resets and a change of band in between; ``ArtifactDetector`` (one compiled pass over the
 used channels) with a numpy reference of the same rules; ``Recording.iter_chunks`` with
-``read``.
+``read``; the planner, which asks the safety limits before the estimator, asks the estimator only
+when the window could take a trigger.
 """
 
 from __future__ import annotations
@@ -224,3 +225,47 @@ def test_iter_chunks_are_contiguous_views_equal_to_read(chunk_size):
     assert all(c.flags.c_contiguous and c.dtype == np.float64 for _, c in pieces)
     assert [s for s, _ in pieces] == list(range(0, whole.shape[1], chunk_size))
     assert np.concatenate([c for _, c in pieces], axis=1).tobytes() == whole.tobytes()
+
+
+# ---------------------------------------------------------------------- planning
+def test_the_estimator_is_not_asked_while_the_limits_refuse_the_whole_window(monkeypatch):
+    """After a trigger, for the minimum interval, no crossing can be planned: the planner asks
+    the safety limits at the window's end first and leaves the estimator alone."""
+    from closedloop.engine import DECISION_LATENCY_S, Engine, TriggerPlanner
+    from closedloop.protocol import load_protocol
+    from closedloop.replay import run_engine
+
+    data, names, sfreq = _read(EYES_CLOSED, 60.0)
+    protocol = load_protocol("alpha-trough-o2")
+    engine = Engine(protocol, names, sfreq)
+    horizon_s = 4 / sfreq
+    now = {"ts": 0.0}
+    asked = []
+    estimator_class = type(engine._make_estimator())
+    original = estimator_class.next_crossing_s
+
+    def counting(self, target_phase_deg):
+        # the window's end was allowed when the planner asked
+        asked.append(engine.safety.check(now["ts"] + DECISION_LATENCY_S + horizon_s) is None)
+        return original(self, target_phase_deg)
+
+    monkeypatch.setattr(estimator_class, "next_crossing_s", counting)
+    planned = []
+    plan = TriggerPlanner.process
+
+    def planning(self, *args, **kwargs):
+        planned.append(1)
+        return plan(self, *args, **kwargs)
+
+    monkeypatch.setattr(TriggerPlanner, "process", planning)
+
+    def chunks():
+        for start in range(0, data.shape[1] - 3, 4):
+            now["ts"] = (start + 3) / sfreq
+            yield start, np.ascontiguousarray(data[:, start : start + 4])
+
+    result = run_engine(engine, chunks(), chunk_size=4, keep_state=False)
+    assert len(result.triggers) >= 5
+    assert asked and all(asked)
+    # the interval after each trigger was left out, not asked about
+    assert len(asked) < 0.8 * len(planned)
