@@ -8,7 +8,14 @@ import math
 import numpy as np
 
 from closedloop._signal_chain import ChainKernel
-from closedloop.dsp import Decimator, Envelope, SOSFilter, SpatialFilter, design_highpass, design_notch
+from closedloop.dsp import (
+    Decimator,
+    Envelope,
+    SOSFilter,
+    SpatialFilter,
+    design_highpass,
+    design_notch,
+)
 from closedloop.dsp._checks import check_chunk
 from closedloop.errors import DataError
 
