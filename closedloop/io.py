@@ -218,8 +218,18 @@ class Recording:
         for block_start in range(start, stop, block_size):
             block_stop = min(stop, block_start + block_size)
             block = self.read(block_start, block_stop)
-            for i in range(0, block_stop - block_start, chunk_size):
-                yield block_start + i, np.ascontiguousarray(block[:, i : i + chunk_size])
+            m = block_stop - block_start
+            whole = m // chunk_size * chunk_size
+            if whole:
+                # one copy per block into chunk-major order, so that every chunk is a
+                # C-contiguous view (not a copy per chunk)
+                tiles = np.ascontiguousarray(
+                    block[:, :whole].reshape(self.n_channels, whole // chunk_size, chunk_size).swapaxes(0, 1)
+                )
+                for j in range(tiles.shape[0]):
+                    yield block_start + j * chunk_size, tiles[j]
+            if whole < m:
+                yield block_start + whole, np.ascontiguousarray(block[:, whole:])
 
     def close(self) -> None:
         """Release the file; :meth:`read` fails afterwards."""

@@ -155,6 +155,7 @@ def run_engine(
     next_state = 0
     n_total = 0
     name = engine.protocol.name
+    process = engine.process
     t0 = time.perf_counter()
     for start, chunk in chunks:
         n = chunk.shape[1]
@@ -162,8 +163,9 @@ def run_engine(
             continue
         newest = start + n - 1
         newest_ts = newest / sfreq
-        state = engine.process(chunk, newest_ts, horizon_s)
-        n_total = max(n_total, newest + 1)
+        state = process(chunk, newest_ts, horizon_s)
+        if newest >= n_total:
+            n_total = newest + 1
         plan = state.plan
         if plan is not None:
             delivered_s = replay_delivery_s(plan, newest_ts)

@@ -186,7 +186,9 @@ def replay_speed(seconds: float, *, n_channels: int = 64, sfreq: float = 1000.0,
             yield start, np.ascontiguousarray(data[:, pos : pos + chunk])
 
     engine = Engine(load_protocol(protocol), names, sfreq, seed=0)
+    cpu0 = time.process_time()
     result = run_engine(engine, chunks(), chunk_size=chunk, keep_state=False)
+    cpu_s = time.process_time() - cpu0  # this process's CPU: steadier than wall on a shared machine
     return {
         "channels": n_channels,
         "sfreq": sfreq,
@@ -194,6 +196,8 @@ def replay_speed(seconds: float, *, n_channels: int = 64, sfreq: float = 1000.0,
         "data_seconds": total / sfreq,
         "wall_s": result.wall_s,
         "speed_x_realtime": result.speed_x,
+        "cpu_s": cpu_s,
+        "speed_x_cpu": total / sfreq / cpu_s if cpu_s > 0 else None,
         "triggers": len(result.triggers),
     }
 

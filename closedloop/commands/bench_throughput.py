@@ -54,7 +54,8 @@ def print_result(result: dict) -> None:
                                                       f"{confirmed}{cap}")))
     r = result["replay"]
     rows.append(("replay speed", (f"{fmt(r['speed_x_realtime'], '.0f')}x real time ({r['channels']} ch, {r['sfreq']:g} Hz, "
-                                 f"{r['data_seconds']:g} s of data in {fmt(r['wall_s'], '.2f')} s)")))
+                                 f"{r['data_seconds']:g} s of data in {fmt(r['wall_s'], '.2f')} s; "
+                                 f"{fmt(r.get('speed_x_cpu'), '.0f')}x per CPU second)")))
     d = result.get("dsp")
     if d:
         c = d["closedloop"]

@@ -31,7 +31,7 @@ from closedloop.angles import wrap_deg
 from closedloop.dsp import spatial_weights
 from closedloop.engine.artifacts import ArtifactDetector
 from closedloop.engine.baseline import Baseline, fit_estimator, individual_band
-from closedloop.engine.continuity import TimestampCheck
+from closedloop.engine.continuity import OK, TimestampCheck
 from closedloop.engine.feedback import FeedbackMeter
 from closedloop.engine.gate import AmplitudeGate
 from closedloop.engine.planning import TriggerPlan, TriggerPlanner
@@ -50,7 +50,7 @@ SETTLE_S = 1.0
 HOLD_REASONS = ("artifact", "over limit", "gap", "timestamps", "stream", "units", "paused", "baseline")
 
 
-@dataclass
+@dataclass(slots=True)
 class EngineState:
     """What the engine knows after one chunk (one State stream sample)."""
 
@@ -217,6 +217,8 @@ class Engine:
 
         self._hold_until = -math.inf
         self._hold_cause = ""
+        self._hold_s = protocol.artifact.hold_s
+        self._settle_s = max(self._hold_s, SETTLE_S)
         self.phase_deg = math.nan
         self.amplitude = math.nan
         self.frequency_hz = math.nan
@@ -359,9 +361,11 @@ class Engine:
         if units is not None and not units.ok and not units.process(chunk):
             # not plausibly EEG in the units it is taken in: no trigger on it
             self._hold(newest_ts + horizon_s, "units")
-        settle_s = max(self.protocol.artifact.hold_s, SETTLE_S)
+        settle_s = self._settle_s
         continuity = self.timestamps.process(n, newest_ts)
-        if continuity.kind == "backwards":
+        if continuity is OK:
+            pass
+        elif continuity.kind == "backwards":
             # timestamps that go back (or repeat) cannot time a stimulus: hold, counted from the
             # new timeline, so that a clock that jumped back for good does not hold forever
             c.n_nonmonotonic += 1
@@ -375,29 +379,27 @@ class Engine:
             c.n_missing_samples += continuity.missing
             self._reset_signal(newest_ts, "gap")
 
-        bad_mask = self.artifacts.process(chunk)
-        if bad_mask is not None:
-            c.n_bad_samples += int(bad_mask.sum())
-            last_bad = int(np.flatnonzero(bad_mask)[-1])
+        artifacts = self.artifacts
+        n_bad = artifacts.scan(chunk)
+        if n_bad:
+            c.n_bad_samples += n_bad
+            last_bad = artifacts.last_bad
             bad_ts = newest_ts - (n - 1 - last_bad) * (1.0 / self.sfreq)
-            self._hold(bad_ts + max(self.protocol.artifact.hold_s, SETTLE_S), "artifact")
-            if not np.isfinite(chunk[self.used_channels]).all():
+            self._hold(bad_ts + settle_s, "artifact")
+            if artifacts.nonfinite:
                 # never feed NaN/Inf forward: restart the chain from the next good sample
                 self._reset_signal(None, "artifact")
                 chunk = chunk[:, last_bad + 1 :]
                 if chunk.shape[1] == 0:
                     return self._state(newest_ts)
 
-        signal = self.signal
-        derived = signal.derive(chunk, newest_ts)
+        derived, hp, env = self.signal.process(chunk, newest_ts)
         if derived.shape[1] == 0:
             return self._state(newest_ts)
-        hp = signal.highpassed(derived)
-        over = self.artifacts.over_limit(hp[0])
+        over = artifacts.over_limit(hp[0])
         if over:
             c.n_bad_samples += over
-            self._hold(newest_ts + self.protocol.artifact.hold_s, "over limit")
-        env = signal.envelope_of(hp)
+            self._hold(newest_ts + self._hold_s, "over limit")
 
         if not self.baseline.done:
             return self._collect_baseline(derived, env, newest_ts)
@@ -435,21 +437,23 @@ class Engine:
         if est is None:  # training failed (fit_error): never trigger
             self.gate = False
             return self._state(newest_ts)
-        est.process(np.ascontiguousarray(derived[0]))
+        est.process(derived[0])  # a row of the chain's C-contiguous output
         if not est.ready:
             self.gate = False
             self.phase_deg = math.nan
             return self._state(newest_ts)
-        self.frequency_hz = float(est.frequency_hz)
+        self.frequency_hz = frequency_hz = float(est.frequency_hz)
         newest_work_ts = self.signal.newest_work_ts
         lag = newest_ts - newest_work_ts
-        self.phase_deg = wrap_deg(est.phase_deg + 360.0 * self.frequency_hz * lag)
-        if self.gate_unit.on_estimator and math.isfinite(est.amplitude):
+        self.phase_deg = phase_deg = wrap_deg(est.phase_deg + 360.0 * frequency_hz * lag)
+        gate_unit = self.gate_unit
+        if gate_unit.on_estimator and math.isfinite(est.amplitude):
             self.amplitude = float(est.amplitude)
+        amplitude = self.amplitude
         held = newest_ts < self._hold_until or self.paused
-        self.gate = (not held) and self.gate_unit.process(self.amplitude)
-        state = self._state(newest_ts)
-        if self.gate and self.pending is None:
+        self.gate = gate = (not held) and gate_unit.process(amplitude)
+        state = EngineState(newest_ts, phase_deg, amplitude, math.nan, gate)
+        if gate and self.pending is None:
             plan = self.planner.process(
                 est, newest_ts, newest_work_ts, self.frequency_hz, sum(self.band_hz) / 2,
                 self.amplitude, horizon_s, lead_s, self.safety,

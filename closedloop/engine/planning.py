@@ -127,13 +127,20 @@ class TriggerPlanner:
         target = trig.target_phase_deg
         if trig.random_phase:
             target = wrap_deg(float(self.rng.uniform(-180.0, 180.0)))
+        earliest = newest_ts + DECISION_LATENCY_S + lead_s
+        latest = earliest + horizon_s
+        if safety.check(latest, input_ok=True) is not None:
+            # the limits only ever refuse the times before a bound (a hold, the interval since
+            # the last trigger) or all times (the count): refused at the window's end, refused
+            # throughout it, whatever the crossing; next_crossing_s is a pure query, so not
+            # asking it changes nothing
+            return None
         wait = float(estimator.next_crossing_s(target))
         if not math.isfinite(wait) or wait < 0:
             return None
         crossing = newest_work_ts + wait
         fire = crossing - trig.technical_delay_s - self.output_delay_s
-        earliest = newest_ts + DECISION_LATENCY_S + lead_s
-        if fire > earliest + horizon_s:
+        if fire > latest:
             return None
         freq = frequency_hz if frequency_hz > 0 else fallback_hz
         tolerance_s = trig.phase_tolerance_deg / (360.0 * freq)
