@@ -298,7 +298,7 @@ class Engine:
             backlog = np.concatenate(self._fit_backlog)
             self._fit_backlog = []
             keep = int(2 * self.sfreq_work)
-            self.estimator.process(np.ascontiguousarray(backlog[-keep:]))
+            self._estimate(np.ascontiguousarray(backlog[-keep:]), held=False)
 
     # ------------------------------------------------------------------ per chunk
     def process(
@@ -393,7 +393,7 @@ class Engine:
                 if self._fit is not None:
                     self._fit_backlog.append(rest[0].copy())
                 elif self.estimator is not None:  # None: the fit failed (fit_error)
-                    self.estimator.process(np.ascontiguousarray(rest[0]))
+                    self._estimate(np.ascontiguousarray(rest[0]), newest_ts < self._hold_until)
         self.amplitude = float(env[0, -1])
         return self._state(newest_ts)
 
@@ -413,7 +413,8 @@ class Engine:
         if est is None:  # training failed (fit_error): never trigger
             self.gate = False
             return self._state(newest_ts)
-        est.process(np.ascontiguousarray(derived[0]))
+        artifact_held = newest_ts < self._hold_until
+        self._estimate(np.ascontiguousarray(derived[0]), artifact_held)
         if not est.ready:
             self.gate = False
             self.phase_deg = math.nan
@@ -424,19 +425,27 @@ class Engine:
         self.phase_deg = wrap_deg(est.phase_deg + 360.0 * self.frequency_hz * lag)
         if self.gate_unit.on_estimator and math.isfinite(est.amplitude):
             self.amplitude = float(est.amplitude)
-        held = newest_ts < self._hold_until or self.paused
+        held = artifact_held or self.paused
+        if not held:
+            self.gate_unit.elapse(derived.shape[1] / self.sfreq_work)
         self.gate = (not held) and self.gate_unit.process(self.amplitude)
         state = self._state(newest_ts)
         if self.gate and self.pending is None:
             plan = self.planner.process(
                 est, newest_ts, newest_work_ts, self.frequency_hz, sum(self.band_hz) / 2,
                 self.amplitude, horizon_s, lead_s, self.safety,
+                gate=self.gate_unit.process if self.gate_unit.on_estimator else None,
             )
             if plan is not None:
                 self.pending = plan
                 self.counters.n_planned += 1
                 state.plan = plan
         return state
+
+    def _estimate(self, x: np.ndarray, held: bool) -> None:
+        """Feed the estimator; a running gate sees the amplitude of the new samples."""
+        self.estimator.process(x)
+        self.gate_unit.observe(self.estimator, x.shape[0], held)
 
     def _state(self, newest_ts: float) -> EngineState:
         return EngineState(
@@ -460,6 +469,7 @@ class Engine:
             self._count_drop(reason)
             return False
         self.safety.record(time_s)
+        self.gate_unit.delivered()
         self.counters.n_delivered += 1
         plan.seq = self.counters.n_delivered
         self.delivered.append(plan)
@@ -519,6 +529,7 @@ class Engine:
             "band_hz": list(self.band_hz),
             "individual_peak_hz": self.individual_peak_hz,
             "gate_threshold_uv": self.gate_threshold,
+            "gate": self.gate_unit.summary(),
             "estimator": getattr(self.estimator, "name", None),
             "notes": list(self.notes),
         }
