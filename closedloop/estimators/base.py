@@ -35,10 +35,10 @@ class Crossing:
     wait_s : float
         Seconds from the newest sample to the crossing.
     certainty : float
-        What an amplitude gate compares with its threshold for this crossing, µV: the predicted
-        amplitude at the crossing in units of the estimate's own accuracy at the newest sample
-        (an estimator that knows how its error grows with the horizon scales its amplitude down
-        accordingly; the others give their amplitude at the newest sample).
+        What an amplitude gate compares with its threshold for this crossing, µV: the amplitude
+        predicted at the crossing where the estimator predicts for the horizon (``wiener``: a
+        least-squares prediction, smaller where the horizon makes it less predictable), else its
+        amplitude at the newest sample.
     phase_deg : float
         The estimated phase at the crossing (the phase aimed at), or NaN when the estimator
         leaves it to the caller to carry its current phase forward.

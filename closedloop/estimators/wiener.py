@@ -23,6 +23,14 @@ drifts away from the baseline (alpha frequency, waveform, noise):
 Every correction is learnt inside ``process`` from the samples alone: the state after N
 samples does not depend on how they were chunked nor on when or how often it was queried
 (live equals replay); ``next_crossing_s`` and the other answers change nothing.
+
+Prediction for the horizon asked (issue 17): the engine decides once per chunk, for the
+crossings due before the next chunk. ``fit`` also trains one complex FIR per horizon of a grid
+(``horizon_step`` samples apart, up to :data:`MAX_HORIZON_S`) that predicts the offline truth
+that far after the newest sample, by the same ridge least squares; ``window_crossing`` predicts
+the analytic signal on the grid points spanning the planning window and returns the first
+crossing of the aimed phase inside it, instead of carrying the phase at the newest sample
+forward at the instantaneous frequency.
 """
 
 from __future__ import annotations
@@ -122,6 +130,15 @@ class WienerEstimator(ComplexFIREstimator):
         Share of the baseline held out to choose the ridge (default 0.25).
     adapt_s : float
         Time constant of the delayed-truth corrections, s (default 20; 0 turns them off).
+
+    Attributes
+    ----------
+    horizon_step, n_horizons : int
+        The prediction horizons' grid: ``k * horizon_step`` samples ahead, ``k < n_horizons``.
+    horizon_weights : ndarray, complex, (n_horizons, n_taps)
+        One direct predictor per horizon (row 0 is ``weights``, the estimate at the newest sample).
+    horizon_rms : ndarray, (n_horizons,)
+        Each predictor's RMS error on the baseline, µV (NaN before ``fit``).
     """
 
     name = "wiener"
@@ -341,9 +358,11 @@ class WienerEstimator(ComplexFIREstimator):
         j = k1 - k0
         z_re, z_im = self._pred_re[j], self._pred_im[j]
         rel = math.atan2(z_im * aim_re - z_re * aim_im, z_re * aim_re + z_im * aim_im)
-        ahead = ((-rel) % (2.0 * math.pi)) / (2.0 * math.pi * self.frequency_hz)
-        wait = last * step + ahead
-        if not max(start_s, last * step) <= wait <= end_s:
+        freq = self.frequency_hz
+        wait = last * step + ((-rel) % (2.0 * math.pi)) / (2.0 * math.pi * freq)
+        if wait < start_s:  # the first crossing in the window is a whole number of cycles later
+            wait += math.ceil((start_s - wait) * freq) / freq
+        if wait > end_s:
             return None
         return Crossing(wait, math.hypot(z_re, z_im), wrap_deg(aimed))
 
@@ -417,8 +436,8 @@ class WienerEstimator(ComplexFIREstimator):
         xtz = proj @ _horizon_cross_terms(x, z, self.n_taps, horizons, start, stop)
         weights = self._ridge_solver(xtx, xtz)(ridge).T  # (n_horizons, n_taps)
         # RMS error per horizon on the training rows (kept for inspection: how the error grows
-        # with the horizon), from the normal equations: the weights
-        # lie in the projected space, so |t - Xw|^2 = |t|^2 - 2 Re(w^H X^T t) + w^H X^T X w
+        # with the horizon), from the normal equations: the weights lie in the projected space,
+        # so |t - Xw|^2 = |t|^2 - 2 Re(w^H X^T t) + w^H X^T X w
         energy = np.array([np.sum(np.abs(z[start + h : stop + h]) ** 2) for h in horizons])
         cross = np.einsum("kl,lk->k", weights.conj(), xtz).real
         quad = np.sum((weights.conj() @ xtx) * weights, axis=1).real
