@@ -23,6 +23,7 @@ from closedloop.engine.gate import (
     baseline_rate_percentile,
 )
 from closedloop.errors import ProtocolError
+from closedloop.replay import replay
 from tests.helpers.protocols import make_protocol
 from tests.helpers.recordings import EYES_CLOSED, RECORDINGS
 
@@ -141,11 +142,11 @@ def test_running_gate_keeps_the_rate_when_the_rhythm_halves_and_percentile_colla
     scaled = data.copy()
     scaled[:, mid:] *= 0.5  # from 62.5 s on, everything at half amplitude
     span = (30.0, mid / sfreq, data.shape[1] / sfreq - 1.0)
-    fixed = cl.replay(scaled, _with_gate("percentile:50"), sfreq=sfreq, ch_names=names, units="uV")
+    fixed = replay(scaled, _with_gate("percentile:50"), sfreq=sfreq, ch_names=names, units="uV")
     first, second = _half_rates(fixed.onsets_s, *span)
     assert first > 100 and second < 0.5 * first, (first, second)  # measured 135 and 35 per min
     # a 20 s window: the threshold crosses over within about half of it (docs/estimators.md)
-    running = cl.replay(scaled, _with_gate("running:50", 20.0), sfreq=sfreq, ch_names=names, units="uV")
+    running = replay(scaled, _with_gate("running:50", 20.0), sfreq=sfreq, ch_names=names, units="uV")
     first, second = _half_rates(running.onsets_s, *span)
     assert first > 100 and abs(second / first - 1.0) <= 0.2, (first, second)  # 137 and 129
     assert running.summary["gate"]["kind"] == "running"
@@ -159,7 +160,7 @@ def test_rate_gate_holds_its_rate_before_and_after_the_rhythm_halves(imagery):
     scaled[:, mid:] *= 0.5
     span = (30.0, mid / sfreq, data.shape[1] / sfreq - 1.0)
     for signal in (data, scaled):
-        result = cl.replay(signal, _with_gate("rate:60"), sfreq=sfreq, ch_names=names, units="uV")
+        result = replay(signal, _with_gate("rate:60"), sfreq=sfreq, ch_names=names, units="uV")
         gate = result.summary["gate"]
         # per minute of the time it could trigger in (artifact holds do not count)
         per_active_min = 60.0 * len(result.triggers) / gate["active_s"]
