@@ -33,12 +33,12 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from estimators_floor import derotate, load, recording_parser  # noqa: E402
+from estimators_floor import derotate, load, recording_parser
 
-from closedloop.engine import DECISION_LATENCY_S  # noqa: E402
-from closedloop.estimators import make_estimator  # noqa: E402
-from closedloop.estimators.wiener import _horizon_cross_terms, _normal_equations  # noqa: E402
-from closedloop.groundtruth import circular_stats, wrap_deg  # noqa: E402
+from closedloop.engine import DECISION_LATENCY_S
+from closedloop.estimators import make_estimator
+from closedloop.estimators.wiener import _horizon_cross_terms, _normal_equations
+from closedloop.groundtruth import circular_stats, wrap_deg
 
 BAND_HZ = (8.0, 13.0)
 TARGETS_DEG = (0.0, 180.0)
@@ -70,17 +70,21 @@ def carried_forward(z0: np.ndarray, horizons: np.ndarray, sfreq: float) -> np.nd
     """The estimate at ``t`` carried forward at its instantaneous frequency, per horizon."""
     lag = max(1, round(sfreq / np.mean(BAND_HZ) / 4.0))
     freq = np.full(z0.shape[0], np.mean(BAND_HZ))
-    freq[lag:] = np.clip(np.angle(z0[lag:] * np.conj(z0[:-lag])) * sfreq / (2 * np.pi * lag), *BAND_HZ)
+    freq[lag:] = np.clip(
+        np.angle(z0[lag:] * np.conj(z0[:-lag])) * sfreq / (2 * np.pi * lag), *BAND_HZ
+    )
     freq = np.nan_to_num(freq, nan=float(np.mean(BAND_HZ)))
     return z0[None, :] * np.exp(2j * np.pi * freq[None, :] * horizons[:, None] / sfreq)
 
 
-def candidates(z: np.ndarray, step: int, sfreq: float, chunk: int, start: int, stop: int, target: float):
+def candidates(
+    z: np.ndarray, step: int, sfreq: float, chunk: int, start: int, stop: int, target: float
+):
     """Per chunk end ``n``: the first predicted upward crossing of ``target`` in the window, as
     (n, time in s); phase interpolated linearly between the horizon grid's points."""
     lo = DECISION_LATENCY_S * sfreq / step
     hi = (DECISION_LATENCY_S * sfreq + chunk) / step
-    k0, k1 = int(math.floor(lo)), int(math.ceil(hi))
+    k0, k1 = math.floor(lo), math.ceil(hi)
     ends = np.arange(start + chunk - 1 - start % chunk, stop, chunk)
     rel = np.angle(z[k0 : k1 + 1][:, ends] * np.exp(-1j * math.radians(target)))  # (K, n)
     out = []
@@ -150,9 +154,14 @@ def main() -> None:
         ),
     }
     print(f"{args.recording} {args.channel}: circular SD at {args.rate:g} triggers/min per target")
-    print(f"  {'estimate':40s} " + " ".join(f"{f'chunk {c} ({1000 * c / sfreq:.1f} ms)':>20s}" for c in chunks))
+    print(
+        f"  {'estimate':40s} "
+        + " ".join(f"{f'chunk {c} ({1000 * c / sfreq:.1f} ms)':>20s}" for c in chunks)
+    )
     for name, z in estimates.items():
-        z = np.array([derotate(z[k], np.roll(z_true, -int(h)), start, stop) for k, h in enumerate(horizons)])
+        z = np.array(
+            [derotate(z[k], np.roll(z_true, -int(h)), start, stop) for k, h in enumerate(horizons)]
+        )
         cells = []
         for c in chunks:
             stats, got = errors_at_rate(z, step, sfreq, c, truth, start, stop, args.rate)

@@ -23,7 +23,9 @@ from closedloop.protocol import load_protocol
 from closedloop.replay import replay
 
 
-def half_rates(onsets: np.ndarray, start_s: float, mid_s: float, end_s: float) -> tuple[float, float]:
+def half_rates(
+    onsets: np.ndarray, start_s: float, mid_s: float, end_s: float
+) -> tuple[float, float]:
     """Triggers per minute in ``[start_s, mid_s)`` and ``[mid_s, end_s)``."""
     first = np.sum((onsets >= start_s) & (onsets < mid_s)) / ((mid_s - start_s) / 60.0)
     second = np.sum((onsets >= mid_s) & (onsets < end_s)) / ((end_s - mid_s) / 60.0)
@@ -34,7 +36,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("recording")
     parser.add_argument("--protocol", required=True)
-    parser.add_argument("--gates", default="percentile:50,running:50@60,running:50@30,running:50@20,rate:60")
+    parser.add_argument(
+        "--gates", default="percentile:50,running:50@60,running:50@30,running:50@20,rate:60"
+    )
     parser.add_argument("--scale", type=float, default=0.5)
     args = parser.parse_args()
     protocol = load_protocol(args.protocol)
@@ -53,7 +57,9 @@ def main() -> None:
     for spec in args.gates.split(","):
         gate, _, window = spec.partition("@")
         trigger = dataclasses.replace(
-            protocol.trigger, amplitude_gate=gate, gate_window_s=float(window or protocol.trigger.gate_window_s)
+            protocol.trigger,
+            amplitude_gate=gate,
+            gate_window_s=float(window or protocol.trigger.gate_window_s),
         )
         p = dataclasses.replace(protocol, trigger=trigger)
         cells = []

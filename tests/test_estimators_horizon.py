@@ -90,4 +90,8 @@ def test_the_prediction_error_grows_with_the_horizon_on_real_eeg(recordings):
     assert np.all(np.diff(rms) > 0)
     # 25 ms ahead (4 samples at 160 Hz): measured 24.0 -> 29.8 uV RMS on the baseline
     assert 1.1 < rms[4] / rms[0] < 1.5
-    assert math.isclose(abs(est.horizon_weights[0] @ est.weights.conj()) / (est.weights @ est.weights.conj()).real, 1.0, rel_tol=1e-9)
+    assert math.isclose(
+        abs(est.horizon_weights[0] @ est.weights.conj()) / (est.weights @ est.weights.conj()).real,
+        1.0,
+        rel_tol=1e-9,
+    )

@@ -105,11 +105,20 @@ def test_running_and_rate_gates_parse(gate, kind, value):
 @pytest.mark.parametrize(
     ("trigger", "message"),
     [
-        ({"amplitude_gate": "running:101"}, r'amplitude_gate = "running:101" is not accepted: .*"running:P" with P from 0 to 100'),
+        (
+            {"amplitude_gate": "running:101"},
+            r'amplitude_gate = "running:101" is not accepted: .*"running:P" with P from 0 to 100',
+        ),
         ({"amplitude_gate": "rate:0"}, r'"rate:N" with N > 0 \(triggers per minute\)'),
         ({"amplitude_gate": "rate:300"}, r"at most 60 / min_interval_s = 240 triggers per minute"),
-        ({"amplitude_gate": "running:50", "gate_window_s": 0.5}, r"gate_window_s = 0.5 is not accepted: expected seconds in \[1, 3600\]"),
-        ({"amplitude_gate": "rate:20", "baseline_s": 0.0}, r'amplitude_gate = "rate:20" require a baseline'),
+        (
+            {"amplitude_gate": "running:50", "gate_window_s": 0.5},
+            r"gate_window_s = 0.5 is not accepted: expected seconds in \[1, 3600\]",
+        ),
+        (
+            {"amplitude_gate": "rate:20", "baseline_s": 0.0},
+            r'amplitude_gate = "rate:20" require a baseline',
+        ),
     ],
 )
 def test_bad_running_and_rate_gates_are_refused_with_what_is_accepted(trigger, message):
@@ -130,7 +139,9 @@ def _with_gate(gate: str, window_s: float = 60.0):
     return dataclasses.replace(protocol, trigger=trigger)
 
 
-def _half_rates(onsets: np.ndarray, start_s: float, mid_s: float, end_s: float) -> tuple[float, float]:
+def _half_rates(
+    onsets: np.ndarray, start_s: float, mid_s: float, end_s: float
+) -> tuple[float, float]:
     first = np.sum((onsets >= start_s) & (onsets < mid_s)) / ((mid_s - start_s) / 60.0)
     second = np.sum((onsets >= mid_s) & (onsets < end_s)) / ((end_s - mid_s) / 60.0)
     return float(first), float(second)
@@ -146,7 +157,9 @@ def test_running_gate_keeps_the_rate_when_the_rhythm_halves_and_percentile_colla
     first, second = _half_rates(fixed.onsets_s, *span)
     assert first > 100 and second < 0.5 * first, (first, second)  # measured 144 and 41 per min
     # a 20 s window: the threshold crosses over within about half of it (docs/estimators.md)
-    running = replay(scaled, _with_gate("running:50", 20.0), sfreq=sfreq, ch_names=names, units="uV")
+    running = replay(
+        scaled, _with_gate("running:50", 20.0), sfreq=sfreq, ch_names=names, units="uV"
+    )
     first, second = _half_rates(running.onsets_s, *span)
     assert first > 100 and abs(second / first - 1.0) <= 0.2, (first, second)  # 142 and 137
     assert running.summary["gate"]["kind"] == "running"

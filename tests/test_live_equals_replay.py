@@ -13,6 +13,7 @@ from closedloop.replay import read_events_tsv
 from tests.helpers.protocols import phase_toml
 from tests.helpers.recordings import EYES_CLOSED
 
+
 @pytest.mark.slow
 @pytest.mark.parametrize("gate", ["percentile:50", "rate:60"])
 def test_live_triggers_match_replay_within_two_samples(tmp_path, source_id, recordings, gate):
@@ -20,7 +21,9 @@ def test_live_triggers_match_replay_within_two_samples(tmp_path, source_id, reco
     chunk = 4
     sfreq = 160.0
     proto = tmp_path / "p.toml"
-    proto.write_text(phase_toml("live-vs-replay", "O1", reference="none", baseline_s=10.0, amplitude_gate=gate))
+    proto.write_text(
+        phase_toml("live-vs-replay", "O1", reference="none", baseline_s=10.0, amplitude_gate=gate)
+    )
     record = tmp_path / "live.xdf"
     run = subprocess.Popen(
         [sys.executable, "-m", "closedloop", "run", "--protocol", str(proto), "--source-id", source_id,
@@ -70,7 +73,7 @@ def test_live_triggers_match_replay_within_two_samples(tmp_path, source_id, reco
     tol = 2.0 / sfreq
     live_matched = np.mean([np.min(np.abs(replay - t)) <= tol for t in live])
     replay_matched = np.mean([np.min(np.abs(live - t)) <= tol for t in replay])
-    print(f"live-equals-replay ({gate}): {len(live)} live, {len(replay)} replay triggers; live matched "
-          f"{live_matched:.1%}, replay matched {replay_matched:.1%} within 2 samples")
+    print(f"live-equals-replay ({gate}): {len(live)} live, {len(replay)} replay triggers; "
+          f"live matched {live_matched:.1%}, replay matched {replay_matched:.1%} within 2 samples")
     assert live_matched >= 0.95, (live_matched, len(live), len(replay))
     assert replay_matched >= 0.95, (replay_matched, len(live), len(replay))

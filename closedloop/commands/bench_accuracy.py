@@ -156,7 +156,9 @@ def run_command(args: argparse.Namespace) -> int:
     if any(c < 1 for c in chunk_sizes):
         raise UsageError(f"--chunk-size must be whole numbers >= 1, got {args.chunk_size}.")
     if not (math.isfinite(args.rate_bin_s) and args.rate_bin_s > 0):
-        raise UsageError(f"--rate-bin-s must be a positive number of seconds, got {args.rate_bin_s}.")
+        raise UsageError(
+            f"--rate-bin-s must be a positive number of seconds, got {args.rate_bin_s}."
+        )
     eval_after = (
         protocol.trigger.baseline_s if args.eval_after_s is None else float(args.eval_after_s)
     )

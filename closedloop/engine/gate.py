@@ -28,7 +28,13 @@ import numpy as np
 
 from closedloop.protocol import TriggerSettings
 
-__all__ = ["GATE_TICK_S", "AmplitudeGate", "RateControl", "RunningPercentile", "baseline_rate_percentile"]
+__all__ = [
+    "GATE_TICK_S",
+    "AmplitudeGate",
+    "RateControl",
+    "RunningPercentile",
+    "baseline_rate_percentile",
+]
 
 #: The running window takes one amplitude per this much of the sample clock (6000 values in the
 #: default 60 s window): far finer than the amplitude's own changes (the band's width, 5 Hz,
@@ -69,7 +75,7 @@ class RunningPercentile:
         if n == 0:
             return math.nan
         pos = min(max(q, 0.0), 100.0) / 100.0 * (n - 1)
-        low = int(math.floor(pos))
+        low = math.floor(pos)
         high = min(low + 1, n - 1)
         frac = pos - low
         return self._sorted[low] + (self._sorted[high] - self._sorted[low]) * frac

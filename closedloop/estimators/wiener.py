@@ -188,7 +188,8 @@ class WienerEstimator(ComplexFIREstimator):
         weights = 2.0 * taper * np.exp(2j * np.pi * self.center_hz * t) / taper.sum()
         self._setup_fir(weights)
         ahead = np.arange(self.n_horizons) * self.horizon_step / self.sfreq
-        self._setup_horizons(weights[None, :] * np.exp(2j * np.pi * self.center_hz * ahead)[:, None])
+        rotate = np.exp(2j * np.pi * self.center_hz * ahead)[:, None]
+        self._setup_horizons(weights[None, :] * rotate)
         self.horizon_rms = np.full(self.n_horizons, np.nan)
 
     def _setup_fir(self, weights: np.ndarray) -> None:
@@ -336,8 +337,8 @@ class WienerEstimator(ComplexFIREstimator):
         aim_re, aim_im = math.cos(rad), math.sin(rad)
         rot = self.rotation * self.correction
         window = self._pos[0] + self._span - self.n_taps + 1
-        k0 = min(int(math.floor(lo)), last - 1)
-        k1 = min(max(int(math.ceil(hi)), k0 + 1), last)
+        k0 = min(math.floor(lo), last - 1)
+        k1 = min(max(math.ceil(hi), k0 + 1), last)
         kernels.horizon_predict(
             self._hist, window, self._hw_re, self._hw_im, k0, k1 + 1, rot.real, rot.imag,
             self._pred_re, self._pred_im,
@@ -375,7 +376,8 @@ class WienerEstimator(ComplexFIREstimator):
         keep = min(n, count, self.ring_size - self.delay - 1)
         if keep > 0:
             idx = np.arange(count - keep, count) % self.ring_size
-            out[n - keep :] = np.hypot(self._rings[2, idx], self._rings[3, idx]) * abs(self.correction)
+            amplitude = np.hypot(self._rings[2, idx], self._rings[3, idx])
+            out[n - keep :] = amplitude * abs(self.correction)
         return out
 
     # -- training --------------------------------------------------------------------------
