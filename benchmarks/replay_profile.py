@@ -41,10 +41,7 @@ def profile_once(path: str, protocol: str, chunk_size: int | None) -> dict:
     from closedloop.estimators import kernels
     from closedloop.io import open_recording
 
-    try:  # the module's name once the public API's rename (replay.py -> offline.py) is merged
-        from closedloop.offline import default_chunk_size, run_engine
-    except ImportError:
-        from closedloop.replay import default_chunk_size, run_engine
+    from closedloop.offline import default_chunk_size, run_engine
 
     clock = time.perf_counter
     spent = {"process": 0.0, "kernels": 0.0, "crossing": 0.0, "fit": 0.0}

@@ -202,7 +202,8 @@ def run_calibration(
     truth[-edge:] = np.nan
     n_fit = round(x.shape[0] * (1.0 - holdout))
     trig = protocol.trigger
-    gate = float(trig.gate_value) if trig.gate_kind == "percentile" else None
+    # a running gate starts as its percentile of the baseline; a rate gate has no fixed level
+    gate = float(trig.gate_value) if trig.gate_kind in ("percentile", "running") else None
     result = Calibration(protocol, band_hz, band_note, peak, sfreq, length_s, n_fit)
     for method, params in candidates:
         try:

@@ -288,12 +288,27 @@ def scored_errors(
     Each error is the true phase at the trigger's exact delivery time minus its target
     (:func:`phase_errors`); triggers outside the span, or where the truth is undefined, are left out.
     """
+    return scored_triggers(derived, sfreq, band_hz, onsets_s, targets_deg, eval_after_s=eval_after_s, truth=truth)[1]
+
+
+def scored_triggers(
+    derived: np.ndarray,
+    sfreq: float,
+    band_hz: tuple[float, float],
+    onsets_s: np.ndarray,
+    targets_deg: np.ndarray | float,
+    *,
+    eval_after_s: float,
+    truth: GroundTruth | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`scored_errors` with the onsets of the triggers scored: ``(onsets, errors)``."""
     start, end = scored_span_s(derived.shape[0], sfreq, eval_after_s)
     onsets = np.asarray(onsets_s, dtype=float)
     targets = np.broadcast_to(np.asarray(targets_deg, dtype=float), onsets.shape)
     keep = (onsets >= start) & (onsets <= end)
     _, errors = phase_errors(derived, sfreq, band_hz, onsets[keep], targets[keep], truth=truth)
-    return errors[np.isfinite(errors)]
+    finite = np.isfinite(errors)
+    return onsets[keep][finite], errors[finite]
 
 
 def accuracy(errors_deg: np.ndarray) -> dict:

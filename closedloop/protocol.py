@@ -79,7 +79,7 @@ DEVICE_LATENCIES = ("low", "high")
 MAX_STIMULUS_S = 2.0
 
 _COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
-_GATE = re.compile(r"^\s*(percentile|uv)\s*:\s*([^\s]+)\s*$", re.IGNORECASE)
+_GATE = re.compile(r"^\s*(percentile|uv|running|rate)\s*:\s*([^\s]+)\s*$", re.IGNORECASE)
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
@@ -374,8 +374,11 @@ class TriggerSettings:
     """When to trigger: target phase, gates, timing and the pulse pattern.
 
     ``amplitude_gate`` is ``"percentile:P"`` (P in [0, 100] of the baseline band amplitude),
-    ``"uv:X"`` (X > 0 µV) or ``"none"``; :attr:`gate_kind` and :attr:`gate_value` give it
-    parsed. A target phase of -180 is stored as 180.
+    ``"uv:X"`` (X > 0 µV), ``"running:P"`` (the P-th percentile of the amplitude over the last
+    ``gate_window_s``, seeded by the baseline), ``"rate:N"`` (N triggers per minute, at most
+    ``60 / min_interval_s``: the running percentile adapts to hold it) or ``"none"``;
+    :attr:`gate_kind` and :attr:`gate_value` give it parsed. A target phase of -180 is stored
+    as 180.
     """
 
     target_phase_deg: float = 0.0
@@ -383,6 +386,7 @@ class TriggerSettings:
     min_interval_s: float = 2.0
     min_interval_jitter_s: float = 0.0
     amplitude_gate: str = "percentile:50"
+    gate_window_s: float = 60.0
     baseline_s: float = 30.0
     max_triggers: int = 0
     technical_delay_s: float = 0.0
@@ -430,6 +434,20 @@ class TriggerSettings:
             _number("min_interval_jitter_s", self.min_interval_jitter_s, low=0.0, what="seconds"),
         )
         _set(self, "amplitude_gate", _parse_gate(self.amplitude_gate)[0])
+        _set(
+            self,
+            "gate_window_s",
+            _number(
+                "gate_window_s", self.gate_window_s, low=1.0, high=3600.0, what="seconds"
+            ),
+        )
+        if self.gate_kind == "rate" and self.gate_value > 60.0 / self.min_interval_s + 1e-9:
+            raise _FieldError(
+                "amplitude_gate",
+                self.amplitude_gate,
+                f"expected a rate of at most 60 / min_interval_s = {60.0 / self.min_interval_s:g} "
+                "triggers per minute",
+            )
         _set(self, "baseline_s", _number("baseline_s", self.baseline_s, low=0.0, what="seconds"))
         _set(self, "max_triggers", _integer("max_triggers", self.max_triggers, low=0))
         _set(
@@ -470,12 +488,13 @@ class TriggerSettings:
 
     @property
     def gate_kind(self) -> str:
-        """``"percentile"``, ``"uv"`` or ``"none"``."""
+        """``"percentile"``, ``"uv"``, ``"running"``, ``"rate"`` or ``"none"``."""
         return _parse_gate(self.amplitude_gate)[1]
 
     @property
     def gate_value(self) -> float:
-        """The percentile (0-100) or the microvolt threshold; 0.0 for ``"none"``."""
+        """The percentile (0-100), the microvolt threshold or the triggers per minute; 0.0 for
+        ``"none"``."""
         return _parse_gate(self.amplitude_gate)[2]
 
     @property
@@ -487,7 +506,8 @@ class TriggerSettings:
 def _parse_gate(value: Any) -> tuple[str, str, float]:
     """``(normalised text, kind, value)`` of an amplitude gate."""
     accepted = (
-        'expected "percentile:P" with P from 0 to 100, "uv:X" with X > 0 (microvolts), or "none"'
+        'expected "percentile:P" with P from 0 to 100, "uv:X" with X > 0 (microvolts), '
+        '"running:P" with P from 0 to 100, "rate:N" with N > 0 (triggers per minute), or "none"'
     )
     if not isinstance(value, str):
         raise _FieldError("amplitude_gate", value, accepted)
@@ -503,9 +523,9 @@ def _parse_gate(value: Any) -> tuple[str, str, float]:
         raise _FieldError("amplitude_gate", value, accepted) from None
     if not math.isfinite(number):
         raise _FieldError("amplitude_gate", value, accepted)
-    if kind == "percentile" and not 0.0 <= number <= 100.0:
+    if kind in ("percentile", "running") and not 0.0 <= number <= 100.0:
         raise _FieldError("amplitude_gate", value, accepted)
-    if kind == "uv" and number <= 0.0:
+    if kind in ("uv", "rate") and number <= 0.0:
         raise _FieldError("amplitude_gate", value, accepted)
     return f"{kind}:{number:g}", kind, number
 
@@ -821,7 +841,7 @@ class Protocol:
                 )
         trigger = self.trigger
         needs = []
-        if self.kind == "phase" and trigger.gate_kind == "percentile":
+        if self.kind == "phase" and trigger.gate_kind in ("percentile", "running", "rate"):
             needs.append(f'amplitude_gate = "{trigger.amplitude_gate}"')
         if self.band.individual:
             needs.append("[band] individual = true")

@@ -235,3 +235,55 @@ cpdef void wiener_run(const double[::1] x, double[::1] hist, Py_ssize_t[::1] pos
         if adapt:
             tr_re[kk] = nan
             tr_im[kk] = nan
+
+
+cpdef void horizon_predict(const double[::1] hist, Py_ssize_t start,
+                           const double[:, ::1] w_re, const double[:, ::1] w_im,
+                           Py_ssize_t k0, Py_ssize_t k1, double u_re, double u_im,
+                           double[::1] out_re, double[::1] out_im) noexcept nogil:
+    """out[k - k0] = u * sum_j w[k, j] * hist[start + j] for k0 <= k < k1 (one complex FIR per
+    prediction horizon over the same contiguous window; ``u`` a complex gain)."""
+    cdef Py_ssize_t L = w_re.shape[1]
+    cdef Py_ssize_t k, j
+    cdef double acc_re, acc_im, v
+    for k in range(k0, k1):
+        acc_re = 0.0
+        acc_im = 0.0
+        for j in range(L):
+            v = hist[start + j]
+            acc_re += w_re[k, j] * v
+            acc_im += w_im[k, j] * v
+        out_re[k - k0] = acc_re * u_re - acc_im * u_im
+        out_im[k - k0] = acc_re * u_im + acc_im * u_re
+
+
+cpdef double first_crossing(const double[::1] z_re, const double[::1] z_im, Py_ssize_t n,
+                            double aim_re, double aim_im, double lo, double hi) noexcept nogil:
+    """Position (index units, fractional) of the first upward crossing of the phase ``aim`` by
+    the trajectory ``z[0 .. n-1]`` inside ``[lo, hi]``, or NaN.
+
+    The phase relative to ``aim`` is taken as linear between neighbouring points (their step
+    wrapped into (-pi, pi]); a crossing is where it passes upwards through 0.
+    """
+    cdef Py_ssize_t j
+    cdef double prev, cur, d, pos
+    cdef double two_pi = 6.283185307179586
+    cdef double pi = 3.141592653589793
+    if n < 2:
+        return NAN
+    prev = atan2(z_im[0] * aim_re - z_re[0] * aim_im, z_re[0] * aim_re + z_im[0] * aim_im)
+    for j in range(1, n):
+        cur = atan2(z_im[j] * aim_re - z_re[j] * aim_im, z_re[j] * aim_re + z_im[j] * aim_im)
+        d = cur - prev
+        if d > pi:
+            d -= two_pi
+        elif d <= -pi:
+            d += two_pi
+        if prev <= 0.0 and d > 0.0 and prev + d > 0.0:
+            pos = (j - 1) + (-prev) / d
+            if pos > hi:
+                return NAN
+            if pos >= lo:
+                return pos
+        prev = cur
+    return NAN

@@ -236,10 +236,7 @@ def test_the_estimator_is_not_asked_while_the_limits_refuse_the_whole_window(mon
     from closedloop.engine import DECISION_LATENCY_S, Engine, TriggerPlanner
     from closedloop.protocol import load_protocol
 
-    try:  # the module's name once the public API's rename (replay.py -> offline.py) is merged
-        from closedloop.offline import run_engine
-    except ImportError:
-        from closedloop.replay import run_engine
+    from closedloop.offline import run_engine
 
     data, names, sfreq = _read(EYES_CLOSED, 60.0)
     protocol = load_protocol("alpha-trough-o2")
@@ -248,14 +245,14 @@ def test_the_estimator_is_not_asked_while_the_limits_refuse_the_whole_window(mon
     now = {"ts": 0.0}
     asked = []
     estimator_class = type(engine._make_estimator())
-    original = estimator_class.next_crossing_s
+    original = estimator_class.window_crossing
 
-    def counting(self, target_phase_deg):
+    def counting(self, target_phase_deg, start_s, end_s):
         # the window's end was allowed when the planner asked
         asked.append(engine.safety.check(now["ts"] + DECISION_LATENCY_S + horizon_s) is None)
-        return original(self, target_phase_deg)
+        return original(self, target_phase_deg, start_s, end_s)
 
-    monkeypatch.setattr(estimator_class, "next_crossing_s", counting)
+    monkeypatch.setattr(estimator_class, "window_crossing", counting)
     planned = []
     plan = TriggerPlanner.process
 

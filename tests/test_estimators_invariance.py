@@ -2,7 +2,8 @@
 
 The same real recording fed in chunks of 1, 3, 7 and uneven sizes (0 included), with different
 patterns of queries in between, must give the same phase, amplitude, frequency and
-next-crossing answers at every sample point the runs have in common.
+next-crossing answers, and the same crossings predicted for planning windows (the horizon-aware
+prediction), at every sample point the runs have in common.
 """
 
 from __future__ import annotations
@@ -40,6 +41,18 @@ def _chunks(pattern: list[int], total: int) -> list[int]:
     return sizes
 
 
+def _windows(est, sfreq: float) -> list[float]:
+    """The crossings predicted for planning windows of one sample and of 25 ms (as after a
+    chunk of 1 and of 4 at 160 Hz), and for one reaching past the longest trained horizon:
+    wait and certainty, NaN where there is none."""
+    out = []
+    for start, end in ((0.001, 0.001 + 1 / sfreq), (0.001, 0.026), (0.09, 0.2)):
+        for target in TARGETS:
+            found = est.window_crossing(target, start, end)
+            out += [math.nan, math.nan] if found is None else [found.wait_s, found.certainty]
+    return out
+
+
 def _feed(method: str, x: np.ndarray, sfreq: float, sizes: list[int], queries: str) -> dict:
     """Fit on the baseline, feed the rest in ``sizes``; answers after each chunk by sample."""
     n_base = round(BASELINE_S * sfreq)
@@ -65,6 +78,7 @@ def _feed(method: str, x: np.ndarray, sfreq: float, sizes: list[int], queries: s
                 est.amplitude,
                 est.frequency_hz,
                 *(est.next_crossing_s(t) for t in TARGETS),
+                *_windows(est, sfreq),
             )
     assert pos == rest.shape[0]
     return answers
@@ -87,19 +101,27 @@ def test_answers_do_not_depend_on_chunking_or_queries(o1, method):
         assert len(common) >= 10, name
         for n in common:
             got, want = answers[n], reference[n]
-            for g, w, what in zip(
-                got, want, ("phase", "amplitude", "frequency", "cross 0", "cross 180")
-            ):
+            whats = ("phase", "amplitude", "frequency", "cross 0", "cross 180")
+            whats += tuple(f"window answer {i}" for i in range(len(got) - len(whats)))
+            for g, w, what in zip(got, want, whats):
                 if what == "phase":
                     # wrap-around at +-180
                     diff = abs((g - w + 180.0) % 360.0 - 180.0)
+                elif math.isnan(w):
+                    assert math.isnan(g), f"{method}: chunks {name}, sample {n}: {what} {g!r}"
+                    continue
                 else:
                     diff = abs(g - w)
                 assert diff <= 1e-9 * max(1.0, abs(w)), (
                     f"{method}: chunks {name} differ from single samples at sample {n} in {what}: "
                     f"{g!r} vs {w!r}"
                 )
-        assert all(math.isfinite(v) for v in reference[common[-1]])
+        assert all(math.isfinite(v) for v in reference[common[-1]][:5])
+    found = np.array([v[5:] for v in reference.values()])
+    assert np.isfinite(found).any()
+    if method == "auto":
+        # the horizon-aware prediction answers only for a crossing inside the window
+        assert np.isnan(found).any()
 
 
 def test_wiener_keeps_learning_without_queries(o1):

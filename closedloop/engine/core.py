@@ -318,7 +318,7 @@ class Engine:
             backlog = np.concatenate(self._fit_backlog)
             self._fit_backlog = []
             keep = int(2 * self.sfreq_work)
-            self.estimator.process(np.ascontiguousarray(backlog[-keep:]))
+            self._estimate(np.ascontiguousarray(backlog[-keep:]), held=False)
 
     # ------------------------------------------------------------------ per chunk
     def process(
@@ -417,7 +417,7 @@ class Engine:
                 if self._fit is not None:
                     self._fit_backlog.append(rest[0].copy())
                 elif self.estimator is not None:  # None: the fit failed (fit_error)
-                    self.estimator.process(np.ascontiguousarray(rest[0]))
+                    self._estimate(np.ascontiguousarray(rest[0]), newest_ts < self._hold_until)
         self.amplitude = float(env[0, -1])
         return self._state(newest_ts)
 
@@ -437,7 +437,8 @@ class Engine:
         if est is None:  # training failed (fit_error): never trigger
             self.gate = False
             return self._state(newest_ts)
-        est.process(derived[0])  # a row of the chain's C-contiguous output
+        artifact_held = newest_ts < self._hold_until
+        self._estimate(derived[0], artifact_held)  # a row of the chain's C-contiguous output
         if not est.ready:
             self.gate = False
             self.phase_deg = math.nan
@@ -450,19 +451,27 @@ class Engine:
         if gate_unit.on_estimator and math.isfinite(est.amplitude):
             self.amplitude = float(est.amplitude)
         amplitude = self.amplitude
-        held = newest_ts < self._hold_until or self.paused
+        held = artifact_held or self.paused
+        if not held:
+            gate_unit.elapse(derived.shape[1] / self.sfreq_work)
         self.gate = gate = (not held) and gate_unit.process(amplitude)
         state = EngineState(newest_ts, phase_deg, amplitude, math.nan, gate)
         if gate and self.pending is None:
             plan = self.planner.process(
-                est, newest_ts, newest_work_ts, self.frequency_hz, sum(self.band_hz) / 2,
-                self.amplitude, horizon_s, lead_s, self.safety,
+                est, newest_ts, newest_work_ts, frequency_hz, sum(self.band_hz) / 2,
+                amplitude, horizon_s, lead_s, self.safety,
+                gate=gate_unit.process if gate_unit.on_estimator else None,
             )
             if plan is not None:
                 self.pending = plan
                 self.counters.n_planned += 1
                 state.plan = plan
         return state
+
+    def _estimate(self, x: np.ndarray, held: bool) -> None:
+        """Feed the estimator; a running gate sees the amplitude of the new samples."""
+        self.estimator.process(x)
+        self.gate_unit.observe(self.estimator, x.shape[0], held)
 
     def _state(self, newest_ts: float) -> EngineState:
         return EngineState(
@@ -486,6 +495,7 @@ class Engine:
             self._count_drop(reason)
             return False
         self.safety.record(time_s)
+        self.gate_unit.delivered()
         self.counters.n_delivered += 1
         plan.seq = self.counters.n_delivered
         self.delivered.append(plan)
@@ -558,6 +568,7 @@ class Engine:
             "band_hz": list(self.band_hz),
             "individual_peak_hz": self.individual_peak_hz,
             "gate_threshold_uv": self.gate_threshold,
+            "gate": self.gate_unit.summary(),
             "estimator": getattr(self.estimator, "name", None),
             "units": self.units.summary() if self.units is not None else None,
             "notes": list(self.notes),

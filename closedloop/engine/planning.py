@@ -17,6 +17,7 @@ arrives; live delivers it on the clock and drops it if it is later than the phas
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -115,30 +116,38 @@ class TriggerPlanner:
         horizon_s: float,
         lead_s: float,
         safety,
+        gate: Callable[[float], bool] | None = None,
     ) -> TriggerPlan | None:
-        """A plan for the estimator's next crossing of the target, or None.
+        """A plan for the estimator's crossing of the target inside the window, or None.
 
         ``newest_ts`` is the chunk's newest input sample, ``newest_work_ts`` the time of the
         estimator's newest (working-rate) sample; ``frequency_hz`` the estimated frequency
         (``fallback_hz`` when it is not positive); ``safety`` a :class:`~closedloop.safety.SafetyGate`
-        asked whether the planned time could be delivered at all.
+        asked whether the planned time could be delivered at all; ``gate`` (the amplitude gate)
+        asked about the crossing's certainty (:class:`~closedloop.estimators.base.Crossing`).
+
+        The estimator is given the window of crossing times, relative to its newest sample
+        (:meth:`~closedloop.estimators.base.PhaseEstimator.window_crossing`), so that one that
+        predicts for the horizon asked can do so.
         """
         trig = self.trigger
         target = trig.target_phase_deg
         if trig.random_phase:
             target = wrap_deg(float(self.rng.uniform(-180.0, 180.0)))
+        delays_s = trig.technical_delay_s + self.output_delay_s
         earliest = newest_ts + DECISION_LATENCY_S + lead_s
         latest = earliest + horizon_s
         if safety.check(latest, input_ok=True) is not None:
-            # the limits only ever refuse the times before a bound (a hold, the interval since
-            # the last trigger) or all times (the count): refused at the window's end, refused
-            # throughout it, whatever the crossing; next_crossing_s is a pure query, so not
-            # asking it changes nothing
+            # the limits only ever refuse the times before a bound (the interval since the last
+            # trigger) or all times (the count): refused at the window's end, refused throughout
+            # it, whatever the crossing; window_crossing is a pure query, so not asking it
+            # changes nothing
             return None
-        wait = float(estimator.next_crossing_s(target))
-        if not math.isfinite(wait) or wait < 0:
+        start_s = earliest + delays_s - newest_work_ts
+        found = estimator.window_crossing(target, start_s, start_s + horizon_s)
+        if found is None:
             return None
-        crossing = newest_work_ts + wait
+        crossing = newest_work_ts + found.wait_s
         fire = crossing - trig.technical_delay_s - self.output_delay_s
         if fire > latest:
             return None
@@ -148,9 +157,14 @@ class TriggerPlanner:
             # planned by the previous chunk's window, or passed already (inside the decimator's
             # delay); never planned late by design
             return None
+        if gate is not None and not gate(found.certainty):
+            return None
         if safety.check(fire, input_ok=True) is not None:
             return None
-        phase_at_fire = wrap_deg(estimator.phase_deg + 360.0 * freq * (fire - newest_work_ts))
+        if math.isfinite(found.phase_deg):
+            phase_at_fire = wrap_deg(found.phase_deg - 360.0 * freq * (crossing - fire))
+        else:
+            phase_at_fire = wrap_deg(estimator.phase_deg + 360.0 * freq * (fire - newest_work_ts))
         return TriggerPlan(
             time_s=fire,
             crossing_s=crossing,

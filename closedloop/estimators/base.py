@@ -8,11 +8,35 @@ amplitude, instantaneous frequency, and the time to the next crossing of a targe
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
 from closedloop.errors import DataError, ProtocolError
+
+
+@dataclass(frozen=True)
+class Crossing:
+    """A predicted crossing of a target phase (:meth:`PhaseEstimator.window_crossing`).
+
+    Attributes
+    ----------
+    wait_s : float
+        Seconds from the newest sample to the crossing.
+    certainty : float
+        What an amplitude gate compares with its threshold for this crossing, µV: the amplitude
+        predicted at the crossing where the estimator predicts for the horizon (``wiener``: a
+        least-squares prediction, smaller where the horizon makes it less predictable), else its
+        amplitude at the newest sample.
+    phase_deg : float
+        The estimated phase at the crossing (the phase aimed at), or NaN when the estimator
+        leaves it to the caller to carry its current phase forward.
+    """
+
+    wait_s: float
+    certainty: float
+    phase_deg: float = math.nan
 
 
 class History:
@@ -114,6 +138,8 @@ class PhaseEstimator:
         self.params: dict[str, Any] = {**self.defaults, **params}
         self.fitted = False
         self.baseline_amplitude = np.zeros(0)
+        #: the estimate over the fitted baseline, one complex value per sample (NaN where none)
+        self.baseline_track = np.zeros(0, dtype=np.complex128)
         self.last_bad = 0
         self.n_samples = 0
         self._init_params()
@@ -171,15 +197,16 @@ class PhaseEstimator:
         self._note_baseline_amplitude(x)
 
     def _note_baseline_amplitude(self, x: np.ndarray) -> None:
-        """Keep this estimator's own amplitude over the baseline in ``baseline_amplitude``.
+        """Keep this estimator's own amplitude over the baseline in ``baseline_amplitude`` (and
+        its whole estimate, per sample, in ``baseline_track``).
 
         An amplitude gate on ``amplitude`` compares it with a percentile of these values
         (the estimator's amplitude is unlagged; a separate envelope filter lags the rhythm).
         The estimator is left reset.
         """
         z = self._baseline_track(x)
-        amp = np.abs(z[np.isfinite(z)])
-        self.baseline_amplitude = amp
+        self.baseline_track = z
+        self.baseline_amplitude = np.abs(z[np.isfinite(z)])
         self.reset()
 
     def _baseline_track(self, x: np.ndarray) -> np.ndarray:
@@ -255,6 +282,31 @@ class PhaseEstimator:
             freq = self.center_hz
         ahead = (float(target_phase_deg) - self.phase_deg) % 360.0
         return ahead / (360.0 * freq)
+
+    def window_crossing(
+        self, target_phase_deg: float, start_s: float, end_s: float
+    ) -> Crossing | None:
+        """The crossing of the target phase to plan for in ``[start_s, end_s]`` after the newest
+        sample (the planning window, :mod:`closedloop.engine.planning`), or None.
+
+        The base implementation carries the phase at the newest sample forward at the
+        instantaneous frequency (:meth:`next_crossing_s`) and leaves the window to the caller:
+        it returns the next crossing wherever it falls. Estimators that predict for the horizon
+        asked (``wiener``) return only a crossing inside the window. A pure query.
+        """
+        wait = float(self.next_crossing_s(target_phase_deg))
+        if not math.isfinite(wait) or wait < 0:
+            return None
+        return Crossing(wait, self.amplitude)
+
+    def recent_amplitudes(self, n: int) -> np.ndarray:
+        """The amplitude at each of the newest ``n`` samples, oldest first (for a running gate).
+
+        The base implementation repeats the newest sample's amplitude; estimators that keep
+        their per-sample estimates (``wiener``) give each sample its own, so that what a running
+        gate learns does not depend on how the samples were chunked.
+        """
+        return np.full(max(0, int(n)), self.amplitude)
 
     def __repr__(self) -> str:
         extra = ", ".join(f"{k}={v!r}" for k, v in self.params.items())

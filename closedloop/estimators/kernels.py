@@ -12,6 +12,8 @@ from closedloop._phase import (  # noqa: F401
     burg,
     complex_fir,
     fir_valid,
+    first_crossing,
+    horizon_predict,
     levinson,
     wiener_run,
 )

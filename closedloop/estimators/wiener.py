@@ -23,6 +23,14 @@ drifts away from the baseline (alpha frequency, waveform, noise):
 Every correction is learnt inside ``process`` from the samples alone: the state after N
 samples does not depend on how they were chunked nor on when or how often it was queried
 (live equals replay); ``next_crossing_s`` and the other answers change nothing.
+
+Prediction for the horizon asked (issue 17): the engine decides once per chunk, for the
+crossings due before the next chunk. ``fit`` also trains one complex FIR per horizon of a grid
+(``horizon_step`` samples apart, up to :data:`MAX_HORIZON_S`) that predicts the offline truth
+that far after the newest sample, by the same ridge least squares; ``window_crossing`` predicts
+the analytic signal on the grid points spanning the planning window and returns the first
+crossing of the aimed phase inside it, instead of carrying the phase at the newest sample
+forward at the instantaneous frequency.
 """
 
 from __future__ import annotations
@@ -32,15 +40,24 @@ from typing import Any, ClassVar
 
 import numpy as np
 from scipy.fft import fft, ifft, next_fast_len
+from scipy.signal import fftconvolve
 
 from closedloop.angles import wrap_deg
 from closedloop.errors import DataError
 from closedloop.estimators import kernels
+from closedloop.estimators.base import Crossing
 from closedloop.estimators.linear import ComplexFIREstimator
 from closedloop.groundtruth import interior_analytic, truth_fir
 
 RIDGE_GRID = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 GRID_STEP_DEG = 30.0
+#: Longest prediction horizon with weights of its own: a 40 ms chunk plus the decision latency,
+#: a decimator's delay, an arrival lead or a stimulator's delay of some tens of ms. Beyond it,
+#: the prediction at this horizon is carried forward at the instantaneous frequency.
+MAX_HORIZON_S = 0.1
+#: Horizons are trained this many per cycle of the band's upper edge (at least one per sample);
+#: between them the predicted phase is interpolated linearly (22.5 degrees apart at the edge).
+HORIZONS_PER_CYCLE = 16
 
 
 def analytic_fir(h: np.ndarray) -> np.ndarray:
@@ -77,6 +94,20 @@ def _normal_equations(
     return proj @ xtx @ proj, proj @ xtz
 
 
+def _horizon_cross_terms(
+    x: np.ndarray, z: np.ndarray, n_taps: int, horizons: np.ndarray, start: int, stop: int
+) -> np.ndarray:
+    """``X^T z_h`` for every horizon ``h``: the windows ending at ``start .. stop - 1`` against
+    the truth ``h`` samples after each, as columns ``(n_taps, n_horizons)``. One FFT correlation
+    per horizon; the windows are never materialised. The mean of ``x`` is removed first, as in
+    :func:`_normal_equations`."""
+    xs = (x - x.mean())[start - n_taps + 1 : stop]
+    out = np.empty((n_taps, horizons.shape[0]), dtype=np.complex128)
+    for k, h in enumerate(horizons):
+        out[:, k] = fftconvolve(xs, z[start + h : stop + h][::-1], mode="valid")
+    return out
+
+
 def _phase_spread(z_est: np.ndarray, z_true: np.ndarray) -> float:
     amp = np.abs(z_true)
     strong = amp >= np.median(amp)
@@ -100,6 +131,15 @@ class WienerEstimator(ComplexFIREstimator):
         Share of the baseline held out to choose the ridge (default 0.25).
     adapt_s : float
         Time constant of the delayed-truth corrections, s (default 20; 0 turns them off).
+
+    Attributes
+    ----------
+    horizon_step, n_horizons : int
+        The prediction horizons' grid: ``k * horizon_step`` samples ahead, ``k < n_horizons``.
+    horizon_weights : ndarray, complex, (n_horizons, n_taps)
+        One direct predictor per horizon (row 0 is ``weights``, the estimate at the newest sample).
+    horizon_rms : ndarray, (n_horizons,)
+        Each predictor's RMS error on the baseline, µV (NaN before ``fit``).
     """
 
     name = "wiener"
@@ -144,7 +184,14 @@ class WienerEstimator(ComplexFIREstimator):
         self._grid_re = np.zeros(self.grid_deg.shape[0])
         self._grid_im = np.zeros(self.grid_deg.shape[0])
         self._acc = np.zeros(2)  # rotation accumulator (re, im)
-        self._setup_fir(2.0 * taper * np.exp(2j * np.pi * self.center_hz * t) / taper.sum())
+        self.horizon_step = max(1, round(self.sfreq / (HORIZONS_PER_CYCLE * self.band_hz[1])))
+        self.n_horizons = math.ceil(MAX_HORIZON_S * self.sfreq / self.horizon_step) + 1
+        weights = 2.0 * taper * np.exp(2j * np.pi * self.center_hz * t) / taper.sum()
+        self._setup_fir(weights)
+        ahead = np.arange(self.n_horizons) * self.horizon_step / self.sfreq
+        rotate = np.exp(2j * np.pi * self.center_hz * ahead)[:, None]
+        self._setup_horizons(weights[None, :] * rotate)
+        self.horizon_rms = np.full(self.n_horizons, np.nan)
 
     def _setup_fir(self, weights: np.ndarray) -> None:
         super()._setup_fir(weights)
@@ -155,6 +202,15 @@ class WienerEstimator(ComplexFIREstimator):
         self.ring_size = self.delay + max(self.freq_lag, int(self.sfreq)) + 2
         # rows: raw estimate (re, im), rotated estimate (re, im), delayed truth (re, im)
         self._rings = np.full((6, self.ring_size), np.nan)
+
+    def _setup_horizons(self, weights: np.ndarray) -> None:
+        """Weights ``(n_horizons, n_taps)`` predicting the analytic signal ``k * horizon_step``
+        samples after the newest (row 0: the estimate at the newest sample)."""
+        self.horizon_weights = np.asarray(weights, dtype=np.complex128)
+        self._hw_re = np.ascontiguousarray(self.horizon_weights.real)
+        self._hw_im = np.ascontiguousarray(self.horizon_weights.imag)
+        self._pred_re = np.zeros(self.n_horizons)
+        self._pred_im = np.zeros(self.n_horizons)
 
     def _reset_state(self) -> None:
         super()._reset_state()
@@ -256,6 +312,75 @@ class WienerEstimator(ComplexFIREstimator):
         aimed = self.aimed_phase_deg(target_phase_deg)
         return ((aimed - self.phase_deg) % 360.0) / (360.0 * self.frequency_hz)
 
+    def window_crossing(
+        self, target_phase_deg: float, start_s: float, end_s: float
+    ) -> Crossing | None:
+        """The first crossing of the target inside ``[start_s, end_s]`` after the newest sample,
+        predicted for those horizons, or None.
+
+        The analytic signal is predicted on the horizon grid that spans the window, each point
+        with the weights trained for it (a direct multi-step predictor, not the current phase
+        carried forward), rotated by the tracked rotation; the phase aimed at is the one whose
+        expected true phase is the target (the tracked grid). The crossing's ``certainty`` is
+        the amplitude predicted there: the least-squares prediction shrinks where the horizon
+        makes it less predictable, so the gate asks more of a crossing further ahead. Past the
+        longest trained horizon the prediction there is carried forward at the instantaneous
+        frequency. A pure query: it changes no state.
+        """
+        if not self.ready or not math.isfinite(self.phase_deg) or not end_s >= start_s:
+            return None
+        start_s = max(0.0, float(start_s))
+        step = self.horizon_step / self.sfreq
+        lo, hi = start_s / step, float(end_s) / step  # in grid units
+        last = self.n_horizons - 1
+        aimed = self.aimed_phase_deg(target_phase_deg)
+        rad = math.radians(aimed)
+        aim_re, aim_im = math.cos(rad), math.sin(rad)
+        rot = self.rotation * self.correction
+        window = self._pos[0] + self._span - self.n_taps + 1
+        k0 = min(math.floor(lo), last - 1)
+        k1 = min(max(math.ceil(hi), k0 + 1), last)
+        kernels.horizon_predict(
+            self._hist, window, self._hw_re, self._hw_im, k0, k1 + 1, rot.real, rot.imag,
+            self._pred_re, self._pred_im,
+        )
+        pos = kernels.first_crossing(
+            self._pred_re, self._pred_im, k1 - k0 + 1, aim_re, aim_im, lo - k0, hi - k0
+        )
+        if math.isfinite(pos):
+            i = min(int(pos), k1 - k0 - 1)
+            u = pos - i
+            amplitude = (1.0 - u) * math.hypot(self._pred_re[i], self._pred_im[i]) + u * math.hypot(
+                self._pred_re[i + 1], self._pred_im[i + 1]
+            )
+            return Crossing((k0 + pos) * step, amplitude, wrap_deg(aimed))
+        if hi <= last:
+            return None
+        # past the trained horizons: the last prediction carried forward
+        j = k1 - k0
+        z_re, z_im = self._pred_re[j], self._pred_im[j]
+        rel = math.atan2(z_im * aim_re - z_re * aim_im, z_re * aim_re + z_im * aim_im)
+        freq = self.frequency_hz
+        wait = last * step + ((-rel) % (2.0 * math.pi)) / (2.0 * math.pi * freq)
+        if wait < start_s:  # the first crossing in the window is a whole number of cycles later
+            wait += math.ceil((start_s - wait) * freq) / freq
+        if wait > end_s:
+            return None
+        return Crossing(wait, math.hypot(z_re, z_im), wrap_deg(aimed))
+
+    def recent_amplitudes(self, n: int) -> np.ndarray:
+        """The estimate's amplitude at each of the newest ``n`` samples (NaN before the first
+        full window or beyond what the estimator keeps), oldest first."""
+        n = max(0, int(n))
+        out = np.full(n, np.nan)
+        count = int(self._pos[1])
+        keep = min(n, count, self.ring_size - self.delay - 1)
+        if keep > 0:
+            idx = np.arange(count - keep, count) % self.ring_size
+            amplitude = np.hypot(self._rings[2, idx], self._rings[3, idx])
+            out[n - keep :] = amplitude * abs(self.correction)
+        return out
+
     # -- training --------------------------------------------------------------------------
     def _projection(self) -> np.ndarray:
         n = self.n_taps
@@ -271,7 +396,8 @@ class WienerEstimator(ComplexFIREstimator):
         rhs = evecs.T @ xtz
 
         def solve(ridge: float) -> np.ndarray:
-            return evecs @ (rhs / (np.maximum(evals, 0.0) + ridge * scale))
+            gain = 1.0 / (np.maximum(evals, 0.0) + ridge * scale)
+            return evecs @ (rhs * gain.reshape(-1, *([1] * (rhs.ndim - 1))))
 
         return solve
 
@@ -300,13 +426,33 @@ class WienerEstimator(ComplexFIREstimator):
             scores = [_phase_spread(windows @ solve(c), z[test]) for c in RIDGE_GRID]
             ridge = RIDGE_GRID[int(np.argmin(scores))]
         ridge = float(ridge)
-        solve = self._ridge_solver(*_normal_equations(x, z, self.n_taps, proj, start, stop))
+        # every horizon on the same rows: those whose truth is known at the longest horizon
+        horizons = np.arange(self.n_horizons) * self.horizon_step
+        stop -= int(horizons[-1])
+        if stop - start < 4 * self.n_taps:
+            raise DataError(
+                f"the baseline is too short to train 'wiener' with a {self.n_taps}-sample window "
+                f"and {MAX_HORIZON_S:g} s of prediction: {max(stop - start, 0)} usable samples; "
+                "record a longer baseline (30 s or more)."
+            )
+        xtx, _ = _normal_equations(x, z, self.n_taps, proj, start, stop)
+        xtz = proj @ _horizon_cross_terms(x, z, self.n_taps, horizons, start, stop)
+        weights = self._ridge_solver(xtx, xtz)(ridge).T  # (n_horizons, n_taps)
+        # RMS error per horizon on the training rows (kept for inspection: how the error grows
+        # with the horizon), from the normal equations: the weights lie in the projected space,
+        # so |t - Xw|^2 = |t|^2 - 2 Re(w^H X^T t) + w^H X^T X w
+        energy = np.array([np.sum(np.abs(z[start + h : stop + h]) ** 2) for h in horizons])
+        cross = np.einsum("kl,lk->k", weights.conj(), xtz).real
+        quad = np.sum((weights.conj() @ xtx) * weights, axis=1).real
+        rms = np.sqrt(np.maximum(energy - 2.0 * cross + quad, 0.0) / (stop - start))
+        self.horizon_rms = rms
         self.chosen_ridge = ridge
         self.correction = 1.0 + 0.0j
         self._acc[:] = 0.0
         self._grid_re[:] = 0.0
         self._grid_im[:] = 0.0
-        self._setup_fir(solve(ridge))
+        self._setup_fir(weights[0])
+        self._setup_horizons(weights)
         self.fitted = True
         self.reset()
         if self.adapt_s > 0:

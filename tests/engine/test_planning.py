@@ -15,6 +15,7 @@ from closedloop.engine import (
     planning_horizon_s,
     replay_delivery_s,
 )
+from closedloop.estimators.base import PhaseEstimator
 from closedloop.protocol import TriggerSettings
 from closedloop.safety import SafetyGate
 
@@ -29,6 +30,8 @@ class Sine:
 
     def next_crossing_s(self, target_deg: float) -> float:
         return ((target_deg - self.phase_deg) % 360.0) / (360.0 * self.freq)
+
+    window_crossing = PhaseEstimator.window_crossing  # the base rule: the next crossing, anywhere
 
 
 def plan(estimator, *, newest_ts=1.0, newest_work_ts=1.0, horizon_s=0.01, lead_s=0.0, trig=None, delay_s=0.0):
