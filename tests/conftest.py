@@ -46,3 +46,19 @@ def source_id() -> str:
 
 
 __all__ = ["RECORDINGS"]
+
+
+#: Fixtures that mean a test runs end to end (a live LSL stream, a sound server, a browser, a
+#: cluster, a pseudo-terminal amplifier): such a test is marked ``e2e`` without saying so itself.
+E2E_FIXTURES = frozenset(
+    {"source_id", "null_sink", "browser", "dask_scheduler", "pty_pair", "live", "live_session", "view_only_ui"}
+)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Mark end-to-end tests ``e2e``: those using an end-to-end fixture (above); whole modules
+    say so themselves with ``pytestmark = pytest.mark.e2e``. ``pytest -m "not e2e"`` is then the
+    quick unit part."""
+    for item in items:
+        if E2E_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)

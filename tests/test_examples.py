@@ -11,6 +11,8 @@ import pytest
 
 from tests.helpers.recordings import EYES_CLOSED, PROJECT_ROOT, RECORDINGS
 
+pytestmark = pytest.mark.e2e  # real LSL sessions, subprocesses, browsers or servers
+
 EXAMPLES = PROJECT_ROOT / "examples"
 FAA = RECORDINGS / "eegmmidb" / "S001R03.edf"  # 64 channels, F3/F4, 125 s
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.e2e  # real LSL sessions, subprocesses, browsers or servers
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

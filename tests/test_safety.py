@@ -17,7 +17,7 @@ from closedloop.protocol import (
     load_protocol,
 )
 from closedloop.safety import TIME_TOLERANCE_S, SafetyGate
-from tests.test_protocol import PRESET_NAMES, trigger_settings
+from tests.protocol.test_protocol import PRESET_NAMES, trigger_settings
 
 finite = {"allow_nan": False, "allow_infinity": False}
 

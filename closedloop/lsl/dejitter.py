@@ -28,7 +28,7 @@ line sits at the mean delay rather than at the envelope, and after lost samples 
 about its 90 s half-time (it counts samples across the gap). Hence this class; it costs a few
 arithmetic operations per chunk and a 120-point fit four times a second.
 
-Measured (tests/test_dejitter.py, `python -m pytest -s tests/test_dejitter.py`): a 500 Hz stream in
+Measured (tests/lsl/test_dejitter.py, `python -m pytest -s tests/lsl/test_dejitter.py`): a 500 Hz stream in
 chunks of 5 stamped at push, 0-40 ms late (median 23 ms), comes out 1-2 ms late in the median and
 within -3..+8 ms after 3 s; 0 false gaps where the raw stamps make about 70 in 12 s.
 """

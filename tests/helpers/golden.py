@@ -3,7 +3,7 @@
 The engine may be reorganised or made faster, but a replay must not change: the same recording,
 protocol and chunking give byte-identical ``events.tsv`` (../shared/CONTRACTS.md, "Offline
 outputs"). ``tests/data/replay_golden/`` holds the ``events.tsv`` of each case as the engine wrote
-it when the reference was taken; ``tests/test_replay_golden.py`` replays each case through the
+it when the reference was taken; ``tests/offline/test_replay_golden.py`` replays each case through the
 command line and compares bytes.
 
 Regenerate (only when a change of behaviour is intended, and say so in the commit):
