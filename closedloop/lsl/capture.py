@@ -19,6 +19,7 @@ from collections import deque
 import numpy as np
 import pylsl
 
+from closedloop.lsl.formats import NUMPY_DTYPES
 from closedloop.lsl.selection import ROUND_S, stream_label, why_not_eeg
 
 logger = logging.getLogger("closedloop.lsl.capture")
@@ -32,14 +33,6 @@ PULL_WAIT_S = 0.2
 #: Most samples drained at once.
 MAX_DRAIN = 4096
 
-_DTYPES = {
-    pylsl.cf_float32: np.float32,
-    pylsl.cf_double64: np.float64,
-    pylsl.cf_int8: np.int8,
-    pylsl.cf_int16: np.int16,
-    pylsl.cf_int32: np.int32,
-    pylsl.cf_int64: np.int64,
-}
 
 
 class _Recorded:
@@ -71,7 +64,7 @@ class _Recorded:
         fmt = self.info.channel_format()
         n_ch = self.info.channel_count()
         is_string = fmt == pylsl.cf_string
-        buf = None if is_string else np.zeros((MAX_DRAIN, n_ch), dtype=_DTYPES.get(fmt, np.float64))
+        buf = None if is_string else np.zeros((MAX_DRAIN, n_ch), dtype=NUMPY_DTYPES.get(fmt, np.float64))
         next_clock = 0.0
         try:
             while not self._stop.is_set():

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import pylsl
 
 from closedloop.errors import DataError, StreamError
+from closedloop.lsl.formats import format_name
 
 logger = logging.getLogger("closedloop.lsl.selection")
 
@@ -34,21 +35,6 @@ MAX_STREAMS = 1024
 _UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _LOWER = _UPPER.lower()
 
-_FORMAT_NAMES = {
-    pylsl.cf_float32: "float32",
-    pylsl.cf_double64: "double64",
-    pylsl.cf_string: "string",
-    pylsl.cf_int8: "int8",
-    pylsl.cf_int16: "int16",
-    pylsl.cf_int32: "int32",
-    pylsl.cf_int64: "int64",
-}
-
-
-def format_name(info: pylsl.StreamInfo) -> str:
-    """The stream's channel format as LSL spells it (``float32``, ``string`` ...)."""
-    fmt = info.channel_format()
-    return _FORMAT_NAMES.get(fmt, str(fmt))
 
 
 def xpath_literal(value: str) -> str:

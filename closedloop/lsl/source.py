@@ -41,6 +41,7 @@ import pylsl
 
 from closedloop.errors import ClosedLoopError, DataError, StreamError
 from closedloop.lsl.dejitter import SampleClock
+from closedloop.lsl.formats import NUMPY_DTYPES, format_name
 from closedloop.lsl.identity import StreamFinder, StreamIdentity, channel_fields
 from closedloop.lsl.selection import (
     StreamSelector,
@@ -59,23 +60,6 @@ logger = logging.getLogger("closedloop.lsl.source")
 _LSLTimeout = getattr(pylsl, "TimeoutError", None) or pylsl.util.TimeoutError
 _LSLLost = getattr(pylsl, "LostError", None) or pylsl.util.LostError
 
-_NUMPY_DTYPES = {
-    pylsl.cf_float32: np.float32,
-    pylsl.cf_double64: np.float64,
-    pylsl.cf_int8: np.int8,
-    pylsl.cf_int16: np.int16,
-    pylsl.cf_int32: np.int32,
-    pylsl.cf_int64: np.int64,
-}
-_FORMAT_NAMES = {
-    pylsl.cf_float32: "float32",
-    pylsl.cf_double64: "double64",
-    pylsl.cf_string: "string",
-    pylsl.cf_int8: "int8",
-    pylsl.cf_int16: "int16",
-    pylsl.cf_int32: "int32",
-    pylsl.cf_int64: "int64",
-}
 
 #: Unit words found in stream descriptions -> factor to microvolts (the full mapping, with
 #: mne-lsl's numeric codes, is :func:`closedloop.units.unit_to_uv`).
@@ -240,7 +224,7 @@ def read_layout(info: pylsl.StreamInfo, units: float | None = None) -> StreamLay
         stype=info.type(),
         source_id=info.source_id(),
         sfreq=info.nominal_srate(),
-        channel_format=_FORMAT_NAMES.get(fmt, str(fmt)),
+        channel_format=format_name(fmt),
         ch_names=labels,
         ch_types=types,
         units=units_seen,
@@ -315,7 +299,7 @@ class LSLSource:
         self.reconnect = reconnect
         self.n_channels = info.channel_count()
         self.sfreq = float(info.nominal_srate())
-        self.dtype = _NUMPY_DTYPES[fmt]
+        self.dtype = NUMPY_DTYPES[fmt]
         self.capacity = int(capacity)
         self._buf = np.zeros((self.capacity, self.n_channels), dtype=self.dtype)
         self._ts = np.zeros(self.capacity, dtype=np.float64)

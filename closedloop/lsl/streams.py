@@ -6,19 +6,8 @@ import math
 
 from closedloop.errors import UsageError
 
-__all__ = ["CHANNEL_FORMAT_NAMES", "format_table", "list_streams"]
+__all__ = ["format_table", "list_streams"]
 
-# pylsl's channel format codes (cf_float32 = 1, ...) -> LSL format names
-CHANNEL_FORMAT_NAMES = {
-    0: "undefined",
-    1: "float32",
-    2: "double64",
-    3: "string",
-    4: "int32",
-    5: "int16",
-    6: "int8",
-    7: "int64",
-}
 
 _COLUMNS = ("name", "type", "channels", "rate", "format", "source_id", "host")
 
@@ -45,6 +34,8 @@ def list_streams(timeout: float = 1.0) -> list[dict[str, object]]:
         )
     import pylsl
 
+    from closedloop.lsl.formats import format_name
+
     # liblsl (1.18) often overruns a wait that ends with its first query wave (0.5 s) by 5 s
     # when nothing answers; a wait a few tens of ms longer does not.
     wait_s = 0.53 if 0.49 <= timeout < 0.53 else timeout
@@ -56,9 +47,7 @@ def list_streams(timeout: float = 1.0) -> list[dict[str, object]]:
                 "type": info.type(),
                 "channels": info.channel_count(),
                 "rate": info.nominal_srate(),
-                "format": CHANNEL_FORMAT_NAMES.get(
-                    info.channel_format(), str(info.channel_format())
-                ),
+                "format": format_name(info),
                 "source_id": info.source_id(),
                 "host": info.hostname(),
             }
