@@ -151,14 +151,21 @@ def run_live_together(tmp_path: Path, runs: list[tuple[str, float, tuple[str, ..
 
 
 def alpha_stream(
-    seconds: float, sfreq: float = LIVE_SFREQ, seed: int = 0, amplitude_uv: float = 20.0
+    seconds: float,
+    sfreq: float = LIVE_SFREQ,
+    seed: int = 0,
+    amplitude_uv: float = 20.0,
+    *,
+    n_channels: int = len(LIVE_CH_NAMES),
+    channel: int = 2,
 ) -> np.ndarray:
-    """(4, n) µV: noise, with a 10 Hz cosine of known phase on O2 (channel 2); t = k / sfreq."""
+    """(n_channels, n) µV: noise of SD 2 µV, with a 10 Hz cosine of known phase (0 at t = 0) on
+    ``channel`` (O2 of :data:`LIVE_CH_NAMES`); t = k / sfreq."""
     rng = np.random.default_rng(seed)
     n = round(sfreq * seconds)
     t = np.arange(n) / sfreq
-    data = rng.normal(0.0, 2.0, (len(LIVE_CH_NAMES), n))
-    data[2] += amplitude_uv * np.cos(2 * np.pi * ALPHA_HZ * t)
+    data = rng.normal(0.0, 2.0, (n_channels, n))
+    data[channel] += amplitude_uv * np.cos(2 * np.pi * ALPHA_HZ * t)
     return data
 
 

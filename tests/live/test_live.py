@@ -13,6 +13,7 @@ import pylsl
 import pytest
 import pyxdf
 
+from tests.helpers.faults import alpha_stream
 from tests.helpers.lsl import OutletThread
 from tests.helpers.protocols import phase_toml
 
@@ -23,15 +24,6 @@ def protocol(target_phase_deg: float) -> str:
     return phase_toml(
         "live-test", "O2", target_phase_deg=target_phase_deg, amplitude_gate="none", baseline_s=4.0
     )
-
-
-def sine_stream(sfreq: float, seconds: float, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    n = int(sfreq * seconds)
-    t = np.arange(n) / sfreq
-    data = rng.normal(0, 2.0, (4, n))
-    data[2] += 20.0 * np.cos(2 * np.pi * 10.0 * t)
-    return data
 
 
 class Collector:
@@ -72,7 +64,7 @@ class Collector:
 def test_live_run_delivers_phase_locked_markers_state_and_a_complete_recording(tmp_path, source_id):
     sfreq = 500.0
     ch_names = ["index", "O1", "O2", "Cz"]
-    data = sine_stream(sfreq, 30.0)
+    data = alpha_stream(30.0, sfreq)
     proto = tmp_path / "p.toml"
     proto.write_text(protocol(180.0))
     record = tmp_path / "session.xdf"

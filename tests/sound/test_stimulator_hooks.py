@@ -16,6 +16,7 @@ from closedloop.lsl.outputs import EngineOutlets
 from closedloop.lsl.source import LSLSource, resolve_stream
 from closedloop.protocol import parse_protocol
 from closedloop.records import State
+from tests.helpers.faults import alpha_stream
 from tests.helpers.lsl import OutletThread
 from tests.helpers.protocols import phase_toml
 
@@ -37,12 +38,8 @@ def _protocol():
 
 
 def _alpha(seconds: float) -> np.ndarray:
-    rng = np.random.default_rng(5)
-    n = int(SFREQ * seconds)
-    t = np.arange(n) / SFREQ
-    data = rng.normal(0, 2.0, (3, n))
-    data[1] += 20.0 * np.cos(2 * np.pi * 10.0 * t)
-    return data
+    """O1, O2, Cz in µV: a 10 Hz cosine on O2 in noise."""
+    return alpha_stream(seconds, SFREQ, seed=5, n_channels=3, channel=1)
 
 
 class Device:
