@@ -287,3 +287,244 @@ cpdef double first_crossing(const double[::1] z_re, const double[::1] z_im, Py_s
                 return pos
         prev = cur
     return NAN
+
+
+# -- the Wiener estimator's kernel, its arrays bound once ---------------------------------------
+
+cdef enum:
+    _BLOCK = 8  # samples whose dot products are computed side by side (independent sums)
+
+
+cdef inline void _dots_side_by_side(const double* x, Py_ssize_t n_out, const double* w_re,
+                                    const double* w_im, Py_ssize_t L, double* out_re,
+                                    double* out_im) noexcept nogil:
+    """out[j] = sum_k w[k] * x[j + k] for j < n_out, each sum in the order k = 0 .. L-1.
+
+    Exactly the operations of :func:`_complex_dot` for each output (start at 0.0, add
+    ``w[k] * x[j + k]`` for ascending k), so the results are bit-identical; but the sums of
+    up to ``_BLOCK`` neighbouring outputs advance together, independent of each other, so the
+    compiler keeps them in vector registers instead of waiting on one addition at a time.
+    """
+    cdef double a_re[_BLOCK]
+    cdef double a_im[_BLOCK]
+    cdef double wr, wi, v
+    cdef Py_ssize_t j0 = 0
+    cdef Py_ssize_t j, k
+    cdef const double* xk
+    while n_out - j0 >= 8:
+        for j in range(8):
+            a_re[j] = 0.0
+            a_im[j] = 0.0
+        for k in range(L):
+            wr = w_re[k]
+            wi = w_im[k]
+            xk = x + j0 + k
+            for j in range(8):
+                a_re[j] = a_re[j] + wr * xk[j]
+                a_im[j] = a_im[j] + wi * xk[j]
+        for j in range(8):
+            out_re[j0 + j] = a_re[j]
+            out_im[j0 + j] = a_im[j]
+        j0 += 8
+    if n_out - j0 >= 4:
+        for j in range(4):
+            a_re[j] = 0.0
+            a_im[j] = 0.0
+        for k in range(L):
+            wr = w_re[k]
+            wi = w_im[k]
+            xk = x + j0 + k
+            for j in range(4):
+                a_re[j] = a_re[j] + wr * xk[j]
+                a_im[j] = a_im[j] + wi * xk[j]
+        for j in range(4):
+            out_re[j0 + j] = a_re[j]
+            out_im[j0 + j] = a_im[j]
+        j0 += 4
+    if n_out - j0 >= 2:
+        for j in range(2):
+            a_re[j] = 0.0
+            a_im[j] = 0.0
+        for k in range(L):
+            wr = w_re[k]
+            wi = w_im[k]
+            xk = x + j0 + k
+            for j in range(2):
+                a_re[j] = a_re[j] + wr * xk[j]
+                a_im[j] = a_im[j] + wi * xk[j]
+        for j in range(2):
+            out_re[j0 + j] = a_re[j]
+            out_im[j0 + j] = a_im[j]
+        j0 += 2
+    if n_out - j0 >= 1:
+        a_re[0] = 0.0
+        a_im[0] = 0.0
+        for k in range(L):
+            v = x[j0 + k]
+            a_re[0] = a_re[0] + w_re[k] * v
+            a_im[0] = a_im[0] + w_im[k] * v
+        out_re[j0] = a_re[0]
+        out_im[j0] = a_im[0]
+
+
+cdef class WienerKernel:
+    """:func:`wiener_run` with its arrays bound once (``closedloop.estimators.wiener`` owns them).
+
+    :meth:`run` gives bit-identical results and state to ``wiener_run`` over the same samples,
+    however they are chunked. It differs in how it gets there: the samples of a chunk go into
+    the history ring first (the newer copy; the older copy after the dot products, so that no
+    window still being read is overwritten), then the estimate's and the truth's dot products of
+    up to ``_BLOCK`` consecutive samples are computed side by side (their windows are consecutive
+    in the doubled ring), then the per-sample recursion (rotation, grid, rings) runs over the
+    chunk in sample order with those values. A chunk is taken in pieces that do not wrap the ring.
+    """
+
+    cdef double[::1] hist
+    cdef Py_ssize_t[::1] pos
+    cdef const double[::1] w_re, w_im, t_re, t_im
+    cdef double[:, ::1] rings
+    cdef double[::1] acc, grid_re, grid_im
+    cdef Py_ssize_t delay
+    cdef double keep
+    cdef bint adapt
+    cdef double z_re[_BLOCK]
+    cdef double z_im[_BLOCK]
+    cdef double d_re[_BLOCK]
+    cdef double d_im[_BLOCK]
+
+    def __init__(self, double[::1] hist, Py_ssize_t[::1] pos, const double[::1] w_re,
+                 const double[::1] w_im, const double[::1] t_re, const double[::1] t_im,
+                 double[:, ::1] rings, double[::1] acc, double[::1] grid_re,
+                 double[::1] grid_im, Py_ssize_t delay, double keep, bint adapt):
+        """``rings`` has six rows: raw estimate (re, im), rotated estimate (re, im), delayed
+        truth (re, im); the rest as :func:`wiener_run`."""
+        self.hist = hist
+        self.pos = pos
+        self.w_re = w_re
+        self.w_im = w_im
+        self.t_re = t_re
+        self.t_im = t_im
+        self.rings = rings
+        self.acc = acc
+        self.grid_re = grid_re
+        self.grid_im = grid_im
+        self.delay = delay
+        self.keep = keep
+        self.adapt = adapt
+
+    def run(self, const double[::1] x):
+        """Advance by the samples of ``x`` (C-contiguous float64)."""
+        if x.shape[0]:
+            self._run(&x[0], x.shape[0])
+
+    cdef void _run(self, const double* x, Py_ssize_t n_x) noexcept nogil:
+        cdef Py_ssize_t H = self.hist.shape[0] // 2
+        cdef Py_ssize_t done = 0
+        cdef Py_ssize_t m, j, idx0
+        cdef double* hist = &self.hist[0]
+        while done < n_x:
+            # a piece: at most _BLOCK samples, none past the ring's end
+            idx0 = self.pos[0] + 1
+            if idx0 >= H:
+                idx0 = 0
+            m = n_x - done
+            if m > _BLOCK:
+                m = _BLOCK
+            if m > H - idx0:
+                m = H - idx0
+            for j in range(m):
+                hist[idx0 + j + H] = x[done + j]
+            self._piece(x + done, m, idx0, H)
+            for j in range(m):
+                hist[idx0 + j] = x[done + j]
+            done += m
+
+    cdef void _piece(self, const double* x, Py_ssize_t m, Py_ssize_t idx0,
+                     Py_ssize_t H) noexcept nogil:
+        cdef Py_ssize_t L = self.w_re.shape[0]
+        cdef Py_ssize_t T = self.t_re.shape[0]
+        cdef Py_ssize_t R = self.rings.shape[1]
+        cdef Py_ssize_t G = self.grid_re.shape[0]
+        cdef Py_ssize_t i, k, n, kk, b0, b1
+        cdef double a_re, a_im, mag, u_re, u_im, pr, pi_, er, ei, cre, cim, posb, frac
+        cdef double keep = self.keep
+        cdef double gain = 1.0 - keep
+        cdef double step = 360.0 / G
+        cdef double nan = NAN
+        cdef const double* hist = &self.hist[0]
+        cdef double* zr_re = &self.rings[0, 0]
+        cdef double* zr_im = &self.rings[1, 0]
+        cdef double* cr_re = &self.rings[2, 0]
+        cdef double* cr_im = &self.rings[3, 0]
+        cdef double* tr_re = &self.rings[4, 0]
+        cdef double* tr_im = &self.rings[5, 0]
+        cdef double* acc = &self.acc[0]
+        cdef double* grid_re = &self.grid_re[0]
+        cdef double* grid_im = &self.grid_im[0]
+        cdef Py_ssize_t seen = self.pos[1]
+        # the windows of this piece's samples start at consecutive ring positions
+        if self.adapt and seen + m >= T:
+            _dots_side_by_side(hist + idx0 + H - T + 1, m, &self.t_re[0], &self.t_im[0], T,
+                               self.d_re, self.d_im)
+        if seen + m >= L:
+            _dots_side_by_side(hist + idx0 + H - L + 1, m, &self.w_re[0], &self.w_im[0], L,
+                               self.z_re, self.z_im)
+        for i in range(m):
+            seen += 1
+            n = seen - 1
+            # the truth for sample n - delay first: the rotation then includes everything known
+            if self.adapt and seen >= T:
+                a_re = self.d_re[i]
+                a_im = self.d_im[i]
+                kk = (n - self.delay) % R
+                tr_re[kk] = a_re
+                tr_im[kk] = a_im
+                er = zr_re[kk]
+                ei = zr_im[kk]
+                if er == er and ei == ei:
+                    pr = a_re * er + a_im * ei
+                    pi_ = a_im * er - a_re * ei
+                    acc[0] = keep * acc[0] + gain * pr
+                    acc[1] = keep * acc[1] + gain * pi_
+                cre = cr_re[kk]
+                cim = cr_im[kk]
+                if cre == cre and cim == cim:
+                    pr = a_re * cre + a_im * cim
+                    pi_ = a_im * cre - a_re * cim
+                    posb = (atan2(cim, cre) * 57.29577951308232 + 180.0) / step
+                    b0 = <Py_ssize_t>floor(posb)
+                    frac = posb - b0
+                    b0 = b0 % G
+                    b1 = (b0 + 1) % G
+                    for k in range(G):
+                        grid_re[k] *= keep
+                        grid_im[k] *= keep
+                    grid_re[b0] += gain * (1.0 - frac) * pr
+                    grid_im[b0] += gain * (1.0 - frac) * pi_
+                    grid_re[b1] += gain * frac * pr
+                    grid_im[b1] += gain * frac * pi_
+            kk = n % R
+            if seen >= L:
+                a_re = self.z_re[i]
+                a_im = self.z_im[i]
+                zr_re[kk] = a_re
+                zr_im[kk] = a_im
+                mag = sqrt(acc[0] * acc[0] + acc[1] * acc[1])
+                if mag > 0.0:
+                    u_re = acc[0] / mag
+                    u_im = acc[1] / mag
+                else:
+                    u_re = 1.0
+                    u_im = 0.0
+                cr_re[kk] = a_re * u_re - a_im * u_im
+                cr_im[kk] = a_re * u_im + a_im * u_re
+            else:
+                zr_re[kk] = nan
+                zr_im[kk] = nan
+                cr_re[kk] = nan
+                cr_im[kk] = nan
+            if self.adapt:
+                tr_re[kk] = nan
+                tr_im[kk] = nan
+        self.pos[0] = idx0 + m - 1
+        self.pos[1] = seen

@@ -15,5 +15,6 @@ from closedloop._phase import (  # noqa: F401
     first_crossing,
     horizon_predict,
     levinson,
+    WienerKernel,
     wiener_run,
 )

@@ -202,6 +202,13 @@ class WienerEstimator(ComplexFIREstimator):
         self.ring_size = self.delay + max(self.freq_lag, int(self.sfreq)) + 2
         # rows: raw estimate (re, im), rotated estimate (re, im), delayed truth (re, im)
         self._rings = np.full((6, self.ring_size), np.nan)
+        # the kernel holds these arrays (and the truth FIR, rotation and grid) from here on:
+        # they are changed in place only
+        self._kernel = kernels.WienerKernel(
+            self._hist, self._pos, self._w_re, self._w_im, self._t_re, self._t_im,
+            self._rings, self._acc, self._grid_re, self._grid_im,
+            self.delay, self._keep_sample, self.adapt_s > 0,
+        )
 
     def _setup_horizons(self, weights: np.ndarray) -> None:
         """Weights ``(n_horizons, n_taps)`` predicting the analytic signal ``k * horizon_step``
@@ -244,27 +251,7 @@ class WienerEstimator(ComplexFIREstimator):
     # -- run time --------------------------------------------------------------------------
     def _process_good(self, x: np.ndarray) -> None:
         r = self._rings
-        kernels.wiener_run(
-            x,
-            self._hist,
-            self._pos,
-            self._w_re,
-            self._w_im,
-            self._t_re,
-            self._t_im,
-            r[0],
-            r[1],
-            r[2],
-            r[3],
-            r[4],
-            r[5],
-            self._acc,
-            self._grid_re,
-            self._grid_im,
-            self.delay,
-            self._keep_sample,
-            self.adapt_s > 0,
-        )
+        self._kernel.run(x)
         count = int(self._pos[1])
         if count < self.n_taps:
             return
