@@ -69,6 +69,36 @@ def analytic_fir(h: np.ndarray) -> np.ndarray:
     return ifft(spec)[: h.shape[0]]
 
 
+def _lagged_gram(x: np.ndarray, n_taps: int, start: int, stops: tuple[int, ...]) -> list[np.ndarray]:
+    """``X^T X`` (not projected) for the windows ending at samples ``start .. stop - 1``, one
+    matrix per ``stop`` of ``stops``, from one pass of prefix sums of lagged products: O(n L),
+    not O(n L^2). ``x`` has its mean removed already."""
+    n = x.shape[0]
+    first = start - n_taps + 1  # first sample of the first window
+    out = [np.zeros((n_taps, n_taps)) for _ in stops]
+    i = np.arange(n_taps)
+    for k in range(n_taps):
+        prefix = np.concatenate([[0.0], np.cumsum(x[: n - k] * x[k:])])
+        rows = i[: n_taps - k]
+        low = prefix[first + rows]
+        for xtx, stop in zip(out, stops):
+            vals = prefix[stop - n_taps + 1 + rows] - low
+            xtx[rows, rows + k] = vals
+            xtx[rows + k, rows] = vals
+    return out
+
+
+def _window_cross(x: np.ndarray, z: np.ndarray, n_taps: int, start: int, stop: int) -> np.ndarray:
+    """``X^T z`` for the windows ending at samples ``start .. stop - 1`` (``x`` mean-free).
+
+    The windows are cast to complex once, explicitly: the product is the one a mixed
+    real-complex ``@`` computes, bit for bit, without its slow casting path.
+    """
+    first = start - n_taps + 1
+    windows = np.lib.stride_tricks.sliding_window_view(x, n_taps)[first : stop - n_taps + 1]
+    return windows.T.astype(np.complex128) @ z[start:stop]
+
+
 def _normal_equations(
     x: np.ndarray, z: np.ndarray, n_taps: int, proj: np.ndarray, start: int, stop: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -79,18 +109,8 @@ def _normal_equations(
     O(n L^2). The mean of ``x`` is removed first (``P`` ignores it; precision gains).
     """
     x = x - x.mean()
-    n = x.shape[0]
-    first = start - n_taps + 1  # first sample of the first window
-    xtx = np.zeros((n_taps, n_taps))
-    i = np.arange(n_taps)
-    for k in range(n_taps):
-        prefix = np.concatenate([[0.0], np.cumsum(x[: n - k] * x[k:])])
-        rows = i[: n_taps - k]
-        vals = prefix[stop - n_taps + 1 + rows] - prefix[first + rows]
-        xtx[rows, rows + k] = vals
-        xtx[rows + k, rows] = vals
-    windows = np.lib.stride_tricks.sliding_window_view(x, n_taps)[first : stop - n_taps + 1]
-    xtz = windows.T @ z[start:stop]
+    (xtx,) = _lagged_gram(x, n_taps, start, (stop,))
+    xtz = _window_cross(x, z, n_taps, start, stop)
     return proj @ xtx @ proj, proj @ xtz
 
 
@@ -403,26 +423,36 @@ class WienerEstimator(ComplexFIREstimator):
             )
         proj = self._projection()
         ridge = self.params["ridge"]
+        # every horizon on the same rows: those whose truth is known at the longest horizon
+        horizons = np.arange(self.n_horizons) * self.horizon_step
+        train_stop = stop - int(horizons[-1])
+        if train_stop - start < 4 * self.n_taps:
+            raise DataError(
+                f"the baseline is too short to train 'wiener' with a {self.n_taps}-sample window "
+                f"and {MAX_HORIZON_S:g} s of prediction: {max(train_stop - start, 0)} usable "
+                "samples; record a longer baseline (30 s or more)."
+            )
+        x_free = x - x.mean()
+        split = start + int(n_rows * (1.0 - float(self.params["holdout"])))
+        # the Gram matrices of the final rows and of the ridge's training rows in one pass
+        *grams, gram = _lagged_gram(
+            x_free, self.n_taps, start, (split, train_stop) if ridge == "auto" else (train_stop,)
+        )
         if ridge == "auto":
-            split = start + int(n_rows * (1.0 - float(self.params["holdout"])))
-            solve = self._ridge_solver(*_normal_equations(x, z, self.n_taps, proj, start, split))
+            (gram_split,) = grams
+            solve = self._ridge_solver(
+                proj @ gram_split @ proj,
+                proj @ _window_cross(x_free, z, self.n_taps, start, split),
+            )
             test = np.arange(split + self.n_taps, stop)
             windows = np.lib.stride_tricks.sliding_window_view(x, self.n_taps)[
                 test - self.n_taps + 1
-            ]
+            ].astype(np.complex128)  # once for the six products (as each would cast it)
             scores = [_phase_spread(windows @ solve(c), z[test]) for c in RIDGE_GRID]
             ridge = RIDGE_GRID[int(np.argmin(scores))]
         ridge = float(ridge)
-        # every horizon on the same rows: those whose truth is known at the longest horizon
-        horizons = np.arange(self.n_horizons) * self.horizon_step
-        stop -= int(horizons[-1])
-        if stop - start < 4 * self.n_taps:
-            raise DataError(
-                f"the baseline is too short to train 'wiener' with a {self.n_taps}-sample window "
-                f"and {MAX_HORIZON_S:g} s of prediction: {max(stop - start, 0)} usable samples; "
-                "record a longer baseline (30 s or more)."
-            )
-        xtx, _ = _normal_equations(x, z, self.n_taps, proj, start, stop)
+        stop = train_stop
+        xtx = proj @ gram @ proj
         xtz = proj @ _horizon_cross_terms(x, z, self.n_taps, horizons, start, stop)
         weights = self._ridge_solver(xtx, xtz)(ridge).T  # (n_horizons, n_taps)
         # RMS error per horizon on the training rows (kept for inspection: how the error grows
