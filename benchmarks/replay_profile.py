@@ -4,7 +4,8 @@ Replays a recording as ``closedloop replay`` does (``Recording.iter_chunks`` int
 ``run_engine``) and times, inside the same run, with ``time.perf_counter``:
 
 * the estimator's per-chunk ``process`` and, within it, the compiled kernels it calls
-  (every function of ``closedloop.estimators.kernels``, as the estimators look them up there);
+  (every function of ``closedloop.estimators.kernels``, as the estimators look them up there,
+  and the ``run`` of its kernel objects, such as ``WienerKernel``);
 * the estimator's ``next_crossing_s`` (the planner's query);
 * the fit on the baseline (``fit_estimator``: training, calibration pass, warm-up), which replay
   runs in line, once per recording;
@@ -63,6 +64,29 @@ def profile_once(path: str, protocol: str, chunk_size: int | None) -> dict:
         setattr(owner, name, timed)
         undo.append((owner, name, original))
 
+    def bind(name):
+        """A kernel object (its arrays bound once): its ``run`` timed through a proxy."""
+        cls = getattr(kernels, name)
+
+        class Timed:
+            def __init__(self, *args, **kwargs):
+                self._inner = cls(*args, **kwargs)
+
+            def run(self, *args):
+                if inside_fit[0]:
+                    return self._inner.run(*args)
+                t0 = clock()
+                try:
+                    return self._inner.run(*args)
+                finally:
+                    spent["kernels"] += clock() - t0
+
+            def __getattr__(self, attr):
+                return getattr(self._inner, attr)
+
+        setattr(kernels, name, Timed)
+        undo.append((kernels, name, cls))
+
     def fit(estimator, baseline, sfreq):
         inside_fit[0] = True
         t0 = clock()
@@ -77,7 +101,10 @@ def profile_once(path: str, protocol: str, chunk_size: int | None) -> dict:
     undo.append((engine_core, "fit_estimator", original_fit))
     wrap(estimator_base.PhaseEstimator, "process", "process")
     for name in [n for n in dir(kernels) if not n.startswith("_") and callable(getattr(kernels, n))]:
-        wrap(kernels, name, "kernels")
+        if isinstance(getattr(kernels, name), type):
+            bind(name)
+        else:
+            wrap(kernels, name, "kernels")
     try:
         protocol_obj = cl.load_protocol(protocol)
         with open_recording(path) as rec:

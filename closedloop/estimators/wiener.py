@@ -216,7 +216,9 @@ class WienerEstimator(ComplexFIREstimator):
     def _setup_fir(self, weights: np.ndarray) -> None:
         super()._setup_fir(weights)
         self._span = max(self.n_taps, self._t_re.shape[0])
-        self._hist = np.zeros(2 * self._span)
+        # the doubled ring, then the values the kernel's vector path may read past it
+        self._hist_buf = np.zeros(2 * self._span + kernels.WIENER_PAD)
+        self._hist = self._hist_buf[: 2 * self._span]
         self._pos = np.zeros(2, dtype=np.intp)  # newest ring index, samples since reset
         self._pos[0] = self._span - 1
         self.ring_size = self.delay + max(self.freq_lag, int(self.sfreq)) + 2
@@ -225,7 +227,7 @@ class WienerEstimator(ComplexFIREstimator):
         # the kernel holds these arrays (and the truth FIR, rotation and grid) from here on:
         # they are changed in place only
         self._kernel = kernels.WienerKernel(
-            self._hist, self._pos, self._w_re, self._w_im, self._t_re, self._t_im,
+            self._hist_buf, self._span, self._pos, self._w_re, self._w_im, self._t_re, self._t_im,
             self._rings, self._acc, self._grid_re, self._grid_im,
             self.delay, self._keep_sample, self.adapt_s > 0,
         )
