@@ -1,7 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """Phase estimation kernels: they trust their inputs; closedloop.estimators validates and owns state."""
 
-from libc.math cimport NAN, atan2, floor, sqrt
+from libc.math cimport INFINITY, NAN, atan2, floor, hypot, isfinite, isinf, sqrt
 
 
 cdef inline void _complex_dot(const double[::1] x, Py_ssize_t start,
@@ -450,6 +450,66 @@ cdef class WienerKernel:
     cdef double z_im[_BLOCK]
     cdef double d_re[_BLOCK]
     cdef double d_im[_BLOCK]
+    cdef Py_ssize_t n_taps, lag
+    cdef double sfreq, low_hz, high_hz, center_hz
+
+    def bind_answers(self, Py_ssize_t n_taps, Py_ssize_t lag, double sfreq, double low_hz,
+                     double high_hz, double center_hz):
+        """The constants :meth:`step` computes the answers with (the estimator's)."""
+        self.n_taps = n_taps
+        self.lag = lag
+        self.sfreq = sfreq
+        self.low_hz = low_hz
+        self.high_hz = high_hz
+        self.center_hz = center_hz
+
+    def step(self, const double[::1] x, double c_re, double c_im):
+        """:meth:`run`, then the answers at the newest sample: ``(phase_deg, amplitude,
+        frequency_hz)``, or None before the first full window.
+
+        The arithmetic of the estimator's Python it replaces, operation for operation (the
+        same bits): the rotated estimate times the correction ``c`` (a complex product), its
+        angle in degrees and magnitude (as ``abs`` of a complex), and the frequency from the
+        raw estimates' phase step over ``lag`` samples, clamped to the band (the band's centre
+        until ``lag`` more samples are there).
+        """
+        cdef Py_ssize_t count, newest, k, kt, R
+        cdef double zr, zi, a_re, a_im, b_re, b_im, dzr, dzi, amp, freq
+        if x.shape[0]:
+            self._run(&x[0], x.shape[0])
+        count = self.pos[1]
+        if count < self.n_taps:
+            return None
+        R = self.rings.shape[1]
+        newest = count - 1
+        k = newest % R
+        a_re = self.rings[2, k]
+        a_im = self.rings[3, k]
+        zr = a_re * c_re - a_im * c_im
+        zi = a_re * c_im + a_im * c_re
+        if isfinite(zr) and isfinite(zi):
+            amp = hypot(zr, zi)
+        elif isinf(zr) or isinf(zi):
+            amp = INFINITY
+        else:
+            amp = NAN
+        if count >= self.n_taps + self.lag:
+            kt = (newest - self.lag) % R
+            a_re = self.rings[0, k]
+            a_im = self.rings[1, k]
+            b_re = self.rings[0, kt]
+            b_im = -self.rings[1, kt]
+            dzr = a_re * b_re - a_im * b_im
+            dzi = a_re * b_im + a_im * b_re
+            freq = atan2(dzi, dzr) * self.sfreq / (6.283185307179586 * <double>self.lag)
+            # min(max(freq, low), high) as Python takes them (NaN passes through)
+            if self.low_hz > freq:
+                freq = self.low_hz
+            if self.high_hz < freq:
+                freq = self.high_hz
+        else:
+            freq = self.center_hz
+        return (atan2(zi, zr) * 57.29577951308232, amp, freq)
 
     @property
     def vector_width(self) -> int:

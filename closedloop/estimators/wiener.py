@@ -231,6 +231,10 @@ class WienerEstimator(ComplexFIREstimator):
             self._rings, self._acc, self._grid_re, self._grid_im,
             self.delay, self._keep_sample, self.adapt_s > 0,
         )
+        self._kernel.bind_answers(
+            self.n_taps, self.freq_lag, self.sfreq, self.band_hz[0], self.band_hz[1],
+            self.center_hz,
+        )
 
     def _setup_horizons(self, weights: np.ndarray) -> None:
         """Weights ``(n_horizons, n_taps)`` predicting the analytic signal ``k * horizon_step``
@@ -272,26 +276,15 @@ class WienerEstimator(ComplexFIREstimator):
 
     # -- run time --------------------------------------------------------------------------
     def _process_good(self, x: np.ndarray) -> None:
-        r = self._rings
-        self._kernel.run(x)
-        count = int(self._pos[1])
-        if count < self.n_taps:
-            return
-        newest = count - 1
-        k = newest % self.ring_size
-        z_now = complex(r[2, k], r[3, k]) * self.correction
-        self.phase_deg = math.degrees(math.atan2(z_now.imag, z_now.real))
-        self.amplitude = abs(z_now)
-        self.ready = True
-        lag = self.freq_lag
-        if count >= self.n_taps + lag:
-            kt = (newest - lag) % self.ring_size
-            # the raw estimates: the rotation cancels in the phase step
-            dz = complex(r[0, k], r[1, k]) * complex(r[0, kt], -r[1, kt])
-            freq = math.atan2(dz.imag, dz.real) * self.sfreq / (2.0 * math.pi * lag)
-            self.frequency_hz = min(max(freq, self.band_hz[0]), self.band_hz[1])
-        else:
-            self.frequency_hz = self.center_hz
+        # the kernel advances, then computes the answers at the newest sample: the rotated
+        # estimate times the correction (phase, amplitude), and the frequency from the raw
+        # estimates' phase step over freq_lag samples (the rotation cancels in it), clamped
+        # to the band (the centre until freq_lag more samples are there)
+        c = self.correction
+        out = self._kernel.step(x, c.real, c.imag)
+        if out is not None:
+            self.phase_deg, self.amplitude, self.frequency_hz = out
+            self.ready = True
 
     def _grid_bias_deg(self, aimed: float) -> float:
         pos = (wrap_deg(aimed) + 180.0) / GRID_STEP_DEG

@@ -98,3 +98,32 @@ def test_estimator_runs_the_bound_kernel(derived):
     assert (a.phase_deg, a.amplitude, a.frequency_hz) == (b.phase_deg, b.amplitude, b.frequency_hz)
     assert a.rotation_acc == b.rotation_acc
     assert np.array_equal(a.grid, b.grid)
+
+
+def test_answers_are_the_python_arithmetic(derived):
+    """``step``'s answers are the complex arithmetic the estimator's Python did, bit for bit,
+    with a correction that is not 1 (phase, amplitude) and through the band clamp (frequency)."""
+    import math
+
+    x, sfreq = derived
+    est = make_estimator("wiener", sfreq, (8.0, 13.0))
+    est.fit(x[: int(8 * sfreq)])
+    est.correction = 0.8 - 0.35j
+    r, lag, seen = est._rings, est.freq_lag, 0
+    clamped = 0
+    for i in range(int(8 * sfreq), x.shape[0], 10):
+        est.process(x[i : i + 10])
+        seen = int(est._pos[1])
+        if seen < est.n_taps + lag:
+            continue
+        k = (seen - 1) % est.ring_size
+        z = complex(r[2, k], r[3, k]) * est.correction
+        assert est.phase_deg == math.degrees(math.atan2(z.imag, z.real))
+        assert est.amplitude == abs(z)
+        kt = (seen - 1 - lag) % est.ring_size
+        dz = complex(r[0, k], r[1, k]) * complex(r[0, kt], -r[1, kt])
+        freq = math.atan2(dz.imag, dz.real) * est.sfreq / (2.0 * math.pi * lag)
+        assert est.frequency_hz == min(max(freq, est.band_hz[0]), est.band_hz[1])
+        clamped += est.frequency_hz in est.band_hz
+    assert seen > est.n_taps + lag
+    assert 0 < clamped
