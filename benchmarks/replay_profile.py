@@ -5,7 +5,8 @@ Replays a recording as ``closedloop replay`` does (``Recording.iter_chunks`` int
 
 * the estimator's per-chunk ``process`` and, within it, the compiled kernels it calls
   (every function of ``closedloop.estimators.kernels``, as the estimators look them up there,
-  and the ``run`` of its kernel objects, such as ``WienerKernel``);
+  and the ``run``/``step`` of its kernel objects, such as ``WienerKernel``: ``step`` includes
+  the answers at the newest sample);
 * the estimator's ``next_crossing_s`` (the planner's query);
 * the fit on the baseline (``fit_estimator``: training, calibration pass, warm-up), which replay
   runs in line, once per recording;
@@ -38,7 +39,6 @@ def profile_once(path: str, protocol: str, chunk_size: int | None) -> dict:
     import closedloop as cl
     from closedloop.engine import Engine
     from closedloop.engine import core as engine_core
-    from closedloop.estimators import base as estimator_base
     from closedloop.estimators import kernels
     from closedloop.io import open_recording
 
@@ -72,14 +72,20 @@ def profile_once(path: str, protocol: str, chunk_size: int | None) -> dict:
             def __init__(self, *args, **kwargs):
                 self._inner = cls(*args, **kwargs)
 
-            def run(self, *args):
+            def _timed(self, method, *args):
                 if inside_fit[0]:
-                    return self._inner.run(*args)
+                    return method(*args)
                 t0 = clock()
                 try:
-                    return self._inner.run(*args)
+                    return method(*args)
                 finally:
                     spent["kernels"] += clock() - t0
+
+            def run(self, *args):
+                return self._timed(self._inner.run, *args)
+
+            def step(self, *args):
+                return self._timed(self._inner.step, *args)
 
             def __getattr__(self, attr):
                 return getattr(self._inner, attr)
@@ -99,7 +105,6 @@ def profile_once(path: str, protocol: str, chunk_size: int | None) -> dict:
     original_fit = engine_core.fit_estimator
     engine_core.fit_estimator = fit
     undo.append((engine_core, "fit_estimator", original_fit))
-    wrap(estimator_base.PhaseEstimator, "process", "process")
     for name in [n for n in dir(kernels) if not n.startswith("_") and callable(getattr(kernels, n))]:
         if isinstance(getattr(kernels, name), type):
             bind(name)
@@ -115,7 +120,9 @@ def profile_once(path: str, protocol: str, chunk_size: int | None) -> dict:
             reading = clock() - t0
         with open_recording(path) as rec:
             engine = Engine(protocol_obj, rec.ch_names, rec.sfreq)
-            wrap(type(engine._make_estimator()), "next_crossing_s", "crossing")
+            estimator_cls = type(engine._make_estimator())
+            wrap(estimator_cls, "next_crossing_s", "crossing")
+            wrap(estimator_cls, "process", "process")  # its own or PhaseEstimator's
             cpu0, t0 = time.process_time(), clock()
             result = run_engine(engine, rec.iter_chunks(size), chunk_size=size, keep_state=True)
             total, cpu = clock() - t0, time.process_time() - cpu0

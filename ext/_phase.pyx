@@ -1,6 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """Phase estimation kernels: they trust their inputs; closedloop.estimators validates and owns state."""
 
+cimport numpy as cnp
 from libc.math cimport INFINITY, NAN, atan2, floor, hypot, isfinite, isinf, sqrt
 
 
@@ -348,6 +349,8 @@ cdef extern from *:
     int cl_have_avx2() noexcept nogil
 
 
+cnp.import_array()
+
 cdef bint _have_avx2 = cl_have_avx2()
 PAD = _PAD
 
@@ -463,9 +466,11 @@ cdef class WienerKernel:
         self.high_hz = high_hz
         self.center_hz = center_hz
 
-    def step(self, const double[::1] x, double c_re, double c_im):
+    def step(self, object x, double c_re, double c_im):
         """:meth:`run`, then the answers at the newest sample: ``(phase_deg, amplitude,
-        frequency_hz)``, or None before the first full window.
+        frequency_hz)``, or None before the first full window; False (nothing done) unless
+        ``x`` is a non-empty, C-contiguous, 1-D float64 ndarray of finite values (the caller
+        then takes the general path: conversion, non-finite samples).
 
         The arithmetic of the estimator's Python it replaces, operation for operation (the
         same bits): the rotated estimate times the correction ``c`` (a complex product), its
@@ -473,10 +478,24 @@ cdef class WienerKernel:
         raw estimates' phase step over ``lag`` samples, clamped to the band (the band's centre
         until ``lag`` more samples are there).
         """
-        cdef Py_ssize_t count, newest, k, kt, R
+        cdef Py_ssize_t count, newest, k, kt, R, i, n
         cdef double zr, zi, a_re, a_im, b_re, b_im, dzr, dzi, amp, freq
-        if x.shape[0]:
-            self._run(&x[0], x.shape[0])
+        cdef cnp.ndarray arr
+        cdef const double* xp
+        if not cnp.PyArray_Check(x):
+            return False
+        arr = <cnp.ndarray> x
+        if (cnp.PyArray_NDIM(arr) != 1 or cnp.PyArray_TYPE(arr) != cnp.NPY_DOUBLE
+                or not cnp.PyArray_IS_C_CONTIGUOUS(arr)):
+            return False
+        n = cnp.PyArray_DIM(arr, 0)
+        if n == 0:
+            return False
+        xp = <const double*> cnp.PyArray_DATA(arr)
+        for i in range(n):
+            if not isfinite(xp[i]):
+                return False
+        self._run(xp, n)
         count = self.pos[1]
         if count < self.n_taps:
             return None

@@ -275,11 +275,26 @@ class WienerEstimator(ComplexFIREstimator):
         return self._rings[4] + 1j * self._rings[5]
 
     # -- run time --------------------------------------------------------------------------
+    def process(self, x: np.ndarray) -> None:
+        """As :meth:`PhaseEstimator.process`; the usual chunk (C-contiguous float64, finite)
+        in one call of the kernel, which checks it; any other through the general path."""
+        c = self.correction
+        out = self._kernel.step(x, c.real, c.imag)
+        if out is False:
+            super().process(x)
+            return
+        self.last_bad = 0
+        self.n_samples += x.shape[0]
+        if out is not None:
+            self.phase_deg, self.amplitude, self.frequency_hz = out
+            self.ready = True
+
     def _process_good(self, x: np.ndarray) -> None:
         # the kernel advances, then computes the answers at the newest sample: the rotated
         # estimate times the correction (phase, amplitude), and the frequency from the raw
         # estimates' phase step over freq_lag samples (the rotation cancels in it), clamped
-        # to the band (the centre until freq_lag more samples are there)
+        # to the band (the centre until freq_lag more samples are there); x is non-empty,
+        # C-contiguous, float64 and finite here (PhaseEstimator.process), which step takes
         c = self.correction
         out = self._kernel.step(x, c.real, c.imag)
         if out is not None:

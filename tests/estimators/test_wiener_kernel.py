@@ -127,3 +127,48 @@ def test_answers_are_the_python_arithmetic(derived):
         clamped += est.frequency_hz in est.band_hz
     assert seen > est.n_taps + lag
     assert 0 < clamped
+
+
+def test_general_path_for_other_chunks(derived):
+    """Chunks the kernel's one-call path does not take (a strided view, float32, a list, an
+    empty chunk, non-finite samples) go through the general path with the same result as the
+    same samples given as C-contiguous float64."""
+    x, sfreq = derived
+    split = int(8 * sfreq)
+    x32 = x.astype(np.float32).astype(np.float64)  # values float32 can hold exactly
+    a = make_estimator("wiener", sfreq, (8.0, 13.0))
+    b = make_estimator("wiener", sfreq, (8.0, 13.0))
+    for est in (a, b):
+        est.fit(x32[:split])
+    tail = x32[split:]
+    wide = np.vstack([tail, tail]).T  # column 0 is a strided view of tail
+    bad_at = 400
+    kinds = 0
+    for i in range(0, tail.shape[0], 10):
+        chunk = np.ascontiguousarray(tail[i : i + 10])
+        if i == bad_at:
+            chunk[3] = np.nan
+        a.process(chunk)
+        kind = (i // 10) % 4
+        if i == bad_at:
+            other = chunk.copy()
+        elif kind == 0:
+            other = wide[i : i + 10, 0]
+        elif kind == 1:
+            other = chunk.astype(np.float32)
+        elif kind == 2:
+            other = chunk.tolist()
+        else:
+            other = chunk
+        b.process(np.zeros(0))
+        b.process(other)
+        kinds += 1
+        assert (a.last_bad, a.n_samples, a.ready) == (b.last_bad, b.n_samples, b.ready)
+        assert np.array_equal(
+            [a.phase_deg, a.amplitude, a.frequency_hz],
+            [b.phase_deg, b.amplitude, b.frequency_hz],
+            equal_nan=True,
+        )
+        if i == bad_at:
+            assert a.last_bad == 1 and not a.ready
+    assert a.ready and kinds > 40
