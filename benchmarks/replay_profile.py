@@ -1,7 +1,7 @@
 """Where replay's time goes: the estimator's kernel, its fit, reading, and the engine around them.
 
-Replays a recording as ``closedloop replay`` does (``Recording.iter_chunks`` into
-``run_engine``) and times, inside the same run, with ``time.perf_counter``:
+Replays a recording as ``closedloop replay`` does (``Recording.iter_chunks`` of the channels
+the engine uses into ``run_engine``) and times, inside the same run, with ``time.perf_counter``:
 
 * the estimator's per-chunk ``process`` and, within it, the compiled kernels it calls
   (every function of ``closedloop.estimators.kernels``, as the estimators look them up there,
@@ -113,18 +113,22 @@ def profile_once(path: str, protocol: str, chunk_size: int | None) -> dict:
     try:
         protocol_obj = cl.load_protocol(protocol)
         with open_recording(path) as rec:
+            # as replay: the engine takes only the channels it uses, and only those are read
+            rows = Engine(protocol_obj, rec.ch_names, rec.sfreq, compact_input=True).input_rows
             size = chunk_size or default_chunk_size(rec.sfreq)
             t0 = clock()
-            for _ in rec.iter_chunks(size):
+            for _ in rec.iter_chunks(size, rows=rows):
                 pass
             reading = clock() - t0
         with open_recording(path) as rec:
-            engine = Engine(protocol_obj, rec.ch_names, rec.sfreq)
+            engine = Engine(protocol_obj, rec.ch_names, rec.sfreq, compact_input=True)
             estimator_cls = type(engine._make_estimator())
             wrap(estimator_cls, "next_crossing_s", "crossing")
             wrap(estimator_cls, "process", "process")  # its own or PhaseEstimator's
             cpu0, t0 = time.process_time(), clock()
-            result = run_engine(engine, rec.iter_chunks(size), chunk_size=size, keep_state=True)
+            result = run_engine(
+                engine, rec.iter_chunks(size, rows=engine.input_rows), chunk_size=size, keep_state=True
+            )
             total, cpu = clock() - t0, time.process_time() - cpu0
     finally:
         for owner, name, original in reversed(undo):
