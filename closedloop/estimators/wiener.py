@@ -88,15 +88,32 @@ def _lagged_gram(x: np.ndarray, n_taps: int, start: int, stops: tuple[int, ...])
     return out
 
 
-def _window_cross(x: np.ndarray, z: np.ndarray, n_taps: int, start: int, stop: int) -> np.ndarray:
-    """``X^T z`` for the windows ending at samples ``start .. stop - 1`` (``x`` mean-free).
+#: Rows of a real matrix cast to complex at a time by :func:`_rows_times` (a few MB).
+CAST_ROWS = 64
 
-    The windows are cast to complex once, explicitly: the product is the one a mixed
-    real-complex ``@`` computes, bit for bit, without its slow casting path.
+
+def _rows_times(a: np.ndarray, vectors: list[np.ndarray]) -> list[np.ndarray]:
+    """``a @ v`` for each complex ``v`` of ``vectors``, ``a`` a real 2-D array (a view of any
+    strides): the products a mixed real-complex ``@`` computes, bit for bit, without its slow
+    casting path and without a complex copy of the whole of ``a``.
+
+    NumPy computes the mixed product on a C-contiguous complex copy of ``a``, one BLAS
+    matrix-vector product in which every output is its own dot product over a row; here the
+    copy is made and multiplied :data:`CAST_ROWS` rows at a time (the same dot products).
     """
+    out = [np.empty(a.shape[0], dtype=np.complex128) for _ in vectors]
+    for i in range(0, a.shape[0], CAST_ROWS):
+        block = np.ascontiguousarray(a[i : i + CAST_ROWS], dtype=np.complex128)
+        for o, v in zip(out, vectors):
+            o[i : i + CAST_ROWS] = block @ v
+    return out
+
+
+def _window_cross(x: np.ndarray, z: np.ndarray, n_taps: int, start: int, stop: int) -> np.ndarray:
+    """``X^T z`` for the windows ending at samples ``start .. stop - 1`` (``x`` mean-free)."""
     first = start - n_taps + 1
     windows = np.lib.stride_tricks.sliding_window_view(x, n_taps)[first : stop - n_taps + 1]
-    return windows.T.astype(np.complex128) @ z[start:stop]
+    return _rows_times(windows.T, [z[start:stop]])[0]
 
 
 def _normal_equations(
@@ -455,10 +472,12 @@ class WienerEstimator(ComplexFIREstimator):
                 proj @ _window_cross(x_free, z, self.n_taps, start, split),
             )
             test = np.arange(split + self.n_taps, stop)
+            # the windows ending at the test samples (a view; none if the test is empty)
             windows = np.lib.stride_tricks.sliding_window_view(x, self.n_taps)[
-                test - self.n_taps + 1
-            ].astype(np.complex128)  # once for the six products (as each would cast it)
-            scores = [_phase_spread(windows @ solve(c), z[test]) for c in RIDGE_GRID]
+                split + 1 : stop - self.n_taps + 1
+            ]
+            estimates = _rows_times(windows, [solve(c) for c in RIDGE_GRID])
+            scores = [_phase_spread(z_est, z[test]) for z_est in estimates]
             ridge = RIDGE_GRID[int(np.argmin(scores))]
         ridge = float(ridge)
         stop = train_stop
