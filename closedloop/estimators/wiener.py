@@ -9,8 +9,10 @@ linear drifts inside the window (the band excludes them); the ridge strength is 
 held-out last part of the baseline by the circular spread of the phase error where the rhythm
 is strong.
 
-Run time (one Cython kernel, sample by sample): one complex dot product per sample for the
-estimate and one for the delayed truth. Two slow corrections keep it unbiased when the rhythm
+Run time (one Cython kernel, ``WienerKernel``, its arrays bound once): one complex dot product
+per sample for the estimate and one for the delayed truth; those of the samples of a chunk are
+computed side by side in vector registers (each in its own order, so the same bits as one
+sample at a time), then the per-sample recursion below runs over them in sample order. Two slow corrections keep it unbiased when the rhythm
 drifts away from the baseline (alpha frequency, waveform, noise):
 
 - the offline truth becomes available ``D`` samples late (``D`` = half the truth filter), so
@@ -88,7 +90,9 @@ def _lagged_gram(x: np.ndarray, n_taps: int, start: int, stops: tuple[int, ...])
     return out
 
 
-#: Rows of a real matrix cast to complex at a time by :func:`_rows_times` (a few MB).
+#: Rows of a real matrix cast to complex at a time by :func:`_rows_times` (a few MB); a
+#: multiple of the rows a BLAS matrix-vector kernel takes together (4 or 8), so that every row
+#: goes through the same kernel code as in the whole product.
 CAST_ROWS = 64
 
 
