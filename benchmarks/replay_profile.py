@@ -127,7 +127,8 @@ def profile_once(path: str, protocol: str, chunk_size: int | None) -> dict:
             wrap(estimator_cls, "process", "process")  # its own or PhaseEstimator's
             cpu0, t0 = time.process_time(), clock()
             result = run_engine(
-                engine, rec.iter_chunks(size, rows=engine.input_rows), chunk_size=size, keep_state=True
+                engine, rec.iter_chunks(size, rows=engine.input_rows), chunk_size=size,
+                keep_state=True,
             )
             total, cpu = clock() - t0, time.process_time() - cpu0
     finally:

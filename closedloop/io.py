@@ -389,7 +389,9 @@ def array_recording(
         n_samples=n_samples,
         events=list(events),
         notes=[],
-        reader=lambda start, stop, rows=None: data[:, start:stop] if rows is None else data[rows, start:stop],
+        reader=lambda start, stop, rows=None: (
+            data[:, start:stop] if rows is None else data[rows, start:stop]
+        ),
         scale=np.ones(n_channels),
         value_scale=value_scale,
     )
@@ -777,7 +779,9 @@ def _open_xdf(path: Path, wanted: str | None, given: float | None = None) -> Rec
         n_samples=n_samples,
         events=events,
         notes=notes,
-        reader=lambda start, stop, rows=None: data[:, start:stop] if rows is None else data[rows, start:stop],
+        reader=lambda start, stop, rows=None: (
+            data[:, start:stop] if rows is None else data[rows, start:stop]
+        ),
         scale=scale,
     )
 

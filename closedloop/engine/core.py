@@ -361,7 +361,8 @@ class Engine:
         """
         if chunk.ndim != 2 or chunk.shape[0] != self.input_rows.shape[0]:
             raise ValueError(
-                f"expected a chunk of shape ({self.input_rows.shape[0]}, n_samples), got {chunk.shape}"
+                f"expected a chunk of shape ({self.input_rows.shape[0]}, n_samples), "
+                f"got {chunk.shape}"
             )
         n = chunk.shape[1]
         if n == 0:

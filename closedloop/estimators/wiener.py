@@ -12,8 +12,9 @@ is strong.
 Run time (one Cython kernel, ``WienerKernel``, its arrays bound once): one complex dot product
 per sample for the estimate and one for the delayed truth; those of the samples of a chunk are
 computed side by side in vector registers (each in its own order, so the same bits as one
-sample at a time), then the per-sample recursion below runs over them in sample order. Two slow corrections keep it unbiased when the rhythm
-drifts away from the baseline (alpha frequency, waveform, noise):
+sample at a time), then the per-sample recursion below runs over them in sample order. Two
+slow corrections keep it unbiased when the rhythm drifts away from the baseline (alpha
+frequency, waveform, noise):
 
 - the offline truth becomes available ``D`` samples late (``D`` = half the truth filter), so
   the estimator computes it for the sample ``D`` back and tracks the mean rotation between
@@ -71,7 +72,9 @@ def analytic_fir(h: np.ndarray) -> np.ndarray:
     return ifft(spec)[: h.shape[0]]
 
 
-def _lagged_gram(x: np.ndarray, n_taps: int, start: int, stops: tuple[int, ...]) -> list[np.ndarray]:
+def _lagged_gram(
+    x: np.ndarray, n_taps: int, start: int, stops: tuple[int, ...]
+) -> list[np.ndarray]:
     """``X^T X`` (not projected) for the windows ending at samples ``start .. stop - 1``, one
     matrix per ``stop`` of ``stops``, from one pass of prefix sums of lagged products: O(n L),
     not O(n L^2). ``x`` has its mean removed already."""
