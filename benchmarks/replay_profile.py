@@ -1,10 +1,12 @@
 """Where replay's time goes: the estimator's kernel, its fit, reading, and the engine around them.
 
-Replays a recording as ``closedloop replay`` does (``Recording.iter_chunks`` into
-``run_engine``) and times, inside the same run, with ``time.perf_counter``:
+Replays a recording as ``closedloop replay`` does (``Recording.iter_chunks`` of the channels
+the engine uses into ``run_engine``) and times, inside the same run, with ``time.perf_counter``:
 
 * the estimator's per-chunk ``process`` and, within it, the compiled kernels it calls
-  (every function of ``closedloop.estimators.kernels``, as the estimators look them up there);
+  (every function of ``closedloop.estimators.kernels``, as the estimators look them up there,
+  and the ``run``/``step`` of its kernel objects, such as ``WienerKernel``: ``step`` includes
+  the answers at the newest sample);
 * the estimator's ``next_crossing_s`` (the planner's query);
 * the fit on the baseline (``fit_estimator``: training, calibration pass, warm-up), which replay
   runs in line, once per recording;
@@ -37,7 +39,6 @@ def profile_once(path: str, protocol: str, chunk_size: int | None) -> dict:
     import closedloop as cl
     from closedloop.engine import Engine
     from closedloop.engine import core as engine_core
-    from closedloop.estimators import base as estimator_base
     from closedloop.estimators import kernels
     from closedloop.io import open_recording
 
@@ -63,6 +64,35 @@ def profile_once(path: str, protocol: str, chunk_size: int | None) -> dict:
         setattr(owner, name, timed)
         undo.append((owner, name, original))
 
+    def bind(name):
+        """A kernel object (its arrays bound once): its ``run`` timed through a proxy."""
+        cls = getattr(kernels, name)
+
+        class Timed:
+            def __init__(self, *args, **kwargs):
+                self._inner = cls(*args, **kwargs)
+
+            def _timed(self, method, *args):
+                if inside_fit[0]:
+                    return method(*args)
+                t0 = clock()
+                try:
+                    return method(*args)
+                finally:
+                    spent["kernels"] += clock() - t0
+
+            def run(self, *args):
+                return self._timed(self._inner.run, *args)
+
+            def step(self, *args):
+                return self._timed(self._inner.step, *args)
+
+            def __getattr__(self, attr):
+                return getattr(self._inner, attr)
+
+        setattr(kernels, name, Timed)
+        undo.append((kernels, name, cls))
+
     def fit(estimator, baseline, sfreq):
         inside_fit[0] = True
         t0 = clock()
@@ -75,22 +105,31 @@ def profile_once(path: str, protocol: str, chunk_size: int | None) -> dict:
     original_fit = engine_core.fit_estimator
     engine_core.fit_estimator = fit
     undo.append((engine_core, "fit_estimator", original_fit))
-    wrap(estimator_base.PhaseEstimator, "process", "process")
     for name in [n for n in dir(kernels) if not n.startswith("_") and callable(getattr(kernels, n))]:
-        wrap(kernels, name, "kernels")
+        if isinstance(getattr(kernels, name), type):
+            bind(name)
+        else:
+            wrap(kernels, name, "kernels")
     try:
         protocol_obj = cl.load_protocol(protocol)
         with open_recording(path) as rec:
+            # as replay: the engine takes only the channels it uses, and only those are read
+            rows = Engine(protocol_obj, rec.ch_names, rec.sfreq, compact_input=True).input_rows
             size = chunk_size or default_chunk_size(rec.sfreq)
             t0 = clock()
-            for _ in rec.iter_chunks(size):
+            for _ in rec.iter_chunks(size, rows=rows):
                 pass
             reading = clock() - t0
         with open_recording(path) as rec:
-            engine = Engine(protocol_obj, rec.ch_names, rec.sfreq)
-            wrap(type(engine._make_estimator()), "next_crossing_s", "crossing")
+            engine = Engine(protocol_obj, rec.ch_names, rec.sfreq, compact_input=True)
+            estimator_cls = type(engine._make_estimator())
+            wrap(estimator_cls, "next_crossing_s", "crossing")
+            wrap(estimator_cls, "process", "process")  # its own or PhaseEstimator's
             cpu0, t0 = time.process_time(), clock()
-            result = run_engine(engine, rec.iter_chunks(size), chunk_size=size, keep_state=True)
+            result = run_engine(
+                engine, rec.iter_chunks(size, rows=engine.input_rows), chunk_size=size,
+                keep_state=True,
+            )
             total, cpu = clock() - t0, time.process_time() - cpu0
     finally:
         for owner, name, original in reversed(undo):

@@ -158,12 +158,13 @@ class Recording:
             )
         return start_i, stop_i
 
-    def read(self, start: int, stop: int) -> np.ndarray:
-        """Samples ``start`` (inclusive) to ``stop`` (exclusive) of every channel.
+    def read(self, start: int, stop: int, rows: np.ndarray | None = None) -> np.ndarray:
+        """Samples ``start`` (inclusive) to ``stop`` (exclusive) of every channel, or of the
+        channels ``rows`` (indices, ascending: an engine's ``input_rows``) only.
 
         Returns
         -------
-        ndarray, shape (n_channels, stop - start)
+        ndarray, shape (n_channels or len(rows), stop - start)
             float64, C-contiguous, voltage channels in microvolts.
 
         Raises
@@ -174,10 +175,12 @@ class Recording:
             When the file cannot be read there (changed or damaged since it was opened).
         """
         start, stop = self._check_range(start, stop)
+        rows = self._check_rows(rows)
+        n_rows = self.n_channels if rows is None else rows.shape[0]
         if stop == start:
-            return np.zeros((self.n_channels, 0), dtype=np.float64)
+            return np.zeros((n_rows, 0), dtype=np.float64)
         try:
-            data = self._reader(start, stop)
+            data = self._reader(start, stop) if rows is None else self._reader(start, stop, rows)
         except DataError:
             raise
         except Exception as exc:
@@ -187,13 +190,35 @@ class Recording:
             ) from exc
         data = np.array(data, dtype=np.float64, order="C", copy=True)
         if self._needs_scale:
-            data *= self._scale
+            data *= self._scale if rows is None else self._scale[rows]
         return data
 
+    def _check_rows(self, rows) -> np.ndarray | None:
+        if rows is None:
+            return None
+        rows = np.asarray(rows)
+        if (
+            rows.ndim != 1
+            or rows.shape[0] < 1
+            or rows.dtype.kind not in "iu"
+            or rows[0] < 0
+            or rows[-1] >= self.n_channels
+            or np.any(np.diff(rows) <= 0)
+        ):
+            raise ValueError(
+                f"rows must be ascending channel indices within 0..{self.n_channels - 1}, "
+                f"got {rows!r}."
+            )
+        if rows.shape[0] == self.n_channels:
+            return None  # every channel: the plain read
+        return rows.astype(np.intp)
+
     def iter_chunks(
-        self, chunk_size: int, start: int = 0, stop: int | None = None
+        self, chunk_size: int, start: int = 0, stop: int | None = None,
+        rows: np.ndarray | None = None,
     ) -> Iterator[tuple[int, np.ndarray]]:
-        """Consecutive chunks of ``chunk_size`` samples (the last may be shorter).
+        """Consecutive chunks of ``chunk_size`` samples (the last may be shorter), of every
+        channel or of the channels ``rows`` only (as :meth:`read`).
 
         The file is read in larger blocks behind the scenes, so small chunks stay cheap.
 
@@ -213,18 +238,20 @@ class Recording:
         stop = self.n_samples if stop is None else stop
         start, stop = self._check_range(start, stop)
         chunk_size = int(chunk_size)
-        per_block = max(1, (1 << 19) // max(1, self.n_channels))  # about 4 MB of float64
+        rows = self._check_rows(rows)
+        n_rows = self.n_channels if rows is None else rows.shape[0]
+        per_block = max(1, (1 << 19) // max(1, n_rows))  # about 4 MB of float64
         block_size = max(chunk_size, per_block // chunk_size * chunk_size)
         for block_start in range(start, stop, block_size):
             block_stop = min(stop, block_start + block_size)
-            block = self.read(block_start, block_stop)
+            block = self.read(block_start, block_stop, rows)
             m = block_stop - block_start
             whole = m // chunk_size * chunk_size
             if whole:
                 # one copy per block into chunk-major order, so that every chunk is a
                 # C-contiguous view (not a copy per chunk)
                 tiles = np.ascontiguousarray(
-                    block[:, :whole].reshape(self.n_channels, whole // chunk_size, chunk_size).swapaxes(0, 1)
+                    block[:, :whole].reshape(n_rows, whole // chunk_size, chunk_size).swapaxes(0, 1)
                 )
                 for j in range(tiles.shape[0]):
                     yield block_start + j * chunk_size, tiles[j]
@@ -362,7 +389,9 @@ def array_recording(
         n_samples=n_samples,
         events=list(events),
         notes=[],
-        reader=lambda start, stop: data[:, start:stop],
+        reader=lambda start, stop, rows=None: (
+            data[:, start:stop] if rows is None else data[rows, start:stop]
+        ),
         scale=np.ones(n_channels),
         value_scale=value_scale,
     )
@@ -518,8 +547,8 @@ def raw_recording(
         )
     ]
 
-    def reader(start: int, stop: int) -> np.ndarray:
-        return raw.get_data(start=start, stop=stop, verbose="error")
+    def reader(start: int, stop: int, rows=None) -> np.ndarray:
+        return raw.get_data(picks=rows, start=start, stop=stop, verbose="error")
 
     return Recording(
         path=path if path is not None else (Path(raw.filenames[0]) if raw.filenames and raw.filenames[0] else None),
@@ -750,7 +779,9 @@ def _open_xdf(path: Path, wanted: str | None, given: float | None = None) -> Rec
         n_samples=n_samples,
         events=events,
         notes=notes,
-        reader=lambda start, stop: data[:, start:stop],
+        reader=lambda start, stop, rows=None: (
+            data[:, start:stop] if rows is None else data[rows, start:stop]
+        ),
         scale=scale,
     )
 

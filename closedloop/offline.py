@@ -291,11 +291,13 @@ def replay(
         size = chunk_size if chunk_size is not None else default_chunk_size(recording.sfreq)
         if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
             raise UsageError(f"--chunk-size must be a whole number of samples >= 1, got {size}.")
+        # the engine takes only the channels it uses, and only those are read
         engine = Engine(protocol, recording.ch_names, recording.sfreq, seed=seed,
-                        declared_scale=lambda used: declared_scale(recording, used))
+                        declared_scale=lambda used: declared_scale(recording, used),
+                        compact_input=True)
         result = run_engine(
-            engine, recording.iter_chunks(int(size)), chunk_size=int(size), keep_state=keep_state,
-            progress=progress,
+            engine, recording.iter_chunks(int(size), rows=engine.input_rows), chunk_size=int(size),
+            keep_state=keep_state, progress=progress,
         )
     finally:
         if owned:

@@ -120,9 +120,16 @@ class Engine:
         The factor the source applied to bring the used channels to microvolts (from the units it
         declared; a callable is given the used channels' indices), for the units check's message;
         None when unknown. False turns the units check off.
+    compact_input : bool
+        Chunks carry only the rows of :attr:`input_rows` (the channels the protocol uses, in
+        input order) instead of every channel: what a reader that can read just those gives
+        (replay). The decisions are the same bits either way.
 
     Attributes
     ----------
+    input_rows : ndarray of int
+        The input channels a chunk holds, in order: all of them, or with ``compact_input`` the
+        used ones (:attr:`used_channels`).
     paused : bool
         Set by an operator's pause: the gate stays closed and nothing is planned until cleared.
     hold_until, hold_reason : float, str
@@ -139,6 +146,7 @@ class Engine:
         run_fit: Callable[[Callable[[], object]], Future] | None = None,
         output_delay_s: float = 0.0,
         declared_scale=None,
+        compact_input: bool = False,
     ) -> None:
         if not (sfreq > 0 and math.isfinite(sfreq)):
             raise DataError(f"the input sampling rate {sfreq!r} Hz is not usable; a positive rate is needed.")
@@ -167,7 +175,12 @@ class Engine:
         )
         self.n_derived = weights.shape[0]
         self.used_channels = np.flatnonzero(np.any(weights != 0, axis=0))
-        self.artifacts = ArtifactDetector(protocol.artifact, self.used_channels, self.sfreq)
+        # where the used channels are in a chunk: every row given, or only the used ones
+        self.input_rows = self.used_channels if compact_input else np.arange(self.n_channels)
+        rows = np.arange(self.used_channels.size) if compact_input else self.used_channels
+        if compact_input:
+            weights = weights[:, self.used_channels]
+        self.artifacts = ArtifactDetector(protocol.artifact, rows, self.sfreq)
         self.units = None  # UnitsCheck: triggering held while the input is not plausibly EEG in µV
         if declared_scale is not False and self.used_channels.size:
             from closedloop.plausibility import UnitsCheck
@@ -175,7 +188,8 @@ class Engine:
             used = [int(i) for i in self.used_channels]
             scale = declared_scale(used) if callable(declared_scale) else declared_scale
             self.units = UnitsCheck(
-                self.sfreq, used, ch_names=[self.ch_names[i] for i in used], declared_scale=scale
+                self.sfreq, [int(i) for i in rows], ch_names=[self.ch_names[i] for i in used],
+                declared_scale=scale,
             )
         self.band_hz = (float(band.low_hz), float(band.high_hz))
         self.signal = SignalChain(weights, self.sfreq, sig.notch_hz, self.band_hz)
@@ -345,9 +359,10 @@ class Engine:
         -----
         The planning rule is in :mod:`closedloop.engine.planning`: live and replay plan alike.
         """
-        if chunk.ndim != 2 or chunk.shape[0] != self.n_channels:
+        if chunk.ndim != 2 or chunk.shape[0] != self.input_rows.shape[0]:
             raise ValueError(
-                f"expected a chunk of shape ({self.n_channels}, n_samples), got {chunk.shape}"
+                f"expected a chunk of shape ({self.input_rows.shape[0]}, n_samples), "
+                f"got {chunk.shape}"
             )
         n = chunk.shape[1]
         if n == 0:

@@ -6,6 +6,7 @@ float64 arrays of the right sizes (the estimator classes own and check them).
 
 from __future__ import annotations
 
+from closedloop._phase import PAD as WIENER_PAD  # noqa: F401
 from closedloop._phase import (  # noqa: F401
     ar_extend,
     autocorr,
@@ -15,5 +16,6 @@ from closedloop._phase import (  # noqa: F401
     first_crossing,
     horizon_predict,
     levinson,
+    WienerKernel,
     wiener_run,
 )

@@ -9,9 +9,12 @@ linear drifts inside the window (the band excludes them); the ridge strength is 
 held-out last part of the baseline by the circular spread of the phase error where the rhythm
 is strong.
 
-Run time (one Cython kernel, sample by sample): one complex dot product per sample for the
-estimate and one for the delayed truth. Two slow corrections keep it unbiased when the rhythm
-drifts away from the baseline (alpha frequency, waveform, noise):
+Run time (one Cython kernel, ``WienerKernel``, its arrays bound once): one complex dot product
+per sample for the estimate and one for the delayed truth; those of the samples of a chunk are
+computed side by side in vector registers (each in its own order, so the same bits as one
+sample at a time), then the per-sample recursion below runs over them in sample order. Two
+slow corrections keep it unbiased when the rhythm drifts away from the baseline (alpha
+frequency, waveform, noise):
 
 - the offline truth becomes available ``D`` samples late (``D`` = half the truth filter), so
   the estimator computes it for the sample ``D`` back and tracks the mean rotation between
@@ -69,6 +72,57 @@ def analytic_fir(h: np.ndarray) -> np.ndarray:
     return ifft(spec)[: h.shape[0]]
 
 
+def _lagged_gram(
+    x: np.ndarray, n_taps: int, start: int, stops: tuple[int, ...]
+) -> list[np.ndarray]:
+    """``X^T X`` (not projected) for the windows ending at samples ``start .. stop - 1``, one
+    matrix per ``stop`` of ``stops``, from one pass of prefix sums of lagged products: O(n L),
+    not O(n L^2). ``x`` has its mean removed already."""
+    n = x.shape[0]
+    first = start - n_taps + 1  # first sample of the first window
+    out = [np.zeros((n_taps, n_taps)) for _ in stops]
+    i = np.arange(n_taps)
+    for k in range(n_taps):
+        prefix = np.concatenate([[0.0], np.cumsum(x[: n - k] * x[k:])])
+        rows = i[: n_taps - k]
+        low = prefix[first + rows]
+        for xtx, stop in zip(out, stops):
+            vals = prefix[stop - n_taps + 1 + rows] - low
+            xtx[rows, rows + k] = vals
+            xtx[rows + k, rows] = vals
+    return out
+
+
+#: Rows of a real matrix cast to complex at a time by :func:`_rows_times` (a few MB); a
+#: multiple of the rows a BLAS matrix-vector kernel takes together (4 or 8), so that every row
+#: goes through the same kernel code as in the whole product.
+CAST_ROWS = 64
+
+
+def _rows_times(a: np.ndarray, vectors: list[np.ndarray]) -> list[np.ndarray]:
+    """``a @ v`` for each complex ``v`` of ``vectors``, ``a`` a real 2-D array (a view of any
+    strides): the products a mixed real-complex ``@`` computes, bit for bit, without its slow
+    casting path and without a complex copy of the whole of ``a``.
+
+    NumPy computes the mixed product on a C-contiguous complex copy of ``a``, one BLAS
+    matrix-vector product in which every output is its own dot product over a row; here the
+    copy is made and multiplied :data:`CAST_ROWS` rows at a time (the same dot products).
+    """
+    out = [np.empty(a.shape[0], dtype=np.complex128) for _ in vectors]
+    for i in range(0, a.shape[0], CAST_ROWS):
+        block = np.ascontiguousarray(a[i : i + CAST_ROWS], dtype=np.complex128)
+        for o, v in zip(out, vectors):
+            o[i : i + CAST_ROWS] = block @ v
+    return out
+
+
+def _window_cross(x: np.ndarray, z: np.ndarray, n_taps: int, start: int, stop: int) -> np.ndarray:
+    """``X^T z`` for the windows ending at samples ``start .. stop - 1`` (``x`` mean-free)."""
+    first = start - n_taps + 1
+    windows = np.lib.stride_tricks.sliding_window_view(x, n_taps)[first : stop - n_taps + 1]
+    return _rows_times(windows.T, [z[start:stop]])[0]
+
+
 def _normal_equations(
     x: np.ndarray, z: np.ndarray, n_taps: int, proj: np.ndarray, start: int, stop: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -79,18 +133,8 @@ def _normal_equations(
     O(n L^2). The mean of ``x`` is removed first (``P`` ignores it; precision gains).
     """
     x = x - x.mean()
-    n = x.shape[0]
-    first = start - n_taps + 1  # first sample of the first window
-    xtx = np.zeros((n_taps, n_taps))
-    i = np.arange(n_taps)
-    for k in range(n_taps):
-        prefix = np.concatenate([[0.0], np.cumsum(x[: n - k] * x[k:])])
-        rows = i[: n_taps - k]
-        vals = prefix[stop - n_taps + 1 + rows] - prefix[first + rows]
-        xtx[rows, rows + k] = vals
-        xtx[rows + k, rows] = vals
-    windows = np.lib.stride_tricks.sliding_window_view(x, n_taps)[first : stop - n_taps + 1]
-    xtz = windows.T @ z[start:stop]
+    (xtx,) = _lagged_gram(x, n_taps, start, (stop,))
+    xtz = _window_cross(x, z, n_taps, start, stop)
     return proj @ xtx @ proj, proj @ xtz
 
 
@@ -196,12 +240,25 @@ class WienerEstimator(ComplexFIREstimator):
     def _setup_fir(self, weights: np.ndarray) -> None:
         super()._setup_fir(weights)
         self._span = max(self.n_taps, self._t_re.shape[0])
-        self._hist = np.zeros(2 * self._span)
+        # the doubled ring, then the values the kernel's vector path may read past it
+        self._hist_buf = np.zeros(2 * self._span + kernels.WIENER_PAD)
+        self._hist = self._hist_buf[: 2 * self._span]
         self._pos = np.zeros(2, dtype=np.intp)  # newest ring index, samples since reset
         self._pos[0] = self._span - 1
         self.ring_size = self.delay + max(self.freq_lag, int(self.sfreq)) + 2
         # rows: raw estimate (re, im), rotated estimate (re, im), delayed truth (re, im)
         self._rings = np.full((6, self.ring_size), np.nan)
+        # the kernel holds these arrays (and the truth FIR, rotation and grid) from here on:
+        # they are changed in place only
+        self._kernel = kernels.WienerKernel(
+            self._hist_buf, self._span, self._pos, self._w_re, self._w_im, self._t_re, self._t_im,
+            self._rings, self._acc, self._grid_re, self._grid_im,
+            self.delay, self._keep_sample, self.adapt_s > 0,
+        )
+        self._kernel.bind_answers(
+            self.n_taps, self.freq_lag, self.sfreq, self.band_hz[0], self.band_hz[1],
+            self.center_hz,
+        )
 
     def _setup_horizons(self, weights: np.ndarray) -> None:
         """Weights ``(n_horizons, n_taps)`` predicting the analytic signal ``k * horizon_step``
@@ -242,47 +299,31 @@ class WienerEstimator(ComplexFIREstimator):
         return self._rings[4] + 1j * self._rings[5]
 
     # -- run time --------------------------------------------------------------------------
-    def _process_good(self, x: np.ndarray) -> None:
-        r = self._rings
-        kernels.wiener_run(
-            x,
-            self._hist,
-            self._pos,
-            self._w_re,
-            self._w_im,
-            self._t_re,
-            self._t_im,
-            r[0],
-            r[1],
-            r[2],
-            r[3],
-            r[4],
-            r[5],
-            self._acc,
-            self._grid_re,
-            self._grid_im,
-            self.delay,
-            self._keep_sample,
-            self.adapt_s > 0,
-        )
-        count = int(self._pos[1])
-        if count < self.n_taps:
+    def process(self, x: np.ndarray) -> None:
+        """As :meth:`PhaseEstimator.process`; the usual chunk (C-contiguous float64, finite)
+        in one call of the kernel, which checks it; any other through the general path."""
+        c = self.correction
+        out = self._kernel.step(x, c.real, c.imag)
+        if out is False:
+            super().process(x)
             return
-        newest = count - 1
-        k = newest % self.ring_size
-        z_now = complex(r[2, k], r[3, k]) * self.correction
-        self.phase_deg = math.degrees(math.atan2(z_now.imag, z_now.real))
-        self.amplitude = abs(z_now)
-        self.ready = True
-        lag = self.freq_lag
-        if count >= self.n_taps + lag:
-            kt = (newest - lag) % self.ring_size
-            # the raw estimates: the rotation cancels in the phase step
-            dz = complex(r[0, k], r[1, k]) * complex(r[0, kt], -r[1, kt])
-            freq = math.atan2(dz.imag, dz.real) * self.sfreq / (2.0 * math.pi * lag)
-            self.frequency_hz = min(max(freq, self.band_hz[0]), self.band_hz[1])
-        else:
-            self.frequency_hz = self.center_hz
+        self.last_bad = 0
+        self.n_samples += x.shape[0]
+        if out is not None:
+            self.phase_deg, self.amplitude, self.frequency_hz = out
+            self.ready = True
+
+    def _process_good(self, x: np.ndarray) -> None:
+        # the kernel advances, then computes the answers at the newest sample: the rotated
+        # estimate times the correction (phase, amplitude), and the frequency from the raw
+        # estimates' phase step over freq_lag samples (the rotation cancels in it), clamped
+        # to the band (the centre until freq_lag more samples are there); x is non-empty,
+        # C-contiguous, float64 and finite here (PhaseEstimator.process), which step takes
+        c = self.correction
+        out = self._kernel.step(x, c.real, c.imag)
+        if out is not None:
+            self.phase_deg, self.amplitude, self.frequency_hz = out
+            self.ready = True
 
     def _grid_bias_deg(self, aimed: float) -> float:
         pos = (wrap_deg(aimed) + 180.0) / GRID_STEP_DEG
@@ -416,26 +457,38 @@ class WienerEstimator(ComplexFIREstimator):
             )
         proj = self._projection()
         ridge = self.params["ridge"]
-        if ridge == "auto":
-            split = start + int(n_rows * (1.0 - float(self.params["holdout"])))
-            solve = self._ridge_solver(*_normal_equations(x, z, self.n_taps, proj, start, split))
-            test = np.arange(split + self.n_taps, stop)
-            windows = np.lib.stride_tricks.sliding_window_view(x, self.n_taps)[
-                test - self.n_taps + 1
-            ]
-            scores = [_phase_spread(windows @ solve(c), z[test]) for c in RIDGE_GRID]
-            ridge = RIDGE_GRID[int(np.argmin(scores))]
-        ridge = float(ridge)
         # every horizon on the same rows: those whose truth is known at the longest horizon
         horizons = np.arange(self.n_horizons) * self.horizon_step
-        stop -= int(horizons[-1])
-        if stop - start < 4 * self.n_taps:
+        train_stop = stop - int(horizons[-1])
+        if train_stop - start < 4 * self.n_taps:
             raise DataError(
                 f"the baseline is too short to train 'wiener' with a {self.n_taps}-sample window "
-                f"and {MAX_HORIZON_S:g} s of prediction: {max(stop - start, 0)} usable samples; "
-                "record a longer baseline (30 s or more)."
+                f"and {MAX_HORIZON_S:g} s of prediction: {max(train_stop - start, 0)} usable "
+                "samples; record a longer baseline (30 s or more)."
             )
-        xtx, _ = _normal_equations(x, z, self.n_taps, proj, start, stop)
+        x_free = x - x.mean()
+        split = start + int(n_rows * (1.0 - float(self.params["holdout"])))
+        # the Gram matrices of the final rows and of the ridge's training rows in one pass
+        *grams, gram = _lagged_gram(
+            x_free, self.n_taps, start, (split, train_stop) if ridge == "auto" else (train_stop,)
+        )
+        if ridge == "auto":
+            (gram_split,) = grams
+            solve = self._ridge_solver(
+                proj @ gram_split @ proj,
+                proj @ _window_cross(x_free, z, self.n_taps, start, split),
+            )
+            test = np.arange(split + self.n_taps, stop)
+            # the windows ending at the test samples (a view; none if the test is empty)
+            windows = np.lib.stride_tricks.sliding_window_view(x, self.n_taps)[
+                split + 1 : stop - self.n_taps + 1
+            ]
+            estimates = _rows_times(windows, [solve(c) for c in RIDGE_GRID])
+            scores = [_phase_spread(z_est, z[test]) for z_est in estimates]
+            ridge = RIDGE_GRID[int(np.argmin(scores))]
+        ridge = float(ridge)
+        stop = train_stop
+        xtx = proj @ gram @ proj
         xtz = proj @ _horizon_cross_terms(x, z, self.n_taps, horizons, start, stop)
         weights = self._ridge_solver(xtx, xtz)(ridge).T  # (n_horizons, n_taps)
         # RMS error per horizon on the training rows (kept for inspection: how the error grows

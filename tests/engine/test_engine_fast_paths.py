@@ -271,3 +271,37 @@ def test_the_estimator_is_not_asked_while_the_limits_refuse_the_whole_window(mon
     assert asked and all(asked)
     # the interval after each trigger was left out, not asked about
     assert len(asked) < 0.8 * len(planned)
+
+
+@pytest.mark.parametrize("preset", ["mu-trough-c3", "alpha-peak-o2"])
+def test_compact_input_decides_as_every_channel(preset):
+    """An engine given only its used channels (``compact_input``, as replay reads them) keeps
+    the same state, chunk by chunk, as one given every channel; it refuses a full chunk."""
+    import closedloop as cl
+    from closedloop.engine import Engine
+
+    require_recordings()
+    protocol = cl.load_protocol(preset)
+    with open_recording(EYES_CLOSED) as rec:
+        full = Engine(protocol, rec.ch_names, rec.sfreq)
+        compact = Engine(protocol, rec.ch_names, rec.sfreq, compact_input=True)
+        rows = compact.input_rows
+        # C3 and its four neighbours; an average reference (alpha-peak-o2) uses every channel
+        assert rows.shape[0] == (5 if preset == "mu-trough-c3" else rec.n_channels)
+        assert np.array_equal(rows, full.used_channels)
+        planned = 0
+        for (i, a), (j, b) in zip(rec.iter_chunks(16), rec.iter_chunks(16, rows=rows)):
+            assert i == j and np.array_equal(a[rows], b)
+            ts = (i + a.shape[1] - 1) / rec.sfreq
+            sa, sb = full.process(a, ts), compact.process(b, ts)
+            assert sa.row() == sb.row() or np.array_equal(sa.row(), sb.row(), equal_nan=True)
+            assert (sa.plan is None) == (sb.plan is None)
+            if sa.plan is not None:
+                planned += 1
+                assert sa.plan.time_s == sb.plan.time_s and sa.plan.phase_deg == sb.plan.phase_deg
+                full.pending = compact.pending = None
+        assert full.counters == compact.counters
+        assert planned > 0
+        if rows.shape[0] < rec.n_channels:
+            with pytest.raises(ValueError, match="expected a chunk of shape"):
+                compact.process(a, ts + 1.0)

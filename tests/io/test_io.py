@@ -288,3 +288,19 @@ def test_file_changed_after_opening_is_a_data_error(recordings, tmp_path):
     os.remove(copy)
     with pytest.raises(DataError, match=r"could not read samples 0\.\.10 of .*copy\.edf"):
         recording.read(0, 10)
+
+
+def test_read_of_some_rows_equals_the_rows_of_a_full_read(recordings):
+    """``rows``: only those channels are read (MNE's picks), the same values as the full read's
+    rows; every row is the plain read; unordered or out-of-range rows are refused."""
+    with open_recording(rec.EYES_CLOSED) as r:
+        rows = np.array([2, 5, 11, r.n_channels - 1])
+        full = r.read(100, 900)
+        part = r.read(100, 900, rows)
+        assert part.flags.c_contiguous and np.array_equal(full[rows], part)
+        assert np.array_equal(r.read(0, 50, np.arange(r.n_channels)), r.read(0, 50))
+        chunks = list(r.iter_chunks(7, 0, 100, rows=rows))
+        assert np.array_equal(np.concatenate([c for _, c in chunks], axis=1), r.read(0, 100)[rows])
+        for bad in ([5, 2], [0, r.n_channels], [-1, 3], [], [1.5]):
+            with pytest.raises(ValueError, match="rows must be ascending"):
+                r.read(0, 10, np.array(bad))
