@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pylsl
 
+from tests.helpers.hosted import HostedOutlet
 from tests.helpers.lsl import eeg_info
 from tests.helpers.protocols import phase_toml
 from tests.helpers.recordings import PROJECT_ROOT
@@ -169,8 +170,8 @@ def alpha_stream(
     return data
 
 
-class FaultyOutlet:
-    """A real pylsl outlet on a thread, pacing ``data`` like an amplifier, with faults on request.
+class FaultyOutlet(HostedOutlet):
+    """A real pylsl outlet in its own process (:mod:`tests.helpers.hosted`), pacing ``data`` like an amplifier, with faults on request.
 
     Sample ``k`` is due at ``t0 + k / (sfreq * rate_factor)`` (LSL clock) and stamped with that
     time, so the stamps follow the true rate even when it differs from the nominal one. Channel 0
@@ -222,28 +223,22 @@ class FaultyOutlet:
         self.stall = stall
         self.stamp = stamp
         labels = ch_names or LIVE_CH_NAMES[: self.data.shape[0]]
-        info = eeg_info(
-            name, self.data.shape[0], self.sfreq, channel_format, source_id, labels, unit
-        )
-        self.outlet = pylsl.StreamOutlet(info, chunk_size=self.chunk_size, max_buffered=60)
+        self._info_args = (name, self.data.shape[0], self.sfreq, channel_format, source_id, labels, unit)
         self.t0: float | None = None
         self.sent = 0  # samples pushed (index of the next one due)
         self.pushed: list[tuple[int, float]] = []  # (index of a chunk's last sample, its stamp)
         self.stall_window: tuple[float, float] | None = None  # LSL times with nothing pushed
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="faulty-outlet", daemon=True)
 
-    def start(self) -> FaultyOutlet:
-        self._thread.start()
-        return self
+    def _open(self) -> None:
+        self.outlet = pylsl.StreamOutlet(eeg_info(*self._info_args), chunk_size=self.chunk_size, max_buffered=60)
 
-    def _run(self) -> None:
+    def _loop(self, halt) -> None:
         n = self.data.shape[1]
         start = pylsl.local_clock() + 0.05
-        self.t0 = start
+        self._set(t0=start)
         k = 0
         number = 0
-        while not self._stop.is_set():
+        while not halt.is_set():
             stop = k + self.chunk_size
             due = start + (stop - 1) / self.rate
             delay = due - pylsl.local_clock()
@@ -255,8 +250,8 @@ class FaultyOutlet:
                 and due - start >= self.stall[0]
             ):
                 resume = due + self.stall[1]
-                self.stall_window = (due, resume)
-                while pylsl.local_clock() < resume and not self._stop.is_set():
+                self._set(stall_window=(due, resume))
+                while pylsl.local_clock() < resume and not halt.is_set():
                     time.sleep(0.01)
                 # the samples due while stalled never come
                 k = math.ceil((resume - start) * self.rate)
@@ -279,15 +274,10 @@ class FaultyOutlet:
                     self.outlet.push_sample(row, stamp - (len(chunk) - 1 - i) / self.rate)
             else:
                 self.outlet.push_chunk(chunk, stamp)
-            self.pushed.append((stop - 1, stamp))
-            self.sent = stop
+            self._append("pushed", (stop - 1, stamp))
+            self._set(sent=stop)
             k = stop
             number += 1
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-        del self.outlet
 
 
 class MarkerConsumer:

@@ -1,12 +1,14 @@
-"""A real pylsl outlet that stands in for an amplifier in tests (never a mock)."""
+"""Real pylsl outlets that stand in for amplifiers in tests (never a mock), each in its own
+process (:mod:`tests.helpers.hosted`)."""
 
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
 import pylsl
+
+from tests.helpers.hosted import HostedOutlet
 
 
 def eeg_info(
@@ -29,7 +31,7 @@ def eeg_info(
     return info
 
 
-class OutletThread:
+class OutletThread(HostedOutlet):
     """Push ``data`` (n_channels, n_samples) through a real LSL outlet at real-time pace.
 
     Parameters
@@ -72,24 +74,19 @@ class OutletThread:
         self.chunk_size = int(chunk_size)
         self.loop = loop
         names = ch_names or [f"ch{i}" for i in range(self.data.shape[0])]
-        info = eeg_info(name, self.data.shape[0], self.sfreq, channel_format, source_id, names)
-        self.outlet = pylsl.StreamOutlet(info, chunk_size=self.chunk_size, max_buffered=60)
+        self._info_args = (name, self.data.shape[0], self.sfreq, channel_format, source_id, names)
         self.sent = 0
         self.t0: float | None = None  # LSL time of sample 0
-        self.push_times: list[tuple[int, float]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def start(self) -> "OutletThread":
-        self._thread.start()
-        return self
+    def _open(self) -> None:
+        self.outlet = pylsl.StreamOutlet(eeg_info(*self._info_args), chunk_size=self.chunk_size, max_buffered=60)
 
-    def _run(self) -> None:
+    def _loop(self, halt) -> None:
         n = self.data.shape[1]
         start = pylsl.local_clock() + 0.05
-        self.t0 = start
+        self._set(t0=start)
         k = 0
-        while not self._stop.is_set():
+        while not halt.is_set():
             if k >= n and not self.loop:
                 break
             stop = k + self.chunk_size
@@ -101,23 +98,12 @@ class OutletThread:
             chunk = self.data[:, idx].T.copy()
             stamp = start + (stop - 1) / self.sfreq
             self.outlet.push_chunk(chunk, stamp)
-            self.sent = stop
+            self._set(sent=stop)
             k = stop
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
 
-    def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
-
-    def close(self) -> None:
-        self.stop()
-        del self.outlet
-
-
-class VendorOutlet:
-    """A real pylsl outlet written the way amplifier apps write them, on a thread.
+class VendorOutlet(HostedOutlet):
+    """A real pylsl outlet written the way amplifier apps write them, in its own process.
 
     ``data`` (n_channels, n_samples, µV) is sent in chunks of ``chunk_size`` at real-time pace
     (looped), scaled to ``unit`` (``"V"``, ``"mV"``, ``"µV"``, ...; ``scale`` = the factor from
@@ -161,23 +147,19 @@ class VendorOutlet:
         self.jitter_s = float(jitter_s)
         self.lead_s = float(lead_s)
         self.rng = np.random.default_rng(seed)
-        info = eeg_info(name, self.data.shape[1], self.sfreq, channel_format, source_id, ch_names, unit)
-        self.outlet = pylsl.StreamOutlet(info, chunk_size=self.chunk_size, max_buffered=60)
+        self._info_args = (name, self.data.shape[1], self.sfreq, channel_format, source_id, ch_names, unit)
         self.t0: float | None = None
         self.sent = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="vendor-outlet", daemon=True)
 
-    def start(self) -> "VendorOutlet":
-        self._thread.start()
-        return self
+    def _open(self) -> None:
+        self.outlet = pylsl.StreamOutlet(eeg_info(*self._info_args), chunk_size=self.chunk_size, max_buffered=60)
 
-    def _run(self) -> None:
+    def _loop(self, halt) -> None:
         n = self.data.shape[0]
         start = pylsl.local_clock() + 0.05
-        self.t0 = start
+        self._set(t0=start)
         k = 0
-        while not self._stop.is_set():
+        while not halt.is_set():
             stop = k + self.chunk_size
             due = start + (stop - 1) / self.sfreq  # the newest sample's true time
             late = self.rng.uniform(0.0, self.jitter_s) if self.stamping in ("push", "same") else 0.0
@@ -194,10 +176,5 @@ class VendorOutlet:
             else:
                 now = pylsl.local_clock()
                 self.outlet.push_chunk(chunk, [now] * len(chunk))
-            self.sent = stop
+            self._set(sent=stop)
             k = stop
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        del self.outlet

@@ -278,7 +278,7 @@ def test_lsl_stream_recorded_with_every_sample_exactly_once(tmp_path: Path, sour
     sfreq, n = 500.0, 600
     data = np.random.default_rng(3).standard_normal((6, n)) * 20
     labels = ["idx", "Fz", "C3", "Cz", "C4", "Pz"]
-    outlet = OutletThread(data, sfreq, source_id, chunk_size=5, index_channel=True, ch_names=labels)
+    outlet = OutletThread(data, sfreq, source_id, chunk_size=5, index_channel=True, ch_names=labels).start(paused=True)
     found = pylsl.resolve_byprop("source_id", source_id, timeout=5.0)
     assert found, "the test outlet was not found on loopback"
     inlet = pylsl.StreamInlet(found[0], max_buflen=10)
@@ -303,7 +303,7 @@ def test_lsl_stream_recorded_with_every_sample_exactly_once(tmp_path: Path, sour
     try:
         offset = inlet.time_correction(timeout=5.0)
         w.write_clock_offset(1, pylsl.local_clock() - offset, offset)
-        outlet.start()
+        outlet.go()
         deadline = time.monotonic() + 10.0
         while received < n and time.monotonic() < deadline:
             sample, ts = inlet.pull_sample(timeout=0.5)

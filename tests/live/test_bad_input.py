@@ -206,6 +206,24 @@ def test_dc_offset_of_5_mv_changes_nothing(tmp_path, eyes_closed):
 
 
 # ---------------------------------------------------------------------- live streams
+class _BadStamps:
+    """Stamps that jump back 0.3 s during ``back_s`` and repeat one value during ``dup_s``
+    (seconds from the start); a class, so that it goes to the outlet's process."""
+
+    def __init__(self, chunk_s: float, back_s: tuple[float, float], dup_s: tuple[float, float]) -> None:
+        self.chunk_s, self.back_s, self.dup_s = chunk_s, back_s, dup_s
+        self.last_good = 0.0
+
+    def __call__(self, number: int, true: float) -> float:
+        t = (number + 1) * self.chunk_s
+        if self.back_s[0] <= t < self.back_s[1]:
+            return true - 0.3  # the clock jumps back 0.3 s for 0.1 s
+        if self.dup_s[0] <= t < self.dup_s[1]:
+            return self.last_good  # the same timestamp again and again
+        self.last_good = true
+        return true
+
+
 def test_nan_runs_and_non_monotonic_or_repeated_timestamps_in_a_live_stream_never_trigger(
     tmp_path, source_id
 ):
@@ -214,18 +232,7 @@ def test_nan_runs_and_non_monotonic_or_repeated_timestamps_in_a_live_stream_neve
     back_s, dup_s = (6.7, 6.8), (8.2, 8.3)
     data[2, int(nan_s[0] * LIVE_SFREQ) : int(nan_s[1] * LIVE_SFREQ)] = np.nan
     chunk_s = 5 / LIVE_SFREQ
-    last_good = {}
-
-    def stamp(number: int, true: float) -> float:
-        t = (number + 1) * chunk_s
-        if back_s[0] <= t < back_s[1]:
-            return true - 0.3  # the clock jumps back 0.3 s for 0.1 s
-        if dup_s[0] <= t < dup_s[1]:
-            return last_good["ts"]  # the same timestamp again and again
-        last_good["ts"] = true
-        return true
-
-    outlet = FaultyOutlet(data, LIVE_SFREQ, source_id, stamp=stamp).start()
+    outlet = FaultyOutlet(data, LIVE_SFREQ, source_id, stamp=_BadStamps(chunk_s, back_s, dup_s)).start()
     markers = MarkerConsumer(source_id + "-m")
     try:
         done, summary = run_live(tmp_path, source_id, 9.0)

@@ -5,6 +5,7 @@ walks away, a full disk under the recording, and SIGINT/SIGTERM/SIGKILL.
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import time
@@ -148,7 +149,11 @@ def test_five_second_stall_holds_triggering_counts_the_gap_and_resumes(tmp_path,
     assert code == 0, err
     assert "stalled" in err and "resumed after" in err
     summary = read_summary(summary_path)
-    assert summary["stalls"] == 1, err
+    # one long stall: the fault (pushes late on a busy machine can add stalls of ~0.1 s, which
+    # the loop rightly reports, but no samples are missing in them)
+    resumed = [float(m) for m in re.findall(r"data resumed after ([0-9.]+) s", err)]
+    assert summary["stalls"] == len(resumed) and sum(r > 4.0 for r in resumed) == 1, err
+    assert all(r < 1.0 for r in resumed if r <= 4.0), err
     assert summary["gaps"] == 1, err
     assert abs(summary["dropped_samples"] - 5.0 * LIVE_SFREQ) <= 2 * outlet.chunk_size
     assert summary["record_error"] is None

@@ -153,19 +153,20 @@ def test_a_clock_step_back_is_passed_on_as_it_is():
 JITTER_S = 0.040
 
 
-def jittered_push(seed: int):
+class jittered_push:  # a stamp function, named as one
     """``FaultyOutlet`` stamp function of a push-stamping driver: push ``U(0, JITTER_S)`` after
-    the chunk is due and stamp it with the push time."""
-    rng = np.random.default_rng(seed)
+    the chunk is due and stamp it with the push time (a class, so that it goes to the outlet's
+    process)."""
 
-    def stamp(number: int, due: float) -> float:
-        push_at = due + rng.uniform(0.0, JITTER_S)
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, number: int, due: float) -> float:
+        push_at = due + self.rng.uniform(0.0, JITTER_S)
         wait = push_at - pylsl.local_clock()
         if wait > 0:
             time.sleep(wait)
         return pylsl.local_clock()
-
-    return stamp
 
 
 @pytest.mark.slow

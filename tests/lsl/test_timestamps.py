@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
+from functools import partial
 
 import numpy as np
 import pylsl
@@ -33,6 +34,7 @@ from tests.helpers.faults import (
     run_cli,
     run_live_together,
 )
+from tests.helpers.hosted import HostedOutlet
 
 pytestmark = pytest.mark.e2e  # real LSL sessions, subprocesses, browsers or servers
 
@@ -57,39 +59,40 @@ def test_stamp_check_tells_ahead_and_behind_once_and_is_quiet_on_jitter():
     assert behind.summary()["arrival_minus_stamp_ms_min"] >= 500.0
 
 
-class _Pusher:
-    """A real outlet on a thread: 5-sample chunks at ``sfreq``, channel 0 the sample index,
-    stamped ``stamp(push_time, k_last)`` for the whole chunk, or per sample with ``per_sample``."""
+def _shifted(shift_s: float, number: int, true: float) -> float:
+    """A ``FaultyOutlet`` stamp function: the true time plus ``shift_s``."""
+    return true + shift_s
 
-    def __init__(self, source_id, sfreq, n_ch, *, per_sample, stamp, chunk=5):
-        self.sfreq, self.chunk, self.per_sample, self.stamp = sfreq, chunk, per_sample, stamp
-        info = pylsl.StreamInfo("pusher", "EEG", n_ch, sfreq, "float32", source_id)
-        self.outlet = pylsl.StreamOutlet(info, chunk_size=chunk)
-        self.n_ch = n_ch
+
+class _Pusher(HostedOutlet):
+    """A real outlet in its own process: 5-sample chunks at ``sfreq``, channel 0 the sample
+    index, stamped with the push time plus ``lead_s`` for the whole chunk, or on every sample
+    with ``per_sample``; started on construction."""
+
+    def __init__(self, source_id, sfreq, n_ch, *, per_sample, lead_s=0.0, chunk=5):
+        self.sfreq, self.chunk, self.per_sample, self.lead_s = sfreq, chunk, per_sample, lead_s
+        self.source_id, self.n_ch = source_id, n_ch
         self.pushed: dict[int, float] = {}  # chunk number -> the stamp it was given
-        self._stop = threading.Event()
         self.t0 = pylsl.local_clock() + 0.3
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
+        self.start()
 
-    def _run(self):
+    def _open(self):
+        info = pylsl.StreamInfo("pusher", "EEG", self.n_ch, self.sfreq, "float32", self.source_id)
+        self.outlet = pylsl.StreamOutlet(info, chunk_size=self.chunk)
+
+    def _loop(self, halt):
         k = 0
         block = np.zeros((self.chunk, self.n_ch), dtype=np.float32)
-        while not self._stop.is_set():
+        while not halt.is_set():
             due = self.t0 + (k + self.chunk - 1) / self.sfreq
             delay = due - pylsl.local_clock()
             if delay > 0:
                 time.sleep(delay)
             block[:, 0] = np.arange(k, k + self.chunk)
-            stamp = self.stamp(pylsl.local_clock(), due)
-            self.pushed[k // self.chunk] = stamp
+            stamp = pylsl.local_clock() + self.lead_s
+            self._store("pushed", k // self.chunk, stamp)
             self.outlet.push_chunk(block, [stamp] * self.chunk if self.per_sample else stamp)
             k += self.chunk
-
-    def close(self):
-        self._stop.set()
-        self.thread.join(5)
-        del self.outlet
 
 
 def _pull(source: LSLSource, seconds: float) -> list[tuple[np.ndarray, np.ndarray, float, float]]:
@@ -108,7 +111,7 @@ def test_stamps_shared_by_a_chunk_are_spread_back_and_split_chunks_completed(sou
     one pushing with liblsl's back-filled stamps (the reference), read at the same time."""
     sfreq, n_ch = 5000.0, 64
     pushers = {
-        mode: _Pusher(f"{source_id}-{mode}", sfreq, n_ch, per_sample=(mode == "same"), stamp=lambda now, due: now)
+        mode: _Pusher(f"{source_id}-{mode}", sfreq, n_ch, per_sample=(mode == "same"))
         for mode in ("same", "backfilled")
     }
     pulls = {}
@@ -151,7 +154,7 @@ def test_stamps_ahead_of_the_clock_are_reported_and_never_make_a_time_later_than
 ):
     """A chunk stamped 62.5 ms ahead, as PlayerLSL does at 160 Hz in chunks of 10."""
     sfreq = 160.0
-    pusher = _Pusher(source_id, sfreq, 4, per_sample=False, chunk=10, stamp=lambda now, due: now + 10 / sfreq)
+    pusher = _Pusher(source_id, sfreq, 4, per_sample=False, chunk=10, lead_s=10 / sfreq)
     try:
         source = LSLSource(resolve_stream(source_id=source_id, timeout=10.0), dejitter=dejitter)
         got = _pull(source, 3.0)
@@ -172,7 +175,7 @@ def test_live_runs_on_stamps_ahead_and_behind_warn_and_latencies_are_never_negat
     ids = {"ahead": f"{source_id}-ahead", "behind": f"{source_id}-behind"}
     shift = {"ahead": +0.04, "behind": -0.5}
     outlets = {
-        mode: FaultyOutlet(alpha_stream(30.0), LIVE_SFREQ, sid, stamp=lambda n, true, d=shift[mode]: true + d).start()
+        mode: FaultyOutlet(alpha_stream(30.0), LIVE_SFREQ, sid, stamp=partial(_shifted, shift[mode])).start()
         for mode, sid in ids.items()
     }
     try:

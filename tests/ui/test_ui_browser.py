@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-import threading
+import multiprocessing
 import time
 
 import mne
@@ -19,6 +19,7 @@ import pytest
 
 from closedloop.records import STATE_FIELDS
 from closedloop.ui.browser import headless_chromium
+from tests.helpers.hosted import HostedOutlet
 from tests.helpers.lsl import OutletThread
 from tests.helpers.protocols import phase_toml
 from tests.helpers.recordings import EYES_CLOSED
@@ -187,31 +188,34 @@ pitch_hz = [220.0, 880.0]
 """
 
 
-class KnownState:
-    """A real State outlet pushing a feedback value the test sets, 100 times a second."""
+class KnownState(HostedOutlet):
+    """A real State outlet, in its own process, pushing a feedback value the test sets
+    (``state.value = v``), 100 times a second."""
 
     def __init__(self, source_id: str) -> None:
-        info = pylsl.StreamInfo("test-state", "ClosedLoopState", 5, pylsl.IRREGULAR_RATE, "double64", source_id)
+        self.source_id = source_id
+        self._value = multiprocessing.get_context("spawn").Value("d", math.nan)
+        self.start()
+
+    @property
+    def value(self) -> float:
+        return self._value.value
+
+    @value.setter
+    def value(self, value: float) -> None:
+        self._value.value = value
+
+    def _open(self) -> None:
+        info = pylsl.StreamInfo("test-state", "ClosedLoopState", 5, pylsl.IRREGULAR_RATE, "double64", self.source_id)
         chans = info.desc().append_child("channels")
         for label in STATE_FIELDS:
             chans.append_child("channel").append_child_value("label", label)
         self.outlet = pylsl.StreamOutlet(info)
-        self.value = math.nan
-        self.pushed = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
 
-    def _run(self) -> None:
-        while not self._stop.wait(0.01):
+    def _loop(self, halt) -> None:
+        while not halt.wait(0.01):
             now = pylsl.local_clock()
-            self.outlet.push_sample([now - 0.0003, 0.0, 5.0, self.value, 0.0], now)
-            self.pushed += 1
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        del self.outlet
+            self.outlet.push_sample([now - 0.0003, 0.0, 5.0, self._value.value, 0.0], now)
 
 
 def level(driver, shape: str) -> float:
