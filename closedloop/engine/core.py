@@ -414,7 +414,9 @@ class Engine:
         over = artifacts.over_limit(hp[0])
         if over:
             c.n_bad_samples += over
-            self._hold(newest_ts + self._hold_s, "over limit")
+            # held through this chunk's own decision even with hold_s = 0: the hold ends after
+            # the chunk's newest sample, never on it
+            self._hold(max(newest_ts + self._hold_s, math.nextafter(newest_ts, math.inf)), "over limit")
 
         if not self.baseline.done:
             return self._collect_baseline(derived, env, newest_ts)

@@ -283,3 +283,35 @@ def test_sham_draws_random_targets_with_the_same_limits(seed):
     assert abs(np.mean(np.exp(1j * np.deg2rad(targets)))) < 0.8
     assert np.all((targets > -180.0) & (targets <= 180.0))
     check_limits(protocol, result.triggers, sfreq, chunk_size, [], [])
+
+
+@pytest.mark.parametrize("chunk_size", [2, 8])
+def test_a_chunk_over_the_amplitude_limit_never_decides_a_trigger_even_with_no_hold(chunk_size):
+    """``hold_s = 0`` ends the hold after the last chunk over ``max_abs_uv``, never on it: the
+    chunk's own decision is held (found by the property above: a trigger decided inside a burst of
+    1e5 µV at 128 Hz in chunks of 2)."""
+    sfreq = 128.0
+    protocol = load_protocol("default")
+    protocol = dataclasses.replace(
+        protocol,
+        band=BandSettings(low_hz=8.0, high_hz=12.0),
+        trigger=dataclasses.replace(
+            protocol.trigger, amplitude_gate="none", baseline_s=4.0, min_interval_s=0.25,
+            min_interval_jitter_s=0.0, phase_tolerance_deg=60.0,
+        ),
+        artifact=ArtifactSettings(enabled=True, max_abs_uv=100.0, hold_s=0.0),
+    )
+    n = int(24 * sfreq)
+    t = np.arange(n) / sfreq
+    rng = np.random.default_rng(5)
+    x = 2.0 * rng.standard_normal((len(CH_NAMES), n)) + 30.0 * np.sin(2 * np.pi * 10.0 * t)
+    burst = (int(8 * sfreq), int(20 * sfreq))
+    # over the limit everywhere (no sample of the burst looks clean), alternating so that the
+    # band filters see a strong in-band signal to estimate a phase from
+    x[:, burst[0] : burst[1]] = 5e4 * np.sin(2 * np.pi * 10.0 * t[burst[0] : burst[1]] + 0.3)
+    engine = Engine(protocol, CH_NAMES, sfreq, seed=1)
+    result = run_engine(engine, chunks_with_gaps(x, chunk_size, []), chunk_size=chunk_size, keep_state=False)
+    decided = np.array([tr.sample_ts for tr in result.triggers])
+    assert np.sum(decided < burst[0] / sfreq) >= 5, "no triggers before the burst: the test says nothing"
+    inside = decided[(decided >= burst[0] / sfreq) & (decided < burst[1] / sfreq)]
+    assert inside.size == 0, f"triggers decided on chunks over the limit at {inside} s"
