@@ -22,6 +22,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
+import time
 from typing import Any
 
 _CTX = multiprocessing.get_context("spawn")
@@ -56,7 +57,10 @@ class HostedOutlet:
     def _send(self, message: tuple) -> None:
         conn = getattr(self, "_child_conn", None)
         if conn is not None:
-            conn.send(message)
+            try:
+                conn.send(message)
+            except OSError:  # the test process is gone
+                os._exit(3)
 
     # -- the parent's side ------------------------------------------------------------------------
     def start(self, ready_s: float = 60.0, *, paused: bool = False):
@@ -68,6 +72,7 @@ class HostedOutlet:
             self._go_event.set()
         receive, send = _CTX.Pipe(duplex=False)
         self._child_conn = send
+        self._parent_pid = os.getpid()
         proc = _CTX.Process(target=_host, args=(self,), name=type(self).__name__, daemon=True)
         proc.start()
         del self._child_conn
@@ -76,7 +81,14 @@ class HostedOutlet:
         if not receive.poll(ready_s):
             proc.kill()
             raise RuntimeError(f"{type(self).__name__}: the outlet process did not start in {ready_s:.0f} s")
-        first = receive.recv()
+        try:
+            first = receive.recv()
+        except EOFError:
+            proc.join(5)
+            raise RuntimeError(
+                f"{type(self).__name__}: the outlet process ended before its outlet existed "
+                f"(exit code {proc.exitcode})"
+            ) from None
         if first[0] == "failed":
             proc.join(5)
             raise RuntimeError(f"{type(self).__name__}: the outlet process failed: {first[1]}")
@@ -131,8 +143,16 @@ class HostedOutlet:
         return {k: v for k, v in self.__dict__.items() if k not in _PARENT_ONLY}
 
 
+def _orphan_watch(parent: int) -> None:
+    """End the child when the test process is gone (it died without closing its outlets)."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(3)
+
+
 def _host(pusher: HostedOutlet) -> None:
     conn = pusher._child_conn
+    threading.Thread(target=_orphan_watch, args=(pusher._parent_pid,), daemon=True).start()
     try:
         pusher._open()
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises
