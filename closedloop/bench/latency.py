@@ -144,6 +144,15 @@ class _Pages:
         from closedloop.ui.browser import headless_chromium
 
         realtime.normal()  # the browser started from here must not inherit a --realtime policy
+        # the browser starts while the run starts (seconds on a busy machine), not after it
+        # printed its pages: the pages then open at once, well inside the run
+        started = time.monotonic()
+        try:
+            self.driver = headless_chromium()
+        except Exception as exc:  # reported with the figures
+            self.error = f"the browser did not start: {exc}"
+            return
+        browser_s = time.monotonic() - started
         deadline = time.monotonic() + 60
         urls = None
         while not self._stop.is_set() and time.monotonic() < deadline:
@@ -159,14 +168,17 @@ class _Pages:
         if urls is None:
             self.error = "the run printed no page addresses"
             return
+        printed = time.monotonic()
         try:
-            self.driver = headless_chromium()
             self.driver.get(urls[0])
             self.driver.switch_to.new_window("window")  # a window of its own: it keeps drawing
             self.driver.get(urls[1])
             self.opened_at = pylsl.local_clock()
         except Exception as exc:  # reported with the figures
-            self.error = f"the browser could not open the pages: {exc}"
+            self.error = (
+                f"the browser could not open the pages ({time.monotonic() - printed:.1f} s after the run "
+                f"printed them; the browser took {browser_s:.1f} s to start): {exc}"
+            )
 
     def close(self) -> None:
         self._stop.set()
