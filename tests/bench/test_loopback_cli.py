@@ -194,7 +194,9 @@ def test_a_second_source_on_the_line_fails_but_reports_the_pulses_and_a_code_sep
     proc = bench("--from-xdf", rec, "--trigger-channel", "TRIG", "--trigger-code", 1, "--json", coded)
     assert proc.returncode == 0, proc.stderr
     c = json.loads(coded.read_text())
-    assert c["n_extra"] == 0 and c["n_found"] == c["n_sent"] == r["n_sent"]
+    # the strays go; a stray written over a pulse's rise still hides that pulse (same ~3 %)
+    assert c["n_extra"] == 0 and c["n_sent"] == r["n_sent"], c
+    assert c["n_found"] >= c["n_sent"] - 4, c
     assert c["edge_rule"] == "the lines of code 1 set"
 
 
