@@ -137,8 +137,6 @@ class HostedOutlet:
         self._conn.close()
         self._proc = None
 
-    stop = close
-
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k not in _PARENT_ONLY}
 
