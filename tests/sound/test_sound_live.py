@@ -48,9 +48,9 @@ DEVICE = "pulse"  # PortAudio's ALSA device that goes to the PulseAudio server i
 # far ahead for this protocol's estimator to make any.)
 LATENCY = 'device_latency = "high"'
 # The two live sessions through the sound server get one second attempt. Measured on this 2-core
-# shared machine: in about one run of five a thread of the test process or of a neighbour held
-# the CPU or the GIL past the audio buffer (a 60-110 ms callback gap, two underflows) or a
-# delivery came a millisecond late; the first attempt's failure stays in pytest's report
+# shared machine, 5 of 19 runs of the bursts test failed before it accounted for late bursts:
+# the audio callback waited past its buffer (a 60-110 ms gap, two underflows; what held it is not
+# found) or a delivery came a millisecond late; the first attempt's failure stays in pytest's report
 # ("RERUN"), and a second failure fails the test.
 REAL_TIME_RETRY = pytest.mark.flaky(reruns=1, reruns_delay=2)
 
