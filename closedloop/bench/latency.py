@@ -12,7 +12,7 @@ summary; CPU use is the engine process's user+system time over wall time (psutil
 operator's and participant's pages open in headless Chromium (Debian's, through selenium), and
 reports that run's latency beside the first: the cost of the browser views to the loop, measured
 from a second after the pages were open to the end (the run lasts ``UI_OPEN_S`` longer, the time
-the browser is given to open them).
+the browser is given to open them; the browser itself is started before the first run).
 
 ``--compare mne-lsl`` then runs, against the same outlet, a pipeline built on mne-lsl's
 ``StreamLSL`` (``acquisition_delay=0.001``, ``filter(8, 13)``, ``get_data``, phase of the last
@@ -65,7 +65,12 @@ def run_latency(settings: dict, *, progress: bool = True) -> dict:
     state_capacity = int((duration + common.ENGINE_START_TIMEOUT_S) * sfreq / cs) + 1000
     workdir = Path(tempfile.mkdtemp(prefix="closedloop-bench-latency-"))
     result: dict = {"benchmark": "latency", "settings": dict(settings), "targets": TARGETS}
+    browser = None
     try:
+        if settings.get("ui"):
+            # started before any measured run (seconds of CPU, 15 s and more on a busy machine just
+            # after an install), and idle until the --ui run prints its pages: they then open at once
+            browser = _Browser.start()
         state_id, marker_id = common.fresh_id("state"), common.fresh_id("markers")
         summary_path = workdir / "summary.json"
         cmd = common.engine_command(
@@ -79,7 +84,8 @@ def run_latency(settings: dict, *, progress: bool = True) -> dict:
         result["closedloop"] = _closedloop_figures(run)
         result["realtime"] = {"engine": (run.summary or {}).get("realtime", {"requested": False}), "bench": bench_rt}
         if settings.get("ui"):
-            result["with_ui"] = _ui_run(settings, amp, state_capacity, workdir, realtime, progress)
+            result["with_ui"] = _ui_run(settings, amp, state_capacity, workdir, realtime, progress, browser)
+            browser = None  # the pages closed it
             ours, theirs = result["closedloop"]["latency_ms"], result["with_ui"]["latency_ms"]
             result["ui_p99_cost_ms"] = theirs["p99"] - ours["p99"]
             result["ui_p50_cost_ms"] = theirs["p50"] - ours["p50"]
@@ -112,6 +118,8 @@ def run_latency(settings: dict, *, progress: bool = True) -> dict:
             result["ratio_p50_mne_lsl_over_closedloop"] = theirs["p50"] / ours["p50"] if ours["p50"] > 0 else math.nan
             result["ratio_p99_mne_lsl_over_closedloop"] = theirs["p99"] / ours["p99"] if ours["p99"] > 0 else math.nan
     finally:
+        if browser is not None and browser.driver is not None:
+            browser.driver.quit()
         amp_figures = common.amplifier_figures(amp)
         amp.close()
     result["amplifier"] = amp_figures
@@ -119,12 +127,49 @@ def run_latency(settings: dict, *, progress: bool = True) -> dict:
     return result
 
 
-class _Pages:
-    """Opens the run's operator and participant pages in headless Chromium once it prints them."""
+class _Browser:
+    """Headless Chromium, started on a thread at normal priority (a --realtime bench must not hand
+    its policy to the browser); ``driver`` is None and ``error`` says why when it did not start."""
 
-    def __init__(self, stderr_path: Path) -> None:
+    def __init__(self) -> None:
+        self.driver = None
+        self.error: str | None = None
+        self.start_s = math.nan
+
+    @classmethod
+    def start(cls) -> _Browser:
         import threading
 
+        browser = cls()
+        thread = threading.Thread(target=browser._start, name="bench-browser", daemon=True)
+        thread.start()
+        thread.join(timeout=120)
+        if thread.is_alive():
+            browser.error = "the browser did not start within 120 s"
+        return browser
+
+    def _start(self) -> None:
+        import time
+
+        from closedloop import realtime
+        from closedloop.ui.browser import headless_chromium
+
+        realtime.normal()
+        started = time.monotonic()
+        try:
+            self.driver = headless_chromium()
+        except Exception as exc:  # reported with the figures
+            self.error = f"the browser did not start: {exc}"
+        self.start_s = time.monotonic() - started
+
+
+class _Pages:
+    """Opens the run's operator and participant pages in the started browser once it prints them."""
+
+    def __init__(self, stderr_path: Path, browser: _Browser) -> None:
+        import threading
+
+        self.browser = browser
         self.stderr_path = stderr_path
         self.opened_at = math.nan  # LSL time the second page was open
         self.driver = None
@@ -140,19 +185,11 @@ class _Pages:
 
         import pylsl
 
-        from closedloop import realtime
-        from closedloop.ui.browser import headless_chromium
-
-        realtime.normal()  # the browser started from here must not inherit a --realtime policy
-        # the browser starts while the run starts (seconds on a busy machine), not after it
-        # printed its pages: the pages then open at once, well inside the run
-        started = time.monotonic()
-        try:
-            self.driver = headless_chromium()
-        except Exception as exc:  # reported with the figures
-            self.error = f"the browser did not start: {exc}"
+        self.driver = self.browser.driver
+        if self.driver is None:
+            self.error = self.browser.error
             return
-        browser_s = time.monotonic() - started
+        browser_s = self.browser.start_s
         deadline = time.monotonic() + 60
         urls = None
         while not self._stop.is_set() and time.monotonic() < deadline:
@@ -205,7 +242,8 @@ class _Pages:
             self.driver.quit()
 
 
-def _ui_run(settings: dict, amp, state_capacity: int, workdir: Path, realtime: bool, progress: bool) -> dict:
+def _ui_run(settings: dict, amp, state_capacity: int, workdir: Path, realtime: bool, progress: bool,
+            browser: _Browser) -> dict:
     """The engine again with ``--ui``, both pages open in a browser for the measured time."""
     from closedloop.bench import common
 
@@ -219,7 +257,7 @@ def _ui_run(settings: dict, amp, state_capacity: int, workdir: Path, realtime: b
         duration_s=duration, summary_json=str(summary_path), monitor=settings["monitor"],
         realtime=realtime, ui=True,
     )
-    pages = _Pages(stderr_path)
+    pages = _Pages(stderr_path, browser)
     try:
         run = common.run_live("closedloop --ui", amp, cmd, state_id=state_id, marker_id=marker_id,
                               duration_s=duration, summary_json=summary_path,
@@ -234,6 +272,7 @@ def _ui_run(settings: dict, amp, state_capacity: int, workdir: Path, realtime: b
     figures["pages_open_after_s"] = pages.opened_at - first if math.isfinite(pages.opened_at) else None
     figures["pages"] = pages.figures
     figures["error"] = pages.error
+    figures["browser_start_s"] = round(browser.start_s, 2) if math.isfinite(browser.start_s) else None
     s = run.summary or {}
     figures["dropped_samples"] = s.get("dropped_samples")
     figures["triggers"] = s.get("triggers")
