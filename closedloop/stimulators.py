@@ -93,8 +93,13 @@ class TTLStimulator:
         return self.ttl.trigger(self._code(trigger))
 
     def pulse(self, trigger: Trigger, index: int) -> None:
-        """A later pulse of the burst, handed to the port's own thread."""
-        self.ttl.fire(self._code(trigger))
+        """A later pulse of the burst, due now: written at once, like the first one.
+
+        The loop has waited for its time; handing it to the port's thread instead would add that
+        thread's wake-up (milliseconds on a busy machine, enough to merge two pulses on the
+        line). While the previous pulse is still up, the port's thread sends it right after.
+        """
+        self.ttl.trigger(self._code(trigger))
 
     def close(self) -> None:
         self.ttl.close()

@@ -89,6 +89,10 @@ MAX_COMPLETION_MISSES = 8
 MAX_LEARNT_CHUNK = 64
 #: Pulls seen before the learnt chunk size is used.
 LEARN_PULLS = 20
+#: A pull that returns sooner than this fraction of a sample period after the previous one holds
+#: the rest of the same push (a chunk split in transit): the two count as one when learning the
+#: chunk size. The amplifier's next chunk cannot come before its next sample exists.
+SPLIT_GAP_PERIODS = 0.5
 
 
 def resolve_stream(
@@ -329,6 +333,8 @@ class LSLSource:
         self._size_counts = np.zeros(MAX_LEARNT_CHUNK + 1)
         self._mode = 1  # most frequent pull size so far
         self._n_pulls = 0
+        self._pending = 0  # samples of the last push seen so far (counted once its rest is in)
+        self._pending_at = -math.inf  # local clock when they came
         self.chunk_size = 0  # the amplifier's usual chunk size once learnt (0: not yet)
         self._dt = 1.0 / self.sfreq
         self._clock = pylsl.local_clock
@@ -498,7 +504,7 @@ class LSLSource:
             typical = self.chunk_size
             if typical > 1 and n % typical and n < self.capacity and self.completion:
                 n = self._complete(n, typical - n % typical, min(timeout, COMPLETE_WAIT_S))
-            self._learn(n)
+            self._learn(n, self._clock())
         else:  # a pylsl without the raw entry point: the public low-latency path
             try:
                 _, ts = self.inlet.pull_chunk(
@@ -651,11 +657,27 @@ class LSLSource:
                 self.completion = False
         return n + got
 
-    def _learn(self, n: int) -> None:
-        """Count pull sizes; the most frequent one (smallest on ties) is the amplifier's chunk size.
+    def _learn(self, n: int, arrival: float) -> None:
+        """Learn the amplifier's chunk size from the pulls: ``n`` samples came at ``arrival``.
+
+        A pull that follows the previous one within :data:`SPLIT_GAP_PERIODS` of a sample period
+        carries the rest of the same push, split in transit (on a busy machine most pushes can
+        come in two parts before a chunk size is known to complete them): the parts are counted
+        as the one chunk they were. Each push is counted once its next pull shows it is whole.
+        """
+        if self._pending and arrival - self._pending_at < SPLIT_GAP_PERIODS * self._dt:
+            self._pending += n
+        else:
+            if self._pending:
+                self._count(self._pending)
+            self._pending = n
+        self._pending_at = arrival
+
+    def _count(self, n: int) -> None:
+        """Count one push of ``n`` samples; the most frequent size (smallest on ties) is the chunk size.
 
         Only the count just raised can overtake the leader (halving keeps the order), so the mode
-        is kept up to date with one comparison instead of a search per pull.
+        is kept up to date with one comparison instead of a search per push.
         """
         counts = self._size_counts
         counts[min(n, MAX_LEARNT_CHUNK)] += 1.0

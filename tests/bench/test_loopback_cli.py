@@ -270,13 +270,16 @@ def test_a_plain_run_recording_with_pulse_trains_is_reanalysed_offline(tmp_path:
     assert proc.returncode == 0, proc.stderr
     r = json.loads(out.read_text())
     n_triggers = json.loads(Path(str(rec) + ".summary.json").read_text())["triggers"]
-    # a train the session's end cuts short (the loop drops the rest of it, or the port finishes it
-    # after the recording closed) leaves pulses planned after the last sample: unchecked, not missed.
-    # The later pulses of a train are sleep-timed by the port's thread: on a busy machine one can be
-    # held off until after the next one's code, and the two merge on the line (missed, as on hardware)
+    # a train the session's end cuts short (the port finishes it after the recording closed, or
+    # its samples were still in transit) leaves pulses, at most one whole train, planned after the
+    # last sample: unchecked, not missed. The loop writes every pulse at its time, but the port's
+    # thread ends each one (sleep-timed): on a busy machine an end held off until the next pulse's
+    # code merges the two on the line (missed, as on hardware)
     assert n_triggers >= 5 and r["n_sent"] == 3 * n_triggers and r["n_extra"] == 0
     assert r["n_found"] + r["n_missed"] + r["n_unchecked"] == r["n_sent"]
-    assert r["n_unchecked"] <= 2 and r["n_missed"] <= 2 and r["n_found"] <= amp.summary["pulses_received"]
+    statuses = [(p["seq"], p["pulse"], p["status"]) for p in r["pulses"] if p["status"] != "found"]
+    assert r["n_unchecked"] <= 3 and r["n_missed"] <= 2, statuses
+    assert r["n_found"] <= amp.summary["pulses_received"]
     assert [p["pulse"] for p in r["pulses"][:6]] == [0, 1, 2, 0, 1, 2]
     assert 0.0 <= r["delay_ms"]["p50"] <= 3 * r["sample_step_ms"]
     trains: dict[int, list[float]] = {}

@@ -44,14 +44,28 @@ def _pull_n(source: LSLSource, n: int, deadline_s: float = 5.0) -> list[np.ndarr
     return pulls
 
 
-def _learn_chunks_of_four(outlet: pylsl.StreamOutlet, source: LSLSource, start: int = 0) -> int:
-    """Push whole chunks of 4, one at a time, and pull each; returns the next sample index."""
+def _learn_chunks_of_four(
+    outlet: pylsl.StreamOutlet, source: LSLSource, start: int = 0, split: bool = False
+) -> int:
+    """Push chunks of 4 at the amplifier's pace (one per 16 ms) and pull each; returns the next
+    sample index. With ``split``, every chunk goes out as 1 then (0.2 ms later) 3, as a busy
+    machine's transfer thread can send it."""
     k = start
     for _ in range(LEARN_PULLS + 5):
         now = pylsl.local_clock()
-        outlet.push_chunk(_block(k, 4), [now - (3 - j) / SFREQ for j in range(4)])
-        _pull_n(source, 4)
+        stamps = [now - (3 - j) / SFREQ for j in range(4)]
+        block = _block(k, 4)
+        if split:
+            outlet.push_chunk(block[:1], stamps[:1])
+            timer = threading.Timer(0.0002, outlet.push_chunk, args=(block[1:], stamps[1:]))
+            timer.start()
+            _pull_n(source, 4)
+            timer.join()
+        else:
+            outlet.push_chunk(block, stamps)
+            _pull_n(source, 4)
         k += 4
+        time.sleep(max(0.0, now + 4 / SFREQ - pylsl.local_clock()))
     return k
 
 
@@ -94,6 +108,20 @@ def test_a_chunk_split_in_transit_is_completed_before_it_reaches_the_engine(lear
     # machine can still miss the COMPLETE_WAIT_S window now and then
     assert whole >= 8, whole
     assert source.n_completed >= 1
+
+
+def test_the_chunk_size_is_learnt_when_every_chunk_comes_split_in_transit(source_id):
+    # before the size is known nothing is completed: each push arrives as two pulls (1 + 3),
+    # which must count as one chunk of 4, not as chunks of 1 (that would switch completion off
+    # in effect, and plan the triggers over a window a quarter of the amplifier's chunk)
+    outlet = _outlet(source_id)
+    source = _source(source_id)
+    try:
+        _learn_chunks_of_four(outlet, source, split=True)
+        assert source.chunk_size == 4
+    finally:
+        source.close()
+        del outlet
 
 
 def test_samples_not_due_yet_are_not_waited_for(learnt):
