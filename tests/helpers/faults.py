@@ -186,8 +186,10 @@ class FaultyOutlet(HostedOutlet):
     rate_factor : float
         Actual rate / nominal rate (1.02 = 2 % fast).
     stall : (float, float), optional
-        ``(after_s, for_s)``: stop pushing ``after_s`` seconds after the start for ``for_s``
-        seconds; the samples due meanwhile are lost (as from an amplifier whose link hung).
+        ``(after_s, for_s)``: stop pushing ``after_s`` seconds after the first consumer connected
+        (not after the start: a session's own start-up time must not eat into what comes before
+        the stall) for ``for_s`` seconds; the samples due meanwhile are lost (as from an amplifier
+        whose link hung).
     stamp : callable, optional
         ``stamp(chunk_number, true_stamp) -> stamp`` to push instead (non-monotonic or duplicated
         timestamps).
@@ -238,16 +240,19 @@ class FaultyOutlet(HostedOutlet):
         self._set(t0=start)
         k = 0
         number = 0
+        connected = math.inf  # LSL time the first consumer was seen
         while not halt.is_set():
             stop = k + self.chunk_size
             due = start + (stop - 1) / self.rate
             delay = due - pylsl.local_clock()
             if delay > 0:
                 time.sleep(delay)
+            if self.stall is not None and connected == math.inf and self.outlet.have_consumers():
+                connected = due
             if (
                 self.stall is not None
                 and self.stall_window is None
-                and due - start >= self.stall[0]
+                and due - connected >= self.stall[0]
             ):
                 resume = due + self.stall[1]
                 self._set(stall_window=(due, resume))
