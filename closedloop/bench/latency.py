@@ -24,12 +24,15 @@ sample per new chunk, measured the same way. The worker is this module run as a 
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_CHANNELS = 64
 DEFAULT_SFREQ = 5000.0
@@ -177,8 +180,8 @@ class _Browser:
                 return
         try:
             driver.quit()
-        except Exception:  # the run goes on without it
-            pass
+        except Exception as exc:  # the run goes on without it
+            logger.debug("quitting the late browser: %s", exc)
 
 
 class _Pages:
