@@ -88,7 +88,6 @@ def run_latency(settings: dict, *, progress: bool = True) -> dict:
         result["realtime"] = {"engine": (run.summary or {}).get("realtime", {"requested": False}), "bench": bench_rt}
         if settings.get("ui"):
             result["with_ui"] = _ui_run(settings, amp, state_capacity, workdir, realtime, progress, browser)
-            browser = None  # the pages closed it
             ours, theirs = result["closedloop"]["latency_ms"], result["with_ui"]["latency_ms"]
             result["ui_p99_cost_ms"] = theirs["p99"] - ours["p99"]
             result["ui_p50_cost_ms"] = theirs["p50"] - ours["p50"]
@@ -121,8 +120,8 @@ def run_latency(settings: dict, *, progress: bool = True) -> dict:
             result["ratio_p50_mne_lsl_over_closedloop"] = theirs["p50"] / ours["p50"] if ours["p50"] > 0 else math.nan
             result["ratio_p99_mne_lsl_over_closedloop"] = theirs["p99"] / ours["p99"] if ours["p99"] > 0 else math.nan
     finally:
-        if browser is not None and browser.driver is not None:
-            browser.driver.quit()
+        if browser is not None:
+            browser.close()
         amp_figures = common.amplifier_figures(amp)
         amp.close()
     result["amplifier"] = amp_figures
@@ -183,6 +182,12 @@ class _Browser:
         except Exception as exc:  # the run goes on without it
             logger.debug("quitting the late browser: %s", exc)
 
+    def close(self) -> None:
+        """Quit the browser, unless pages took it over (they quit it themselves). Idempotent."""
+        driver, self.driver = self.driver, None
+        if driver is not None:
+            driver.quit()
+
 
 class _Pages:
     """Opens the run's operator and participant pages in the started browser once it prints them."""
@@ -193,7 +198,7 @@ class _Pages:
         self.browser = browser
         self.stderr_path = stderr_path
         self.opened_at = math.nan  # LSL time the second page was open
-        self.driver = None
+        self.driver, browser.driver = browser.driver, None  # taken over: quit by close()
         self.error: str | None = None
         self.figures: dict = {}
         self._stop = threading.Event()
@@ -206,7 +211,6 @@ class _Pages:
 
         import pylsl
 
-        self.driver = self.browser.driver
         if self.driver is None:
             self.error = self.browser.error
             return

@@ -504,7 +504,8 @@ class LSLSource:
             typical = self.chunk_size
             if typical > 1 and n % typical and n < self.capacity and self.completion:
                 n = self._complete(n, typical - n % typical, min(timeout, COMPLETE_WAIT_S))
-            self._learn(n, self._clock())
+            arrival = self._clock()
+            self._learn(n, arrival)
         else:  # a pylsl without the raw entry point: the public low-latency path
             try:
                 _, ts = self.inlet.pull_chunk(
@@ -519,7 +520,7 @@ class LSLSource:
                 return None, None
             self._ts[:n] = ts
             self._check_stamps(n)
-        arrival = self._clock()
+            arrival = self._clock()
         self.arrival = arrival
         self._last_data = arrival
         if self._finder is not None and not self.lost:

@@ -56,17 +56,23 @@ def _learn_chunks_of_four(
         stamps = [now - (3 - j) / SFREQ for j in range(4)]
         block = _block(k, 4)
         if split:
-            outlet.push_chunk(block[:1], stamps[:1])
-            timer = threading.Timer(0.0002, outlet.push_chunk, args=(block[1:], stamps[1:]))
-            timer.start()
-            _pull_n(source, 4)
-            timer.join()
+            _push_split_and_pull(outlet, source, block, stamps)
         else:
             outlet.push_chunk(block, stamps)
             _pull_n(source, 4)
         k += 4
         time.sleep(max(0.0, now + 4 / SFREQ - pylsl.local_clock()))
     return k
+
+
+def _push_split_and_pull(outlet, source: LSLSource, block: np.ndarray, stamps: list[float]) -> list[np.ndarray]:
+    """Push a chunk as its first sample then (0.2 ms later) the rest; pull all of it."""
+    outlet.push_chunk(block[:1], stamps[:1])
+    timer = threading.Timer(0.0002, outlet.push_chunk, args=(block[1:], stamps[1:]))
+    timer.start()
+    pulls = _pull_n(source, block.shape[0])
+    timer.join()
+    return pulls
 
 
 @pytest.fixture
@@ -95,12 +101,7 @@ def test_a_chunk_split_in_transit_is_completed_before_it_reaches_the_engine(lear
         # one chunk of 4 whose samples are all due, arriving as 1 then (0.2 ms later) 3
         now = pylsl.local_clock()
         stamps = [now - (3 - j) / SFREQ for j in range(4)]
-        block = _block(k, 4)
-        outlet.push_chunk(block[:1], stamps[:1])
-        timer = threading.Timer(0.0002, outlet.push_chunk, args=(block[1:], stamps[1:]))
-        timer.start()
-        pulls = _pull_n(source, 4)
-        timer.join()
+        pulls = _push_split_and_pull(outlet, source, _block(k, 4), stamps)
         whole += len(pulls) == 1
         np.testing.assert_array_equal(np.concatenate(pulls), np.arange(k, k + 4))
         k += 4
