@@ -6,6 +6,7 @@ import itertools
 import os
 import select
 import statistics
+import threading
 import time
 
 import numpy as np
@@ -13,6 +14,8 @@ import pylsl
 import pytest
 
 from closedloop.errors import UsageError
+from closedloop.records import Trigger
+from closedloop.stimulators import TTLStimulator
 from closedloop.ttl import SerialTTL
 
 
@@ -161,6 +164,33 @@ def test_trigger_writes_the_code_at_once_and_the_thread_ends_the_pulse(pty_pair)
     assert sent[1][0] == 78 and sent[1][1] >= t_written + width
     assert got[1][1] - t_written >= width  # the closing 0 only after the width
     assert ttl.pulses_sent == 2
+
+
+def test_a_later_pulse_of_a_train_is_written_by_the_loop_itself_and_ended_by_the_port(pty_pair) -> None:
+    # the loop has waited for the pulse's time: the code byte must go out from its own thread at
+    # once (the port's thread wakes late on a busy machine), and only the closing 0 from the port's
+    master, port = pty_pair
+    writers: list[tuple[bytes, bool]] = []
+    now = pylsl.local_clock()
+    train = Trigger(seq=1, time_s=now, sample_ts=now, event="stim", target_phase_deg=0.0, phase_deg=0.0,
+                    amplitude=1.0, scheduled_s=now, crossing_s=now, pulses=3, pulse_interval_s=0.03)
+    with SerialTTL(port, pulse_width_s=0.002) as ttl:
+        write = ttl._serial.write
+
+        def watched(data):
+            writers.append((bytes(data), threading.current_thread() is threading.main_thread()))
+            return write(data)
+
+        ttl._serial.write = watched
+        stim = TTLStimulator(ttl, stim_code=9)
+        t0 = pylsl.local_clock()
+        stim.pulse(train, 1)
+        t1 = pylsl.local_clock()
+        got = read_bytes(master, 2)
+        code, t_written = ttl.sent.get(timeout=5)
+    assert [b for b, _ in got] == [9, 0]
+    assert writers == [(b"\x09", True), (b"\x00", False)]
+    assert code == 9 and t0 <= t_written <= t1
 
 
 def test_trigger_on_a_vanished_device_returns_none_and_records_the_error() -> None:
